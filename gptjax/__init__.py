@@ -1,0 +1,1 @@
+"""gptjax: a readable, tested JAX/Flax GPT for learning and for ablation research."""

@@ -1,0 +1,185 @@
+"""GPT: token (+ position) embeddings -> n_layers blocks -> final norm -> LM head.
+
+One module serves every variant in ModelConfig. Two ways to run it:
+  * full sequence: `GPT(cfg).apply({'params': p}, tokens)` -> logits [B, T, V] float32;
+  * cached decoding: `GPT(cfg).apply({'params': p}, tokens, cache=cache)` -> (logits, cache), where
+    `cache` is an explicit KVCache pytree (see `init_cache`): the prompt is written in one call
+    (prefill) and each further call appends one token.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gptjax.config import ModelConfig
+from gptjax.layers import MLP, Attention, LayerCache, attention_mask, make_norm
+
+
+class KVCache(NamedTuple):
+  """Keys/values of every layer for a batch of rows that share a slot clock.
+
+  layers: one LayerCache per block, each [B, S, n_kv_heads, head_dim].
+  index: int32 scalar, the slot the next token is written to (== tokens written so far).
+  first_valid: int32 [B], the first slot of each row that holds a real token. Rows of a batch
+    whose prompts differ in length are left-padded; row b's token in slot s sits at position
+    s - first_valid[b], and slots before first_valid[b] are never attended to.
+  """
+  layers: tuple[LayerCache, ...]
+  index: jax.Array
+  first_valid: jax.Array
+
+  @property
+  def max_len(self) -> int:
+    return self.layers[0].k.shape[1]
+
+
+def init_cache(cfg: ModelConfig, batch_size: int, max_len: int | None = None,
+               first_valid: jax.Array | None = None) -> KVCache:
+  """An empty cache for `batch_size` rows and `max_len` slots (default: block_size)."""
+  max_len = cfg.block_size if max_len is None else max_len
+  if cfg.position == 'learned' and max_len > cfg.block_size:
+    raise ValueError(f'a cache of {max_len} positions goes past block_size={cfg.block_size}: '
+                     'learned position embeddings exist only up to block_size '
+                     '(use a shorter max_len, or position=rope)')
+  shape = (batch_size, max_len, cfg.n_kv_heads, cfg.head_dim)
+  layers = tuple(LayerCache(jnp.zeros(shape, cfg.compute_dtype), jnp.zeros(shape, cfg.compute_dtype))
+                 for _ in range(cfg.n_layers))
+  if first_valid is None:
+    first_valid = jnp.zeros((batch_size,), jnp.int32)
+  return KVCache(layers, jnp.zeros((), jnp.int32), jnp.asarray(first_valid, jnp.int32))
+
+
+class Block(nn.Module):
+  """Attention and MLP sublayers, each with a residual connection; pre- or post-norm."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, positions, mask, cache, cache_index, train, need_weights):
+    cfg = self.cfg
+    attn = Attention(cfg, name='attn')
+    mlp = MLP(cfg, name='mlp')
+    attn_norm = make_norm(cfg, 'attn_norm')
+    mlp_norm = make_norm(cfg, 'mlp_norm')
+    drop = nn.Dropout(cfg.resid_dropout, deterministic=not train)
+
+    def attend(h):
+      y, new_cache = attn(h, positions, mask, cache, cache_index, train=train,
+                          need_weights=need_weights)
+      return drop(y), new_cache
+
+    if cfg.norm_position == 'pre':  # x + f(norm(x)): the residual stream is never normalised
+      y, cache = attend(attn_norm(x))
+      x = x + y
+      x = x + drop(mlp(mlp_norm(x)))
+    else:  # norm(x + f(x)), as in the original Transformer
+      y, cache = attend(x)
+      x = attn_norm(x + y)
+      x = mlp_norm(x + drop(mlp(x)))
+    self.sow('intermediates', 'output', x)
+    return x, cache
+
+
+class GPT(nn.Module):
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    embed_init = nn.initializers.normal(cfg.init_std)
+    self.wte = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=embed_init,
+                        dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype)
+    if cfg.position == 'learned':
+      self.wpe = nn.Embed(cfg.block_size, cfg.d_model, embedding_init=embed_init,
+                          dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype)
+    # Static args (train, need_weights) are positional 6 and 7, counting self as 0.
+    block_class = nn.remat(Block, static_argnums=(6, 7)) if cfg.remat else Block
+    self.blocks = [block_class(cfg) for _ in range(cfg.n_layers)]
+    # Post-norm blocks already end in a norm, so only pre-norm models get a final one.
+    if cfg.norm_position == 'pre':
+      self.norm_f = make_norm(cfg, None)
+    if not cfg.tie_embeddings:
+      self.lm_head = self.param('lm_head', nn.initializers.normal(cfg.init_std),
+                                (cfg.vocab_size, cfg.d_model), cfg.params_dtype)
+    self.embd_dropout = nn.Dropout(cfg.embd_dropout)
+
+  def __call__(self, tokens, *, cache: KVCache | None = None, train: bool = False,
+               need_weights: bool = False):
+    """tokens [B, T] int -> logits [B, T, vocab_size] float32 (and the new cache if given one).
+
+    train: enables dropout (needs a 'dropout' rng). need_weights: computes the attention
+    probabilities explicitly and sows them into the 'intermediates' collection.
+    """
+    cfg = self.cfg
+    b, t = tokens.shape
+    if cache is None:
+      if cfg.position == 'learned' and t > cfg.block_size:
+        raise ValueError(f'sequence of {t} tokens is longer than block_size={cfg.block_size}, '
+                         'the last position with a learned embedding')
+      slots = jnp.arange(t)
+      positions = jnp.broadcast_to(slots, (b, t))
+      mask = index = None
+    else:
+      if t > cache.max_len:
+        raise ValueError(f'{t} tokens do not fit a cache of {cache.max_len} slots')
+      index = cache.index
+      slots = index + jnp.arange(t)
+      positions = jnp.maximum(slots[None, :] - cache.first_valid[:, None], 0)  # [B, T]
+      mask = attention_mask(slots, jnp.arange(cache.max_len), cfg.attention_window,
+                            cache.first_valid)
+
+    x = self.wte(tokens)  # [B, T, C]
+    if cfg.position == 'learned':
+      x = x + self.wpe(positions)
+    x = self.embd_dropout(x, deterministic=not train)
+
+    new_layers = []
+    for i, block in enumerate(self.blocks):
+      layer_cache = None if cache is None else cache.layers[i]
+      x, layer_cache = block(x, positions, mask, layer_cache, index, train, need_weights)
+      new_layers.append(layer_cache)
+
+    logits = self.head(x)
+    if cache is None:
+      return logits
+    return logits, KVCache(tuple(new_layers), index + t, cache.first_valid)
+
+  def head(self, x):
+    """Residual stream [B, T, C] -> logits [B, T, vocab_size] float32 (final norm + LM head).
+
+    Also the logit lens: applied to any block's output it shows what the model would predict
+    if the network ended there.
+    """
+    cfg = self.cfg
+    if cfg.norm_position == 'pre':
+      x = self.norm_f(x)
+    w = self.wte.embedding if cfg.tie_embeddings else self.lm_head  # [V, C]
+    pad = cfg.padded_vocab_size - cfg.vocab_size
+    if pad:  # a friendlier matmul shape for the accelerator; the extra logits are dropped below
+      w = jnp.pad(w, ((0, pad), (0, 0)))
+    logits = jnp.dot(x.astype(cfg.compute_dtype), w.astype(cfg.compute_dtype).T,
+                     preferred_element_type=jnp.float32)
+    return logits[..., :cfg.vocab_size]
+
+
+def init_params(cfg: ModelConfig, rng: jax.Array) -> dict:
+  """Freshly initialised parameters (GPT-2 scheme: N(0, 0.02), residual projections scaled)."""
+  tokens = jnp.zeros((1, min(cfg.block_size, 8)), jnp.int32)
+  return jax.jit(GPT(cfg).init)(rng, tokens)['params']
+
+
+def forward_with_intermediates(cfg: ModelConfig, params: dict, tokens: jax.Array):
+  """Logits plus what happened inside: for analysis tools and tests.
+
+  Returns (logits [B, T, V], block_outputs [L, B, T, C], attention_weights [L, B, H, T, T]).
+  block_outputs[i] is the residual stream after block i (before the final norm).
+  """
+  logits, state = GPT(cfg).apply({'params': params}, tokens, need_weights=True,
+                                 mutable=['intermediates'])
+  inter = state['intermediates']
+  blocks = [inter[f'blocks_{i}'] for i in range(cfg.n_layers)]
+  block_outputs = jnp.stack([blk['output'][0] for blk in blocks])
+  weights = jnp.stack([blk['attn']['attention_weights'][0] for blk in blocks])
+  return logits, block_outputs, weights
