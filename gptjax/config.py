@@ -154,3 +154,28 @@ class ModelConfig:
 
   def replace(self, **changes) -> 'ModelConfig':
     return dataclasses.replace(self, **changes)
+
+
+# Fields whose default is None ("derive it") still need a type, so that command-line overrides
+# such as --config.model.n_kv_heads=2 are parsed as ints rather than rejected.
+_OPTIONAL_FIELD_TYPES = {'n_kv_heads': int, 'd_ff': int, 'attention_window': int, 'qkv_bias': bool}
+
+
+def model_config_dict(**overrides) -> 'ml_collections.ConfigDict':
+  """`config.model` for an ml_collections config file: every ModelConfig field, typed.
+
+  Config files start from this and override what their model changes, so a new ModelConfig field
+  is automatically available to every config and every command line.
+  """
+  import ml_collections
+  from ml_collections import config_dict
+
+  model = ml_collections.ConfigDict()
+  for f in dataclasses.fields(ModelConfig):
+    value = overrides.pop(f.name, f.default)
+    if value is None and f.name in _OPTIONAL_FIELD_TYPES:
+      value = config_dict.placeholder(_OPTIONAL_FIELD_TYPES[f.name])
+    model[f.name] = value
+  if overrides:
+    ModelConfig.from_config(overrides)  # raises, naming the unknown field
+  return model
