@@ -1,0 +1,372 @@
+"""Autoregressive sampling: logit processors, then one jitted `lax.while_loop` over the model.
+
+    generate(cfg, params, [464, 3290], max_new_tokens=20, temperature=0.8, top_k=40)
+
+A batch of prompts of different lengths is left-padded to a common length, so every row's last
+prompt token sits in the same cache slot; the cache's per-row `first_valid` keeps the padding out
+of attention and the positions right. The prompt but its last token is written into the KV cache
+in one call (prefill), then a single jitted `lax.while_loop` feeds one token per step (first the
+last prompt token, then each new one) until every row has produced its end-of-text token or
+`max_new_tokens` is reached.
+
+As in flax's lm1b sampler the model is a parameter (`model_fn`, default `gpt_forward`), so the
+loop can be tested with a fake model whose next token is known.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gptjax.config import ModelConfig
+from gptjax.model import GPT, KVCache, init_cache
+
+# Cache sizes are rounded up to a multiple of this so that nearby prompt lengths share one
+# compilation of the decode loop.
+CACHE_BUCKET = 64
+# Cumulative probabilities are float32 sums: mass within this of top_p counts as reaching it, so a
+# distribution that reaches p exactly keeps the same set whatever the rounding.
+TOP_P_TOLERANCE = 1e-6
+
+# model_fn(cfg, params, tokens [B, T], cache) -> (logits [B, T, V], cache) when given a KVCache,
+# and logits [B, T, V] of a plain causal forward from slot 0 when cache is None.
+ModelFn = Callable[[ModelConfig, Any, jax.Array, 'KVCache | None'], Any]
+
+
+def gpt_forward(cfg: ModelConfig, params, tokens: jax.Array, cache: KVCache | None = None):
+  """The default model_fn: `GPT(cfg)` itself."""
+  return GPT(cfg).apply({'params': params}, tokens, cache=cache)
+
+
+# ---------------------------------------------------------------------------------------------
+# Logit processors: pure functions of logits [..., V] that send excluded tokens to -inf.
+
+
+def mask_vocab(logits: jax.Array, valid_vocab_size) -> jax.Array:
+  """Ids >= valid_vocab_size (rows that exist only as padding, beyond the tokenizer) never win."""
+  return jnp.where(jnp.arange(logits.shape[-1]) < valid_vocab_size, logits, -jnp.inf)
+
+
+def apply_temperature(logits: jax.Array, temperature) -> jax.Array:
+  return logits / temperature
+
+
+def top_k_filter(logits: jax.Array, k: int) -> jax.Array:
+  """Keeps the k largest logits (more only where several tie with the k-th)."""
+  kth_largest = jax.lax.top_k(logits, k)[0][..., -1:]
+  return jnp.where(logits < kth_largest, -jnp.inf, logits)
+
+
+def top_p_filter(logits: jax.Array, p) -> jax.Array:
+  """Nucleus: keeps the smallest set of most likely tokens whose probability mass reaches p.
+
+  The most likely token is always kept; tokens tied with the last kept one are kept too.
+  """
+  sorted_logits = -jnp.sort(-logits, axis=-1)  # descending
+  probs = jax.nn.softmax(sorted_logits, axis=-1)
+  mass_before = jnp.cumsum(probs, axis=-1) - probs  # mass of the tokens ranked above each one
+  needed = (mass_before < p - TOP_P_TOLERANCE) | (p >= 1.0)
+  n_keep = jnp.maximum(needed.sum(axis=-1, keepdims=True), 1)
+  threshold = jnp.take_along_axis(sorted_logits, n_keep - 1, axis=-1)
+  return jnp.where(logits < threshold, -jnp.inf, logits)
+
+
+class SamplingKnobs(NamedTuple):
+  """The sampling settings that are traced values, so changing them does not recompile."""
+  temperature: jax.Array  # float32 scalar, > 0 (greedy is a static choice, not temperature 0)
+  top_p: jax.Array  # float32 scalar in (0, 1]; read only when top_p filtering is on
+  valid_vocab_size: jax.Array  # int32 scalar
+  eot_token: jax.Array  # int32 scalar; -1: no end-of-text token
+
+
+class Strategy(NamedTuple):
+  """The sampling settings that change the compiled program."""
+  greedy: bool
+  top_k: int | None
+  use_top_p: bool
+
+
+def process_logits(logits: jax.Array, knobs: SamplingKnobs, strategy: Strategy) -> jax.Array:
+  """vocab mask -> temperature -> top-k -> top-p: the distribution a sample is drawn from."""
+  logits = mask_vocab(logits, knobs.valid_vocab_size)
+  logits = apply_temperature(logits, knobs.temperature)
+  if strategy.top_k is not None:
+    logits = top_k_filter(logits, strategy.top_k)
+  if strategy.use_top_p:
+    logits = top_p_filter(logits, knobs.top_p)
+  return logits
+
+
+def choose_tokens(logits: jax.Array, key: jax.Array, knobs: SamplingKnobs,
+                  strategy: Strategy) -> jax.Array:
+  """Next-token logits [B, V] -> token ids [B] (argmax when greedy, else a sample)."""
+  if strategy.greedy:
+    return jnp.argmax(mask_vocab(logits, knobs.valid_vocab_size), axis=-1).astype(jnp.int32)
+  return jax.random.categorical(key, process_logits(logits, knobs, strategy)).astype(jnp.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The decode loop, shared by the cached and the uncached path. They differ only in `advance`:
+# how the model state (a KV cache, or the whole token buffer) takes in one more token per row and
+# yields the logits of the token after it.
+
+
+class LoopState(NamedTuple):
+  model_state: Any  # KVCache (cached path) or token buffer [B, S] (uncached path)
+  token: jax.Array  # [B] the token to feed next: the last prompt token, then each choice
+  step: jax.Array  # int32 scalar: the output column written next
+  done: jax.Array  # bool [B]: the row has produced its end-of-text token
+  out: jax.Array  # int32 [B, max_new_tokens]
+
+
+def decode_loop(advance, model_state, last_prompt_token: jax.Array, key: jax.Array,
+                knobs: SamplingKnobs, strategy: Strategy, max_new_tokens: int) -> jax.Array:
+  """Chooses up to max_new_tokens tokens per row -> [B, max_new_tokens] int32.
+
+  advance(model_state, token [B], step) -> (logits of the next token [B, V], model_state); step 0
+  feeds each row's last prompt token, step s the token chosen at step s - 1. So the model is
+  traced once, and the first choice is made by the same code as the others.
+  A row that has produced end-of-text keeps emitting it (as padding) while the others go on; the
+  loop ends when all rows are done. The rng of step s is fold_in(key, s).
+  """
+  batch = last_prompt_token.shape[0]
+  init = LoopState(model_state, last_prompt_token, jnp.int32(0), jnp.zeros((batch,), bool),
+                   jnp.full((batch, max_new_tokens), knobs.eot_token, jnp.int32))
+
+  def cond(state):
+    return (state.step < max_new_tokens) & ~jnp.all(state.done)
+
+  def body(state):
+    logits, model_state = advance(state.model_state, state.token, state.step)
+    token = choose_tokens(logits, jax.random.fold_in(key, state.step), knobs, strategy)
+    token = jnp.where(state.done, knobs.eot_token, token)
+    out = jax.lax.dynamic_update_slice(state.out, token[:, None], (0, state.step))
+    return LoopState(model_state, token, state.step + 1, state.done | (token == knobs.eot_token),
+                     out)
+
+  return jax.lax.while_loop(cond, body, init).out
+
+
+# The jitted programs are built once per (config, model, static settings) and kept; jit's own
+# cache then holds one compilation per input shape (batch, prompt/cache length).
+
+
+@functools.lru_cache(maxsize=64)
+def _prefill_fn(cfg: ModelConfig, model_fn: ModelFn, max_len: int):
+  def prefill(params, tokens, first_valid):
+    """Left-padded prompts [B, P] -> a cache of max_len slots holding them (logits unused)."""
+    cache = init_cache(cfg, tokens.shape[0], max_len, first_valid=first_valid)
+    return model_fn(cfg, params, tokens, cache)[1]
+  return jax.jit(prefill)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_decode_fn(cfg: ModelConfig, model_fn: ModelFn, strategy: Strategy,
+                      max_new_tokens: int):
+  def decode(params, cache, last_prompt_token, key, knobs):
+    def advance(cache, token, step):
+      logits, cache = model_fn(cfg, params, token[:, None], cache)
+      return logits[:, -1], cache
+    return decode_loop(advance, cache, last_prompt_token, key, knobs, strategy, max_new_tokens)
+  return jax.jit(decode)
+
+
+@functools.lru_cache(maxsize=64)
+def _uncached_decode_fn(cfg: ModelConfig, model_fn: ModelFn, strategy: Strategy,
+                        max_new_tokens: int):
+  # Without a cache the model runs its plain full-sequence forward, whose positions are
+  # arange(T) and whose mask is plain causal: it has no notion of left padding. So here the rows
+  # are left-aligned instead (prompt at slot 0, padding on the right) in a fixed [B, S] buffer,
+  # and each row reads its logits at its own last slot. Causality makes the padding after that
+  # slot invisible, positions are right for every row, and one compilation serves all prompt
+  # lengths. Every step re-runs the whole buffer: exactly the work the KV cache saves.
+  def decode(params, buffer, lengths, key, knobs):
+    rows = jnp.arange(buffer.shape[0])
+
+    def advance(buffer, token, step):
+      slot = lengths + step - 1  # step 0 rewrites the last prompt token in place
+      buffer = buffer.at[rows, slot].set(token)
+      return model_fn(cfg, params, buffer, None)[rows, slot], buffer  # [B, V]
+
+    last_prompt_token = buffer[rows, lengths - 1]
+    return decode_loop(advance, buffer, last_prompt_token, key, knobs, strategy, max_new_tokens)
+  return jax.jit(decode)
+
+
+# ---------------------------------------------------------------------------------------------
+# generate: validation, padding and bucketing in Python, then the jitted programs above.
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return multiple * ((n + multiple - 1) // multiple)
+
+
+def _next_power_of_two(n: int) -> int:
+  return 1 << (n - 1).bit_length()
+
+
+def _is_int(x) -> bool:
+  return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _as_prompts(prompt_tokens, vocab_size: int) -> tuple[list[list[int]], bool]:
+  """-> (list of prompts, whether a batch was given), every id checked against the vocabulary."""
+  if isinstance(prompt_tokens, (np.ndarray, jax.Array)):
+    prompt_tokens = np.asarray(prompt_tokens).tolist()
+  if isinstance(prompt_tokens, (str, bytes)) or not isinstance(prompt_tokens, Sequence):
+    raise ValueError('prompt_tokens must be a list of token ids or a list of such lists, '
+                     f'got {type(prompt_tokens).__name__}')
+  if not prompt_tokens:
+    raise ValueError('prompt_tokens is empty: give at least one token (e.g. the eot token)')
+  is_batch = not _is_int(prompt_tokens[0])
+  prompts = list(prompt_tokens) if is_batch else [prompt_tokens]
+  for row, prompt in enumerate(prompts):
+    name = f'prompt_tokens[{row}]' if is_batch else 'prompt_tokens'
+    if isinstance(prompt, np.ndarray):
+      prompt = prompts[row] = prompt.tolist()
+    if (isinstance(prompt, (str, bytes)) or not isinstance(prompt, Sequence)
+        or not all(_is_int(t) for t in prompt)):
+      raise ValueError(f'{name} must be a list of int token ids')
+    if not prompt:
+      raise ValueError(f'{name} is empty: give at least one token (e.g. the eot token)')
+    bad = [t for t in prompt if not 0 <= t < vocab_size]
+    if bad:
+      raise ValueError(f'{name} holds token id {bad[0]}, outside [0, vocab_size={vocab_size})')
+  return [[int(t) for t in p] for p in prompts], is_batch
+
+
+def _validate(cfg, max_new_tokens, temperature, top_k, top_p, eot_token, valid_vocab_size,
+              max_len, seed):
+  if not _is_int(max_new_tokens) or max_new_tokens < 1:
+    raise ValueError(f'max_new_tokens={max_new_tokens!r} must be an integer >= 1')
+  if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+      temperature >= 0 and np.isfinite(temperature)):
+    raise ValueError(f'temperature={temperature!r} must be a finite number >= 0 (0: greedy)')
+  if top_k is not None and (not _is_int(top_k) or top_k < 1):
+    raise ValueError(f'top_k={top_k!r} must be None or an integer >= 1')
+  if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))
+                            or not 0 < top_p <= 1):
+    raise ValueError(f'top_p={top_p!r} must be None or a number in (0, 1]')
+  if valid_vocab_size is not None and (not _is_int(valid_vocab_size)
+                                       or not 1 <= valid_vocab_size <= cfg.vocab_size):
+    raise ValueError(f'valid_vocab_size={valid_vocab_size!r} must be an integer in '
+                     f'[1, vocab_size={cfg.vocab_size}]')
+  if eot_token is not None and (not _is_int(eot_token) or not 0 <= eot_token < cfg.vocab_size):
+    raise ValueError(f'eot_token={eot_token!r} must be None or a token id in '
+                     f'[0, vocab_size={cfg.vocab_size})')
+  if max_len is not None and (not _is_int(max_len) or max_len < 1):
+    raise ValueError(f'max_len={max_len!r} must be None or an integer >= 1')
+  if max_len is not None and cfg.position == 'learned' and max_len > cfg.block_size:
+    raise ValueError(f'max_len={max_len} is past block_size={cfg.block_size}: learned position '
+                     'embeddings exist only up to block_size')
+  if not _is_int(seed):
+    raise ValueError(f'seed={seed!r} must be an integer')
+
+
+def _fit_to_capacity(cfg, prompts, max_new_tokens, max_len, truncate_prompt):
+  """Checks that the longest prompt plus the new tokens fit; left-truncates prompts if asked.
+
+  The model reads the prompt and every new token but the last: len + max_new_tokens - 1 slots.
+  """
+  if max_len is not None:
+    capacity, limit = max_len, f'max_len={max_len}'
+  elif cfg.position == 'learned':
+    capacity, limit = cfg.block_size, f'block_size={cfg.block_size} (learned positions)'
+  else:
+    return prompts
+  longest = max(map(len, prompts))
+  if longest + max_new_tokens - 1 <= capacity:
+    return prompts
+  keep = capacity - max_new_tokens + 1
+  if keep < 1:
+    raise ValueError(f'max_new_tokens={max_new_tokens} does not fit {limit}: at most '
+                     f'{capacity} new tokens after a 1-token prompt')
+  if not truncate_prompt:
+    raise ValueError(f'a prompt of {longest} tokens + max_new_tokens={max_new_tokens} needs '
+                     f'{longest + max_new_tokens - 1} positions, past {limit}; shorten the '
+                     f'prompt or max_new_tokens, or pass truncate_prompt=True to keep each '
+                     f"prompt's last {keep} tokens")
+  return [p[-keep:] for p in prompts]
+
+
+def _cache_size(cfg, needed: int, max_len: int | None) -> int:
+  if max_len is not None:
+    return max_len
+  size = _round_up(needed, CACHE_BUCKET)
+  return min(size, cfg.block_size) if cfg.position == 'learned' else size
+
+
+def generate(cfg: ModelConfig, params, prompt_tokens, *, max_new_tokens: int,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             seed: int = 0, use_cache: bool = True, eot_token: int | None = None,
+             max_len: int | None = None, valid_vocab_size: int | None = None,
+             truncate_prompt: bool = False, model_fn: ModelFn = gpt_forward):
+  """Continues each prompt by up to max_new_tokens tokens.
+
+  prompt_tokens: a list of ints (one prompt) or a list of lists (a batch; lengths may differ).
+  Returns the new tokens: a list[int] for one prompt, a list of lists for a batch. A row that
+  produces eot_token ends with it (rows stop independently; the loop stops when all have).
+
+  temperature: 0 is greedy (argmax; top_k/top_p then change nothing). top_k: sample among the k
+  most likely tokens. top_p: nucleus sampling. seed: the same seed gives the same tokens.
+  use_cache: False re-runs the whole sequence every step (same tokens, much slower; it exists to
+  measure what the KV cache buys). valid_vocab_size: ids at or above it are never produced (pass
+  the tokenizer's n_vocab when the model's vocabulary has padding rows). max_len: the cache
+  size (default: longest prompt + max_new_tokens, rounded up to a multiple of CACHE_BUCKET and
+  capped at block_size for learned positions). truncate_prompt: when the prompt and the new tokens
+  do not fit (block_size for learned positions, or max_len), keep only each prompt's last tokens
+  instead of raising. model_fn: the model (see ModelFn); tests pass a fake one.
+  """
+  prompts, is_batch = _as_prompts(prompt_tokens, cfg.vocab_size)
+  _validate(cfg, max_new_tokens, temperature, top_k, top_p, eot_token, valid_vocab_size,
+            max_len, seed)
+  prompts = _fit_to_capacity(cfg, prompts, max_new_tokens, max_len, truncate_prompt)
+
+  greedy = temperature == 0
+  strategy = Strategy(greedy=greedy,
+                      top_k=None if greedy or top_k is None else min(top_k, cfg.vocab_size),
+                      use_top_p=not greedy and top_p is not None and top_p < 1)
+  knobs = SamplingKnobs(
+      temperature=jnp.float32(1.0 if greedy else temperature),
+      top_p=jnp.float32(1.0 if top_p is None else top_p),
+      valid_vocab_size=jnp.int32(cfg.vocab_size if valid_vocab_size is None else valid_vocab_size),
+      eot_token=jnp.int32(-1 if eot_token is None else eot_token))
+  key = jax.random.key(seed)
+
+  lengths = np.array([len(p) for p in prompts], np.int32)
+  longest = int(lengths.max())
+  cache_size = _cache_size(cfg, longest + max_new_tokens - 1, max_len)
+  if use_cache:
+    # Pad the prompt to a power of two where the cache has room, so prompts of nearby lengths
+    # share one prefill compilation too; padding slots are masked out via first_valid.
+    padded_len = min(_next_power_of_two(longest), cache_size - max_new_tokens + 1)
+    tokens = np.zeros((len(prompts), padded_len), np.int32)
+    for row, prompt in enumerate(prompts):
+      tokens[row, padded_len - len(prompt):] = prompt
+    first_valid = padded_len - lengths
+    # The prompt but its last token is written in one call; the loop's first step feeds the last.
+    if padded_len > 1:
+      cache = _prefill_fn(cfg, model_fn, cache_size)(params, tokens[:, :-1], first_valid)
+    else:
+      cache = init_cache(cfg, len(prompts), cache_size, first_valid=first_valid)
+    out = _cached_decode_fn(cfg, model_fn, strategy, max_new_tokens)(
+        params, cache, tokens[:, -1], key, knobs)
+  else:
+    buffer = np.zeros((len(prompts), cache_size), np.int32)
+    for row, prompt in enumerate(prompts):
+      buffer[row, :len(prompt)] = prompt
+    out = _uncached_decode_fn(cfg, model_fn, strategy, max_new_tokens)(
+        params, buffer, lengths, key, knobs)
+
+  rows = [_cut_after_eot(row, eot_token) for row in np.asarray(out).tolist()]
+  return rows if is_batch else rows[0]
+
+
+def _cut_after_eot(tokens: list[int], eot_token: int | None) -> list[int]:
+  if eot_token is not None and eot_token in tokens:
+    return tokens[:tokens.index(eot_token) + 1]
+  return tokens

@@ -1,0 +1,290 @@
+"""Sampling: logit processors, the decode loop driven by fake models, and cache parity on tiny
+real models."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gptjax import sampling
+from gptjax.config import ModelConfig
+from gptjax.model import GPT
+
+# ---------------------------------------------------------------------------------------------
+# Fake models (module level, so the sampler's compile cache sees the same function every time).
+
+FAKE_CFG = ModelConfig(vocab_size=16, block_size=64, n_layers=1, d_model=8, n_heads=1)
+EOT = 10
+
+
+def _with_cache(logits, tokens, cache):
+  if cache is None:
+    return logits
+  return logits, cache._replace(index=cache.index + tokens.shape[1])
+
+
+def successor_model(cfg, params, tokens, cache=None):
+  """Next token is always (last + 1) % V."""
+  logits = 10.0 * jax.nn.one_hot((tokens + 1) % cfg.vocab_size, cfg.vocab_size)
+  return _with_cache(logits, tokens, cache)
+
+
+def uniform_model(cfg, params, tokens, cache=None):
+  logits = jnp.zeros(tokens.shape + (cfg.vocab_size,))
+  return _with_cache(logits, tokens, cache)
+
+
+FAVOURITE_ORDER = jnp.array([3, 7, 1, 12, 5, 0, 2, 4, 6, 8, 9, 10, 11, 13, 14, 15])
+
+
+def ranked_model(cfg, params, tokens, cache=None):
+  """Same logits every step: token FAVOURITE_ORDER[i] is the i-th most likely."""
+  logits = jnp.zeros(cfg.vocab_size).at[FAVOURITE_ORDER].set(-jnp.arange(cfg.vocab_size) * 0.5)
+  return _with_cache(jnp.broadcast_to(logits, tokens.shape + (cfg.vocab_size,)), tokens, cache)
+
+
+VALID_VOCAB = 12
+
+
+def loud_padding_model(cfg, params, tokens, cache=None):
+  """Gives the ids past VALID_VOCAB (padding rows) huge logits."""
+  logits = jnp.where(jnp.arange(cfg.vocab_size) >= VALID_VOCAB, 1e4, 0.0)
+  return _with_cache(jnp.broadcast_to(logits, tokens.shape + (cfg.vocab_size,)), tokens, cache)
+
+
+TRACES = []
+
+
+def tracing_successor_model(cfg, params, tokens, cache=None):
+  TRACES.append(tokens.shape)  # runs once per trace, never inside the compiled loop
+  return successor_model(cfg, params, tokens, cache)
+
+
+CALLS = []
+
+
+def calling_successor_model(cfg, params, tokens, cache=None):
+  jax.debug.callback(lambda: CALLS.append(1))  # runs on every execution
+  return successor_model(cfg, params, tokens, cache)
+
+
+def fake_generate(prompt, model_fn=successor_model, cfg=FAKE_CFG, **kwargs):
+  kwargs.setdefault('max_new_tokens', 6)
+  kwargs.setdefault('temperature', 0.0)
+  return sampling.generate(cfg, {}, prompt, model_fn=model_fn, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop, on fake models
+
+
+@pytest.mark.parametrize('use_cache', [True, False])
+def test_greedy_follows_the_fake_rule(use_cache):
+  assert fake_generate([3], use_cache=use_cache) == [4, 5, 6, 7, 8, 9]
+  assert fake_generate([1, 2, 13], max_new_tokens=4, use_cache=use_cache) == [14, 15, 0, 1]
+  assert fake_generate([[5]], max_new_tokens=1, use_cache=use_cache) == [[6]]
+
+
+@pytest.mark.parametrize('use_cache', [True, False])
+def test_rows_stop_at_eot_independently(use_cache):
+  prompts = [[8], [0, 1, 2], [4, 11, 12]]
+  out = fake_generate(prompts, max_new_tokens=10, eot_token=EOT, use_cache=use_cache)
+  assert out == [[9, 10],  # stops early and stops growing
+                 [3, 4, 5, 6, 7, 8, 9, 10],  # goes on to its own eot
+                 [13, 14, 15, 0, 1, 2, 3, 4, 5, 6]]  # never reaches eot: max_new_tokens
+  assert fake_generate([11], max_new_tokens=3, eot_token=EOT, use_cache=use_cache) == [12, 13, 14]
+
+
+def test_loop_ends_when_every_row_is_done():
+  CALLS.clear()
+  out = fake_generate([[0, 8], [6, 7]], model_fn=calling_successor_model, max_new_tokens=50,
+                      eot_token=EOT)
+  assert out == [[9, 10], [8, 9, 10]]
+  assert len(CALLS) == 4  # prefill, then three single-token steps; not 50
+
+
+def test_one_compilation_per_bucket_and_static_settings():
+  def run(prompts, use_cache, **kwargs):
+    return fake_generate(prompts, model_fn=tracing_successor_model, max_new_tokens=5,
+                         use_cache=use_cache, **kwargs)
+
+  for use_cache in (True, False):
+    run([[1, 2, 3, 4, 5], [1]], use_cache, temperature=0.5, top_p=0.9)
+    traces = len(TRACES)
+    run([[1, 2, 3, 4, 5, 6, 7], [2, 3]], use_cache, temperature=0.7, top_p=0.5, seed=3)
+    run([[9] * 6, [1] * 8], use_cache, temperature=1.3, top_p=0.99, eot_token=EOT,
+        valid_vocab_size=14)
+    assert len(TRACES) == traces, 'prompt length, temperature, top_p, eot or seed retraced'
+
+
+def test_padded_vocab_ids_are_never_produced():
+  prompts = [[1], [2, 3], [4]]
+  assert all(t >= VALID_VOCAB for row in fake_generate(prompts, model_fn=loud_padding_model)
+             for t in row)  # without the mask the padding wins
+  for use_cache in (True, False):
+    for temperature in (0.0, 1.0, 1e4):
+      out = fake_generate(prompts, model_fn=loud_padding_model, max_new_tokens=20,
+                          temperature=temperature, valid_vocab_size=VALID_VOCAB,
+                          use_cache=use_cache)
+      assert all(0 <= t < VALID_VOCAB for row in out for t in row)
+
+
+def test_same_seed_same_samples_other_seed_different():
+  def sample(seed, use_cache=True):
+    return fake_generate([[1], [2, 3]], model_fn=uniform_model, max_new_tokens=24, seed=seed,
+                         temperature=1.0, use_cache=use_cache)
+
+  first = sample(0)
+  assert sample(0) == first
+  assert sample(0, use_cache=False) == first  # same rng stream either way
+  assert sample(1) != first
+  assert first[0] != first[1]  # rows draw independent samples
+
+
+def test_top_k_and_top_p_sample_only_from_the_kept_tokens():
+  def sampled(**kwargs):
+    out = fake_generate([[0]] * 8, model_fn=ranked_model, max_new_tokens=32, temperature=1.0,
+                        **kwargs)
+    return {t for row in out for t in row}
+
+  top = [int(t) for t in FAVOURITE_ORDER]
+  assert sampled(top_k=3) == set(top[:3])
+  # logits 0, -0.5, -1, ...: the top two hold 0.62 of the mass, the top three 0.77
+  assert sampled(top_p=0.6) == set(top[:2])
+  assert sampled(top_p=0.7) == set(top[:3])
+
+
+# ---------------------------------------------------------------------------------------------
+# Logit processors
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+  logits = jnp.log(jnp.array([[0.15, 0.5, 0.05, 0.3]]))  # ranks: 1, 3, 0, 2
+
+  def kept(p):
+    return np.flatnonzero(np.isfinite(np.asarray(sampling.top_p_filter(logits, p)[0]))).tolist()
+
+  assert kept(0.8) == [1, 3]  # 0.5 + 0.3 reaches 0.8 exactly
+  assert kept(0.81) == [0, 1, 3]
+  assert kept(0.5) == [1]
+  assert kept(0.01) == [1]  # the top token always stays
+  assert kept(0.96) == [0, 1, 2, 3]
+  assert kept(1.0) == [0, 1, 2, 3]
+
+
+def test_top_p_works_per_row():
+  logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]]))
+  kept = np.isfinite(np.asarray(sampling.top_p_filter(logits, 0.8)))
+  assert kept.tolist() == [[True, True, False, False], [False, False, True, True]]
+
+
+def test_top_k_temperature_and_vocab_mask():
+  logits = jnp.array([[1.0, 4.0, 3.0, 2.0]])
+  assert np.isfinite(sampling.top_k_filter(logits, 2)).tolist() == [[False, True, True, False]]
+  np.testing.assert_allclose(sampling.apply_temperature(logits, 2.0), logits / 2)
+  masked = sampling.mask_vocab(logits, 3)
+  assert masked[0, :3].tolist() == [1.0, 4.0, 3.0] and masked[0, 3] == -jnp.inf
+
+
+def test_processors_compose_mask_temperature_top_k_top_p():
+  logits = jnp.log(jnp.array([[0.4, 0.3, 0.2, 0.1, 0.0001]])) + 7.0
+  knobs = sampling.SamplingKnobs(temperature=jnp.float32(0.5), top_p=jnp.float32(0.7),
+                                 valid_vocab_size=jnp.int32(4), eot_token=jnp.int32(-1))
+  # At temperature 0.5 the probabilities become ~[0.53, 0.3, 0.13, 0.03]: top-p 0.7 keeps 2.
+  out = sampling.process_logits(logits, knobs, sampling.Strategy(False, top_k=3, use_top_p=True))
+  np.testing.assert_allclose(out[0, :2], logits[0, :2] / 0.5, rtol=1e-6)
+  assert np.isinf(out[0, 2:]).all()
+  # Without top-p, top-k 3 keeps 3; the masked padding id stays out even with top_k=5.
+  assert np.isfinite(sampling.process_logits(logits, knobs, sampling.Strategy(
+      False, top_k=3, use_top_p=False))).tolist() == [[True, True, True, False, False]]
+  assert np.isfinite(sampling.process_logits(logits, knobs, sampling.Strategy(
+      False, top_k=5, use_top_p=False))).tolist() == [[True, True, True, True, False]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny real models: the cached loop must choose exactly what full forwards choose.
+
+# Together they cover every value of every knob; two have a second layer, whose cache is filled
+# from the first layer's outputs (one layer each elsewhere keeps the compile time down).
+VARIANTS = {
+    'gpt2': dict(n_layers=2),
+    'post_rmsnorm_rope_gqa_swiglu': dict(norm_position='post', norm='rmsnorm', position='rope',
+                                         n_kv_heads=2, mlp='swiglu'),
+    'rope_mqa_window': dict(norm='rmsnorm', position='rope', n_kv_heads=1, attention_window=3,
+                            n_layers=2),
+    'post_learned_gqa_window': dict(norm_position='post', n_kv_heads=2, attention_window=4),
+}
+PROMPTS = [[5, 17, 3, 40, 8, 21, 9], [33, 2, 50, 11, 7], [1, 2, 3, 4, 5, 6, 7, 8]]
+
+
+def tiny_model(n_layers=1, **variant):
+  """A random model, its params drawn in numpy from the shapes alone (compiling or running
+  flax's init op by op would cost seconds per variant). Weights of std 0.3 make the logits far
+  from ties, so greedy choices are robust to float rounding differences between the paths."""
+  cfg = ModelConfig(vocab_size=61, block_size=64, n_layers=n_layers, d_model=32, n_heads=4,
+                    **variant)
+  shapes = jax.eval_shape(GPT(cfg).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
+  rng = np.random.default_rng(0)
+
+  def draw(path, leaf):
+    noise = rng.normal(0.0, 0.3, leaf.shape).astype(np.float32)
+    return 1.0 + noise if path[-1].key == 'scale' else noise  # norm scales around 1
+
+  return cfg, jax.tree_util.tree_map_with_path(draw, shapes['params'])
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_cached_equals_uncached_greedy_and_batch_equals_single(variant):
+  cfg, params = tiny_model(**VARIANTS[variant])
+  cached = sampling.generate(cfg, params, PROMPTS, max_new_tokens=10, temperature=0)
+  uncached = sampling.generate(cfg, params, PROMPTS, max_new_tokens=10, temperature=0,
+                               use_cache=False)
+  assert cached == uncached
+  assert [sampling.generate(cfg, params, p, max_new_tokens=10, temperature=0)
+          for p in PROMPTS] == cached
+
+
+def test_top_k_1_equals_greedy():
+  cfg, params = tiny_model(**VARIANTS['gpt2'])
+  greedy = sampling.generate(cfg, params, PROMPTS, max_new_tokens=10, temperature=0)
+  assert sampling.generate(cfg, params, PROMPTS, max_new_tokens=10, temperature=1.5, top_k=1,
+                           seed=7) == greedy
+
+
+def test_learned_positions_stop_at_block_size_unless_truncating():
+  cfg = FAKE_CFG.replace(block_size=16)
+  prompt = list(range(12))
+  assert len(fake_generate(prompt, cfg=cfg, max_new_tokens=5)) == 5  # 12 + 5 - 1 = 16 slots
+  with pytest.raises(ValueError, match='block_size=16'):
+    fake_generate(prompt, cfg=cfg, max_new_tokens=6)
+  assert fake_generate(prompt, cfg=cfg, max_new_tokens=6, truncate_prompt=True) == \
+      fake_generate(prompt[-11:], cfg=cfg, max_new_tokens=6)
+  with pytest.raises(ValueError, match='max_new_tokens=18'):
+    fake_generate(prompt, cfg=cfg, max_new_tokens=18, truncate_prompt=True)
+  with pytest.raises(ValueError, match='max_len=8'):
+    fake_generate(prompt, cfg=cfg.replace(position='rope'), max_len=8)
+  rope = cfg.replace(position='rope')  # no position table: only the cache size limits
+  assert len(fake_generate(prompt, cfg=rope, max_new_tokens=20)) == 20
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(max_new_tokens=0), 'max_new_tokens'),
+    (dict(max_new_tokens=2.5), 'max_new_tokens'),
+    (dict(temperature=-0.1), 'temperature'),
+    (dict(temperature=float('nan')), 'temperature'),
+    (dict(top_k=0), 'top_k'),
+    (dict(top_p=0.0), 'top_p'),
+    (dict(top_p=1.01), 'top_p'),
+    (dict(prompt=[]), 'prompt_tokens is empty'),
+    (dict(prompt=[[1], []]), r'prompt_tokens\[1\] is empty'),
+    (dict(prompt=[1, 99]), 'prompt_tokens holds token id 99'),
+    (dict(prompt='hello'), 'prompt_tokens'),
+    (dict(valid_vocab_size=17), 'valid_vocab_size'),
+    (dict(eot_token=16), 'eot_token'),
+    (dict(max_len=65), 'max_len=65 is past block_size=64'),
+    (dict(seed=None), 'seed'),
+])
+def test_bad_arguments_raise_one_clear_error(kwargs, message):
+  prompt = kwargs.pop('prompt', [1, 2])
+  with pytest.raises(ValueError, match=message):
+    fake_generate(prompt, **kwargs)
