@@ -37,6 +37,11 @@ def _probability(field: str, value: Any) -> None:
     raise ValueError(f'{field}={value!r} must be a dropout rate in [0, 1)')
 
 
+def _positive_float(field: str, value: Any) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    raise ValueError(f'{field}={value!r} must be a number > 0')
+
+
 def swiglu_hidden_size(d_model: int, multiple_of: int = 256) -> int:
   """Llama's rule: 2/3 of 4*d_model (so SwiGLU's 3 matrices cost what GELU's 2 do), rounded up."""
   hidden = int(2 * (4 * d_model) / 3)
@@ -98,12 +103,8 @@ class ModelConfig:
       raise ValueError(f'position=rope needs an even head_dim, got d_model/n_heads={self.head_dim}')
     if self.attention_window is not None:
       _positive_int('attention_window', self.attention_window)
-    if not self.norm_eps > 0:
-      raise ValueError(f'norm_eps={self.norm_eps!r} must be > 0')
-    if not self.rope_theta > 0:
-      raise ValueError(f'rope_theta={self.rope_theta!r} must be > 0')
-    if not self.init_std > 0:
-      raise ValueError(f'init_std={self.init_std!r} must be > 0')
+    for name in ('norm_eps', 'rope_theta', 'init_std'):
+      _positive_float(name, getattr(self, name))
     for name in ('embd_dropout', 'attn_dropout', 'resid_dropout'):
       _probability(name, getattr(self, name))
     for name in ('tie_embeddings', 'use_bias', 'qkv_bias', 'remat'):
@@ -112,6 +113,9 @@ class ModelConfig:
 
   def _resolve_defaults(self):
     """Fills the fields whose default depends on other fields, so every reader sees one value."""
+    # Remembered (outside the dataclass fields) so that replace() re-derives them.
+    object.__setattr__(self, '_defaulted', frozenset(
+        name for name in ('n_kv_heads', 'qkv_bias', 'd_ff') if getattr(self, name) is None))
     if self.n_kv_heads is None:
       object.__setattr__(self, 'n_kv_heads', self.n_heads)
     if self.qkv_bias is None:
@@ -153,7 +157,8 @@ class ModelConfig:
     return dataclasses.asdict(self)
 
   def replace(self, **changes) -> 'ModelConfig':
-    return dataclasses.replace(self, **changes)
+    rederive = {name: None for name in self._defaulted if name not in changes}
+    return dataclasses.replace(self, **rederive, **changes)
 
 
 # Fields whose default is None ("derive it") still need a type, so that command-line overrides
@@ -179,3 +184,39 @@ def model_config_dict(**overrides) -> 'ml_collections.ConfigDict':
   if overrides:
     ModelConfig.from_config(overrides)  # raises, naming the unknown field
   return model
+
+
+def base_config(**model_overrides) -> 'ml_collections.ConfigDict':
+  """Every section a training run reads, with defaults; config files override what they change."""
+  import ml_collections
+  from ml_collections import config_dict
+
+  from gptjax.optim import default_optim_config
+
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.model = model_config_dict(**model_overrides)
+
+  config.data = ml_collections.ConfigDict()
+  config.data.corpus = 'stdlib'  # 'stdlib' | a local file or directory | 'shakespeare' | 'hf:NAME'
+  config.data.tokenizer = 'gpt2'  # 'gpt2' | 'bytes'
+  config.data.data_dir = 'data'  # prepared train.bin/val.bin are cached here, keyed by corpus
+  config.data.val_percent = 5
+  config.data.max_bytes = config_dict.placeholder(int)
+
+  config.optim = default_optim_config()
+
+  config.train = ml_collections.ConfigDict()
+  config.train.steps = 1000
+  config.train.batch_size = 8  # global, in sequences, across devices and accumulation steps
+  config.train.seq_len = config_dict.placeholder(int)  # None: model.block_size
+  config.train.log_every = 10
+  config.train.eval_every = 100
+  config.train.eval_batches = 8
+  config.train.ckpt_every = 500
+  config.train.keep_checkpoints = 3
+  config.train.init_from = 'scratch'  # 'scratch' | a workdir | 'hf:PATH_OR_NAME'
+
+  config.sharding = ml_collections.ConfigDict()
+  config.sharding.fsdp = False  # shard params and optimizer state across devices too
+  return config

@@ -144,6 +144,9 @@ class GPT(nn.Module):
     logits = self.head(x)
     if cache is None:
       return logits
+    # Writing past the end of the cache cannot raise inside jit (dynamic_update_slice would
+    # silently clamp), so such logits are NaN: loud, never plausible-but-wrong.
+    logits = jnp.where(index + t <= cache.max_len, logits, jnp.nan)
     return logits, KVCache(tuple(new_layers), index + t, cache.first_valid)
 
   def head(self, x):

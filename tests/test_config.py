@@ -1,0 +1,296 @@
+"""ModelConfig: every invalid value fails early with a message naming the field; defaults resolve."""
+
+import dataclasses
+import re
+
+import ml_collections
+import pytest
+
+from gptjax import config as config_lib
+from gptjax.config import ModelConfig
+
+POSITIVE_INT_FIELDS = ('vocab_size', 'vocab_pad_multiple', 'block_size', 'n_layers', 'd_model',
+                       'n_heads', 'n_kv_heads', 'd_ff')
+CHOICE_FIELDS = {
+    'mlp': config_lib.MLPS,
+    'norm': config_lib.NORMS,
+    'norm_position': config_lib.NORM_POSITIONS,
+    'position': config_lib.POSITIONS,
+    'attention_impl': config_lib.ATTENTION_IMPLS,
+    'dtype': config_lib.DTYPES,
+    'param_dtype': config_lib.DTYPES,
+}
+DROPOUT_FIELDS = ('embd_dropout', 'attn_dropout', 'resid_dropout')
+BOOL_FIELDS = ('tie_embeddings', 'use_bias', 'qkv_bias', 'remat')
+
+
+def test_choice_lists_are_what_the_model_implements():
+  assert config_lib.MLPS == ('gelu', 'swiglu')
+  assert config_lib.NORMS == ('layernorm', 'rmsnorm')
+  assert config_lib.NORM_POSITIONS == ('pre', 'post')
+  assert config_lib.POSITIONS == ('learned', 'rope', 'none')
+
+
+def test_defaults_are_gpt2_small():
+  cfg = ModelConfig()
+  assert (cfg.vocab_size, cfg.block_size, cfg.n_layers, cfg.d_model, cfg.n_heads) == (
+      50257, 1024, 12, 768, 12)
+  assert (cfg.n_kv_heads, cfg.d_ff, cfg.head_dim) == (12, 3072, 64)
+  assert (cfg.mlp, cfg.norm, cfg.norm_position, cfg.position) == (
+      'gelu', 'layernorm', 'pre', 'learned')
+  assert cfg.tie_embeddings and cfg.use_bias and cfg.qkv_bias and not cfg.remat
+  assert cfg.padded_vocab_size == 50257
+
+
+@pytest.mark.parametrize('field', POSITIVE_INT_FIELDS)
+@pytest.mark.parametrize('value', [0, -3, 2.0, '8', True])
+def test_positive_int_fields(field, value):
+  with pytest.raises(ValueError, match=rf'^{field}=.*positive integer'):
+    ModelConfig(**{field: value})
+
+
+@pytest.mark.parametrize('field', sorted(CHOICE_FIELDS))
+@pytest.mark.parametrize('value', ['bogus', 'LayerNorm', 'Pre', '', None])
+def test_unknown_enum_strings(field, value):
+  with pytest.raises(ValueError, match=rf'^{field}=') as excinfo:
+    ModelConfig(**{field: value})
+  for allowed in CHOICE_FIELDS[field]:  # the message lists what would have been accepted
+    assert repr(allowed) in str(excinfo.value)
+
+
+@pytest.mark.parametrize('field', sorted(CHOICE_FIELDS))
+def test_every_listed_choice_is_accepted(field):
+  for allowed in CHOICE_FIELDS[field]:
+    assert getattr(ModelConfig(**{field: allowed}), field) == allowed
+
+
+def test_d_model_divisible_by_n_heads():
+  with pytest.raises(ValueError, match=r'd_model=30 .*n_heads=4'):
+    ModelConfig(d_model=30, n_heads=4)
+
+
+@pytest.mark.parametrize('n_kv_heads', [3, 5, 8])
+def test_n_heads_divisible_by_n_kv_heads(n_kv_heads):
+  with pytest.raises(ValueError, match=rf'n_heads=4 .*n_kv_heads={n_kv_heads}'):
+    ModelConfig(d_model=32, n_heads=4, n_kv_heads=n_kv_heads)
+
+
+@pytest.mark.parametrize('n_kv_heads', [1, 2, 4])
+def test_valid_kv_head_counts(n_kv_heads):
+  assert ModelConfig(d_model=32, n_heads=4, n_kv_heads=n_kv_heads).n_kv_heads == n_kv_heads
+
+
+def test_odd_head_dim_with_rope():
+  with pytest.raises(ValueError, match=r'position=rope.*head_dim'):
+    ModelConfig(d_model=12, n_heads=4, position='rope')  # head_dim 3
+  for position in ('learned', 'none'):  # rotary pairs dimensions; the others do not care
+    assert ModelConfig(d_model=12, n_heads=4, position=position).head_dim == 3
+
+
+@pytest.mark.parametrize('block_size', [0, -1, -1024])
+def test_block_size_must_be_positive(block_size):
+  with pytest.raises(ValueError, match=r'^block_size='):
+    ModelConfig(block_size=block_size)
+
+
+@pytest.mark.parametrize('window', [0, -2, 2.5, True, '3'])
+def test_attention_window(window):
+  with pytest.raises(ValueError, match=r'^attention_window='):
+    ModelConfig(attention_window=window)
+  assert ModelConfig(attention_window=1).attention_window == 1
+
+
+@pytest.mark.parametrize('field', ['norm_eps', 'rope_theta', 'init_std'])
+@pytest.mark.parametrize('value', [0, 0.0, -1e-5, float('nan')])
+def test_positive_floats(field, value):
+  with pytest.raises(ValueError, match=rf'^{field}='):
+    ModelConfig(**{field: value})
+
+
+@pytest.mark.parametrize('field', DROPOUT_FIELDS)
+@pytest.mark.parametrize('value', [-0.1, 1.0, 1.5, '0.1', None])
+def test_dropout_rates(field, value):
+  with pytest.raises(ValueError, match=rf'^{field}=.*dropout rate'):
+    ModelConfig(**{field: value})
+
+
+@pytest.mark.parametrize('field', DROPOUT_FIELDS)
+def test_valid_dropout_rates(field):
+  for value in (0, 0.0, 0.1, 0.999):
+    assert getattr(ModelConfig(**{field: value}), field) == value
+
+
+@pytest.mark.parametrize('field', BOOL_FIELDS)
+@pytest.mark.parametrize('value', [1, 0, 'yes', 'False', 1.0])
+def test_flags_must_be_bool(field, value):
+  with pytest.raises(ValueError, match=rf'^{field}=.*True or False'):
+    ModelConfig(**{field: value})
+
+
+def test_remat_none_is_not_a_bool():
+  # qkv_bias=None means "follow use_bias"; no other flag has such a meaning.
+  with pytest.raises(ValueError, match=r'^remat='):
+    ModelConfig(remat=None)
+
+
+def test_from_config_unknown_field_suggests_the_close_one():
+  with pytest.raises(ValueError, match=r"unknown model config field 'n_head'; did you mean 'n_heads'\?"):
+    ModelConfig.from_config({'n_head': 4})
+  with pytest.raises(ValueError, match=r"'n_kv_head'.*did you mean 'n_kv_heads'"):
+    ModelConfig.from_config(ml_collections.ConfigDict({'d_model': 64, 'n_kv_head': 2}))
+
+
+def test_from_config_unknown_field_without_a_close_one_lists_all():
+  with pytest.raises(ValueError, match=r"unknown model config field 'zzz'; known fields: ") as e:
+    ModelConfig.from_config({'zzz': 1})
+  for field in dataclasses.fields(ModelConfig):
+    assert field.name in str(e.value)
+
+
+def test_from_config_validates_values_too():
+  with pytest.raises(ValueError, match=r'^norm='):
+    ModelConfig.from_config(ml_collections.ConfigDict({'norm': 'batchnorm'}))
+
+
+def test_n_kv_heads_defaults_to_n_heads():
+  assert ModelConfig(d_model=64, n_heads=8).n_kv_heads == 8
+  assert ModelConfig(d_model=64, n_heads=8, n_kv_heads=2).n_kv_heads == 2
+
+
+@pytest.mark.parametrize('use_bias', [True, False])
+def test_qkv_bias_follows_use_bias(use_bias):
+  assert ModelConfig(use_bias=use_bias).qkv_bias is use_bias
+  assert ModelConfig(use_bias=use_bias, qkv_bias=not use_bias).qkv_bias is (not use_bias)
+
+
+@pytest.mark.parametrize('d_model, d_ff', [(768, 3072), (32, 128), (4096, 16384)])
+def test_gelu_d_ff_is_4x(d_model, d_ff):
+  assert ModelConfig(d_model=d_model, n_heads=4, mlp='gelu').d_ff == d_ff
+
+
+@pytest.mark.parametrize('d_model, d_ff', [
+    (4096, 11008),  # Llama-1/2 7B
+    (5120, 13824),  # Llama 13B
+    (768, 2048),  # 2/3 * 3072 = 2048 exactly: no rounding
+    (32, 256),  # 85 rounded up to a multiple of 256
+])
+def test_swiglu_d_ff_is_llama_rule(d_model, d_ff):
+  assert ModelConfig(d_model=d_model, n_heads=4, mlp='swiglu').d_ff == d_ff
+  assert config_lib.swiglu_hidden_size(d_model) == d_ff
+
+
+def test_explicit_d_ff_is_kept():
+  assert ModelConfig(mlp='swiglu', d_ff=100).d_ff == 100
+
+
+def test_from_config_accepts_configdict():
+  model = ml_collections.ConfigDict()
+  model.d_model = 64
+  model.n_heads = 4
+  model.n_kv_heads = 2
+  model.position = 'rope'
+  model.mlp = 'swiglu'
+  model.attention_window = 8
+  cfg = ModelConfig.from_config(model)
+  assert cfg == ModelConfig(d_model=64, n_heads=4, n_kv_heads=2, position='rope', mlp='swiglu',
+                            attention_window=8)
+  assert cfg.d_ff == 256
+  frozen = ml_collections.FrozenConfigDict(model)
+  assert ModelConfig.from_config(frozen) == cfg
+
+
+def test_to_dict_round_trips():
+  cfg = ModelConfig(vocab_size=61, d_model=32, n_heads=4, n_kv_heads=1, position='rope',
+                    norm='rmsnorm', mlp='swiglu', attention_window=3, use_bias=False,
+                    tie_embeddings=False, vocab_pad_multiple=64, dtype='bfloat16', remat=True)
+  as_dict = cfg.to_dict()
+  assert set(as_dict) == {f.name for f in dataclasses.fields(ModelConfig)}
+  assert as_dict['n_kv_heads'] == 1 and as_dict['qkv_bias'] is False  # resolved values
+  assert ModelConfig.from_config(as_dict) == cfg
+  assert ModelConfig.from_config(ml_collections.ConfigDict(as_dict)) == cfg
+  assert ModelConfig(**ModelConfig().to_dict()) == ModelConfig()
+
+
+@pytest.mark.parametrize('field', ['norm_eps', 'rope_theta', 'init_std'])
+@pytest.mark.parametrize('value', ['1e-5', None])
+def test_non_numeric_floats_raise_value_error(field, value):
+  # A string from a command-line override must give the one-line ValueError, not a TypeError
+  # from comparing str with int.
+  with pytest.raises(ValueError, match=rf'^{field}='):
+    ModelConfig(**{field: value})
+
+
+def test_frozen_and_hashable():
+  cfg = ModelConfig()
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    cfg.n_layers = 2
+  assert hash(cfg) == hash(ModelConfig())  # usable as a static jit argument
+
+
+def test_replace_validates():
+  with pytest.raises(ValueError, match=r'd_model=.*n_heads=5'):
+    ModelConfig().replace(n_heads=5)
+
+
+def test_replace_re_resolves_defaulted_fields():
+  # Sweeps derive points from a base config; a field the user left to its default must follow
+  # the new values, or an ablation silently changes two things (swiglu with GELU's 4x d_ff).
+  base = ModelConfig()
+  assert base.replace(mlp='swiglu').d_ff == ModelConfig(mlp='swiglu').d_ff == 2048
+  assert base.replace(d_model=1024, n_heads=16).n_kv_heads == 16
+  assert base.replace(d_model=1024, n_heads=16).d_ff == 4096
+  assert base.replace(use_bias=False).qkv_bias is False
+  # Fields that were set explicitly stay as set.
+  explicit = ModelConfig(d_ff=100, n_kv_heads=4, qkv_bias=True)
+  changed = explicit.replace(mlp='swiglu', use_bias=False)
+  assert (changed.d_ff, changed.n_kv_heads, changed.qkv_bias) == (100, 4, True)
+
+
+def test_derived_properties():
+  cfg = ModelConfig(vocab_size=50257, vocab_pad_multiple=64, d_model=768, n_heads=12,
+                    dtype='bfloat16')
+  assert cfg.padded_vocab_size == 50304
+  assert ModelConfig(vocab_size=128, vocab_pad_multiple=64).padded_vocab_size == 128
+  assert cfg.head_dim == 64
+  assert str(cfg.compute_dtype) == 'bfloat16' and str(cfg.params_dtype) == 'float32'
+
+
+def test_error_messages_are_single_line():
+  for kwargs in ({'norm': 'bogus'}, {'d_model': 30, 'n_heads': 4}, {'embd_dropout': 2.0}):
+    with pytest.raises(ValueError) as e:
+      ModelConfig(**kwargs)
+    assert not re.search(r'\n', str(e.value))
+
+
+# ---------------------------------------------------------------------------------------------
+# model_config_dict: the `config.model` that config files start from
+
+
+def test_model_config_dict_has_every_field_and_the_defaults():
+  model = config_lib.model_config_dict()
+  assert set(model.keys()) == {f.name for f in dataclasses.fields(ModelConfig)}
+  assert ModelConfig.from_config(model) == ModelConfig()
+
+
+def test_model_config_dict_overrides():
+  model = config_lib.model_config_dict(d_model=64, n_heads=4, n_kv_heads=2, mlp='swiglu')
+  cfg = ModelConfig.from_config(model)
+  assert (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.mlp, cfg.d_ff) == (64, 4, 2, 'swiglu', 256)
+
+
+def test_model_config_dict_unknown_override_names_it():
+  with pytest.raises(ValueError, match=r"'n_head'; did you mean 'n_heads'"):
+    config_lib.model_config_dict(n_head=4)
+
+
+def test_model_config_dict_none_default_fields_are_typed():
+  # What --config.model.n_kv_heads=2 does: assign into a field whose default is None.
+  model = config_lib.model_config_dict(d_model=64, n_heads=4)
+  model.n_kv_heads = 2
+  model.d_ff = 96
+  model.attention_window = 8
+  model.qkv_bias = False
+  cfg = ModelConfig.from_config(model)
+  assert (cfg.n_kv_heads, cfg.d_ff, cfg.attention_window, cfg.qkv_bias) == (2, 96, 8, False)
+  with pytest.raises(TypeError):
+    model.n_kv_heads = 'two'

@@ -1,0 +1,309 @@
+"""The layers against plain NumPy formulas written from the papers, not from gptjax."""
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gptjax import layers
+from gptjax.layers import MLP, Attention, LayerNorm, RMSNorm
+
+RNG = np.random.default_rng(0)
+
+
+def normal(*shape, scale=1.0):
+  return (scale * RNG.standard_normal(shape)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Norms
+
+
+def np_layernorm(x, scale, bias, eps):
+  x = x.astype(np.float64)
+  mean = x.mean(-1, keepdims=True)
+  var = ((x - mean) ** 2).mean(-1, keepdims=True)
+  return (x - mean) / np.sqrt(var + eps) * scale + bias
+
+
+def np_rmsnorm(x, scale, eps):
+  x = x.astype(np.float64)
+  return x / np.sqrt((x ** 2).mean(-1, keepdims=True) + eps) * scale
+
+
+@pytest.mark.parametrize('use_bias', [True, False])
+def test_layernorm_matches_numpy(use_bias):
+  c, eps = 48, 1e-5
+  x = 3.0 + normal(2, 5, c, scale=2.0)  # a non-zero mean, as in the residual stream
+  norm = LayerNorm(eps=eps, use_bias=use_bias, dtype=jnp.float32, param_dtype=jnp.float32)
+  assert set(norm.init(jax.random.key(0), x)['params']) == ({'scale', 'bias'} if use_bias
+                                                             else {'scale'})
+  params = {'scale': 1.0 + normal(c, scale=0.3)}
+  bias = normal(c, scale=0.5) if use_bias else np.zeros(c, np.float32)
+  if use_bias:
+    params['bias'] = bias
+  y = norm.apply({'params': params}, x)
+  assert y.dtype == jnp.float32
+  np.testing.assert_allclose(y, np_layernorm(x, params['scale'], bias, eps), rtol=1e-5, atol=1e-5)
+
+
+def test_layernorm_eps_is_used():
+  x = np.array([[1e-3, -1e-3]], np.float32)  # variance 1e-6: eps=1e-2 dominates it
+  norm = LayerNorm(eps=1e-2, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32)
+  y = norm.apply({'params': {'scale': np.ones(2, np.float32)}}, x)
+  np.testing.assert_allclose(y, np_layernorm(x, 1.0, 0.0, 1e-2), rtol=1e-5)
+
+
+def test_rmsnorm_matches_numpy_and_has_no_bias():
+  c, eps = 48, 1e-6
+  x = 1.0 + normal(2, 5, c, scale=2.0)
+  norm = RMSNorm(eps=eps, use_bias=True, dtype=jnp.float32, param_dtype=jnp.float32)
+  assert set(norm.init(jax.random.key(0), x)['params']) == {'scale'}
+  scale = 1.0 + normal(c, scale=0.3)
+  y = norm.apply({'params': {'scale': scale}}, x)
+  np.testing.assert_allclose(y, np_rmsnorm(x, scale, eps), rtol=1e-5, atol=1e-5)
+  # Unlike LayerNorm it does not subtract the mean.
+  assert not np.allclose(y, np_layernorm(x, scale, 0.0, eps), atol=1e-2)
+
+
+@pytest.mark.parametrize('norm_class', [LayerNorm, RMSNorm])
+def test_norm_statistics_in_float32_under_bfloat16(norm_class):
+  # Activations with a large mean: bf16 statistics would lose the deviations entirely.
+  c = 64
+  x = jnp.asarray(100.0 + normal(3, c), jnp.bfloat16)
+  norm = norm_class(eps=1e-5, use_bias=False, dtype=jnp.bfloat16, param_dtype=jnp.float32)
+  params = {'scale': np.ones(c, np.float32)}
+  y = norm.apply({'params': params}, x)
+  assert y.dtype == jnp.bfloat16
+  x64 = np.asarray(x.astype(jnp.float32))
+  ref = (np_layernorm(x64, 1.0, 0.0, 1e-5) if norm_class is LayerNorm
+         else np_rmsnorm(x64, 1.0, 1e-5))
+  # Only the final cast to bf16 rounds: relative error 2^-8 of values of order one (or 1 for
+  # RMSNorm of a constant-ish vector).
+  np.testing.assert_allclose(np.asarray(y.astype(jnp.float32)), ref, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize('norm, expected', [('layernorm', LayerNorm), ('rmsnorm', RMSNorm)])
+def test_make_norm(tiny_config, norm, expected):
+  module = layers.make_norm(tiny_config(norm=norm, norm_eps=1e-3, dtype='bfloat16'), 'n')
+  assert type(module) is expected
+  assert (module.eps, module.dtype, module.param_dtype) == (1e-3, jnp.bfloat16, jnp.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotary positions
+
+
+def np_rope(x, positions, theta):
+  """Hugging Face Llama's formulation: x * cos + rotate_half(x) * sin, with the frequency table
+  repeated over the two halves. x [B, T, N, D], positions [B, T]."""
+  d = x.shape[-1]
+  inv_freq = 1.0 / theta ** (np.arange(0, d, 2, dtype=np.float64) / d)  # [D/2]
+  freqs = positions.astype(np.float64)[..., None] * inv_freq  # [B, T, D/2]
+  emb = np.concatenate([freqs, freqs], axis=-1)[:, :, None, :]  # [B, T, 1, D]
+  x = x.astype(np.float64)
+  x1, x2 = x[..., :d // 2], x[..., d // 2:]
+  rotate_half = np.concatenate([-x2, x1], axis=-1)
+  return x * np.cos(emb) + rotate_half * np.sin(emb)
+
+
+@pytest.mark.parametrize('theta', [10000.0, 500000.0, 10.0])
+def test_rope_matches_numpy(theta):
+  x = normal(2, 7, 3, 16)
+  positions = np.array([[0, 1, 2, 3, 4, 5, 6], [3, 4, 5, 6, 40, 41, 63]])  # offset rows too
+  y = layers.apply_rope(jnp.asarray(x), jnp.asarray(positions), theta)
+  assert y.shape == x.shape and y.dtype == jnp.float32
+  np.testing.assert_allclose(y, np_rope(x, positions, theta), rtol=1e-5, atol=2e-5)
+
+
+def test_rope_frequencies():
+  np.testing.assert_allclose(layers.rope_frequencies(8, 10000.0),
+                             [1.0, 0.1, 0.01, 0.001], rtol=1e-6)
+
+
+def test_rope_is_a_rotation():
+  x = normal(1, 9, 2, 32)
+  positions = jnp.arange(9)[None] * 7
+  y = np.asarray(layers.apply_rope(jnp.asarray(x), positions, 10000.0))
+  np.testing.assert_allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-5)
+  np.testing.assert_array_equal(y[:, 0], x[:, 0])  # position 0: angle 0, the identity
+  assert not np.allclose(y[:, 1:], x[:, 1:], atol=1e-3)
+
+
+def test_rope_dot_product_depends_only_on_relative_position():
+  q, k = normal(1, 1, 1, 16), normal(1, 1, 1, 16)
+
+  def score(m, n):
+    rq = layers.apply_rope(jnp.asarray(q), jnp.array([[m]]), 10000.0)
+    rk = layers.apply_rope(jnp.asarray(k), jnp.array([[n]]), 10000.0)
+    return float(jnp.sum(rq * rk))
+
+  for m, n in [(5, 2), (9, 9), (3, 7)]:
+    for shift in (1, 13, 100):
+      assert score(m + shift, n + shift) == pytest.approx(score(m, n), abs=1e-4)
+  assert abs(score(5, 2) - score(5, 3)) > 1e-3  # ... and does depend on it
+
+
+def test_rope_keeps_dtype_and_computes_in_float32():
+  x = jnp.asarray(normal(1, 4, 2, 16), jnp.bfloat16)
+  positions = jnp.arange(4)[None] + 1000
+  y = layers.apply_rope(x, positions, 10000.0)
+  assert y.dtype == jnp.bfloat16
+  ref = np_rope(np.asarray(x.astype(jnp.float32)), np.asarray(positions), 10000.0)
+  np.testing.assert_allclose(np.asarray(y.astype(jnp.float32)), ref, rtol=1e-2, atol=2e-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention
+
+
+def np_softmax(s):
+  s = s - s.max(-1, keepdims=True)
+  e = np.exp(s)
+  return e / e.sum(-1, keepdims=True)
+
+
+def np_visible(t_len, s_len, window):
+  t = np.arange(t_len)[:, None]
+  s = np.arange(s_len)[None, :]
+  visible = s <= t
+  if window is not None:
+    visible &= t - s < window
+  return visible
+
+
+def np_attention(params, x, positions, cfg):
+  """Softmax attention head by head; query head h reads kv head h // (n_heads / n_kv_heads)."""
+  b, t, _ = x.shape
+  h, kv, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+  x = x.astype(np.float64)
+  qkv = x @ params['qkv']['kernel'] + params['qkv'].get('bias', 0.0)
+  q = qkv[..., :h * d].reshape(b, t, h, d)
+  k = qkv[..., h * d:(h + kv) * d].reshape(b, t, kv, d)
+  v = qkv[..., (h + kv) * d:].reshape(b, t, kv, d)
+  if cfg.position == 'rope':
+    q, k = np_rope(q, positions, cfg.rope_theta), np_rope(k, positions, cfg.rope_theta)
+  visible = np_visible(t, t, cfg.attention_window)
+  out = np.zeros((b, t, h, d))
+  weights = np.zeros((b, h, t, t))
+  for head in range(h):
+    kv_head = head // (h // kv)
+    scores = np.einsum('btd,bsd->bts', q[:, :, head], k[:, :, kv_head]) / np.sqrt(d)
+    probs = np_softmax(np.where(visible, scores, -np.inf))
+    weights[:, head] = probs
+    out[:, :, head] = np.einsum('bts,bsd->btd', probs, v[:, :, kv_head])
+  y = out.reshape(b, t, h * d) @ params['out']['kernel'] + params['out'].get('bias', 0.0)
+  return y, weights
+
+
+ATTENTION_CASES = {
+    'mha_learned': dict(),
+    'gqa_rope': dict(n_kv_heads=2, position='rope'),
+    'mqa_rope_window3_nobias': dict(n_kv_heads=1, position='rope', attention_window=3,
+                                    use_bias=False),
+    'gqa_window1_qkvbias': dict(n_kv_heads=2, attention_window=1, use_bias=False, qkv_bias=True),
+    'mha_rope_window5': dict(position='rope', attention_window=5, rope_theta=100.0),
+}
+
+
+@pytest.mark.parametrize('overrides', ATTENTION_CASES.values(), ids=ATTENTION_CASES.keys())
+def test_attention_matches_numpy(tiny_config, randomize, overrides):
+  cfg = tiny_config(block_size=12, **overrides)
+  b, t = 2, 12
+  x = normal(b, t, cfg.d_model)
+  positions = np.broadcast_to(np.arange(t), (b, t))
+  module = Attention(cfg)
+  shapes = jax.eval_shape(module.init, jax.random.key(0), x, positions, None)['params']
+  assert ('bias' in shapes['qkv']) == cfg.qkv_bias and ('bias' in shapes['out']) == cfg.use_bias
+  assert shapes['qkv']['kernel'].shape == (cfg.d_model, (cfg.n_heads + 2 * cfg.n_kv_heads)
+                                           * cfg.head_dim)
+  params = randomize(shapes)
+
+  @jax.jit
+  def explicit(params, x):
+    (y, _), state = module.apply({'params': params}, x, positions, None, need_weights=True,
+                                 mutable=['intermediates'])
+    return y, state['intermediates']['attention_weights'][0]
+
+  fused = jax.jit(lambda params, x: module.apply({'params': params}, x, positions, None)[0])
+
+  y_ref, w_ref = np_attention(params, x, positions, cfg)
+  y_explicit, weights = explicit(params, x)
+  y_fused = fused(params, x)
+  np.testing.assert_allclose(y_explicit, y_ref, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(y_fused, y_ref, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(y_fused, y_explicit, rtol=1e-5, atol=1e-6)
+
+  weights = np.asarray(weights)
+  assert weights.shape == (b, cfg.n_heads, t, t) and weights.dtype == np.float32
+  np.testing.assert_allclose(weights, w_ref, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)
+  hidden = ~np_visible(t, t, cfg.attention_window)  # above the diagonal, or outside the window
+  assert np.all(weights[..., hidden] == 0.0)
+  assert np.all(weights[..., ~hidden] > 0.0)
+
+
+def test_attention_mask_with_left_padding():
+  first_valid = jnp.array([0, 2, 5])
+  window = 3
+  mask = np.asarray(layers.attention_mask(jnp.arange(4, 7), jnp.arange(8), window, first_valid))
+  assert mask.shape == (3, 1, 3, 8)
+  t = np.arange(4, 7)[:, None]
+  s = np.arange(8)[None, :]
+  for row, fv in enumerate([0, 2, 5]):
+    expected = (s <= t) & (t - s < window) & ((s >= fv) | (s == t))
+    np.testing.assert_array_equal(mask[row, 0], expected)
+  assert mask[2, 0, 0].tolist() == [False] * 4 + [True] + [False] * 3  # a padding slot sees itself
+  no_padding = np.asarray(layers.attention_mask(jnp.arange(4), jnp.arange(4), None))
+  np.testing.assert_array_equal(no_padding, np.tril(np.ones((4, 4), bool))[None, None])
+
+
+def test_resolve_attention_impl(tiny_config, caplog):
+  f32 = tiny_config()
+  assert layers.resolve_attention_impl(f32.replace(attention_impl='xla')) == 'xla'
+  if jax.default_backend() != 'gpu':
+    assert layers.resolve_attention_impl(tiny_config(dtype='bfloat16')) == 'xla'
+  assert layers.resolve_attention_impl(f32) == 'xla'  # cuDNN flash attention needs half precision
+  with caplog.at_level(logging.WARNING):
+    assert layers.resolve_attention_impl(f32.replace(attention_impl='cudnn')) == 'xla'
+  assert 'attention_impl=cudnn' in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Feed-forward
+
+
+def np_gelu_tanh(x):
+  return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def np_silu(x):
+  return x / (1.0 + np.exp(-x))
+
+
+def np_mlp(params, x, kind):
+  """GPT-2: proj(gelu(fc(x))); Llama: down(silu(gate(x)) * up(x))."""
+
+  def dense(name, h):
+    return h.astype(np.float64) @ params[name]['kernel'] + params[name].get('bias', 0.0)
+
+  if kind == 'gelu':
+    return dense('proj', np_gelu_tanh(dense('fc', x)))
+  return dense('down', np_silu(dense('gate', x)) * dense('up', x))
+
+
+@pytest.mark.parametrize('mlp', ['gelu', 'swiglu'])
+@pytest.mark.parametrize('use_bias', [True, False])
+def test_mlp_matches_numpy(tiny_config, randomize, mlp, use_bias):
+  cfg = tiny_config(mlp=mlp, use_bias=use_bias, d_ff=48)
+  x = normal(2, 5, cfg.d_model, scale=2.0)
+  shapes = jax.eval_shape(MLP(cfg).init, jax.random.key(0), x)['params']
+  names = {'gelu': {'fc', 'proj'}, 'swiglu': {'gate', 'up', 'down'}}[mlp]
+  assert set(shapes) == names
+  assert all(('bias' in shapes[n]) == use_bias for n in names)
+  p = randomize(shapes)
+  y = MLP(cfg).apply({'params': p}, x)
+  assert y.shape == x.shape
+  np.testing.assert_allclose(y, np_mlp(p, x, mlp), rtol=1e-4, atol=1e-5)

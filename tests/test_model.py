@@ -1,0 +1,527 @@
+"""GPT end to end: causality, cached decoding, the context bound, GQA == MHA, init, dropout,
+remat, bf16 and the analysis entry point, over a matrix of architecture variants."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gptjax.model import GPT, KVCache, forward_with_intermediates, init_cache, init_params
+from test_layers import np_attention, np_layernorm, np_mlp, np_rmsnorm
+
+# Every value of every knob appears at least once; the first two are GPT-2 and Llama in small.
+VARIANTS = {
+    'gpt2': dict(),  # pre-norm, LayerNorm, learned, MHA, GELU, tied, biases
+    'llama': dict(norm='rmsnorm', position='rope', n_kv_heads=2, mlp='swiglu',
+                  tie_embeddings=False, use_bias=False),
+    'post_layernorm_mqa': dict(norm_position='post', n_kv_heads=1),
+    'post_rmsnorm_rope_window': dict(norm_position='post', norm='rmsnorm', position='rope',
+                                     attention_window=3),
+    'nopos_gqa_window': dict(position='none', n_kv_heads=2, attention_window=3),
+    'rope_mqa_swiglu_window_remat': dict(position='rope', n_kv_heads=1, mlp='swiglu',
+                                         attention_window=3, remat=True),
+    'untied_vocabpad': dict(tie_embeddings=False, vocab_pad_multiple=64),
+    'post_nobias_remat': dict(norm_position='post', use_bias=False, remat=True),
+    'nopos_rmsnorm_swiglu_untied': dict(position='none', norm='rmsnorm', mlp='swiglu',
+                                        tie_embeddings=False),
+    'rope_gqa_qkvbias_vocabpad': dict(position='rope', n_kv_heads=2, use_bias=False,
+                                      qkv_bias=True, vocab_pad_multiple=64),
+    'learned_window_gqa_swiglu': dict(attention_window=3, n_kv_heads=2, mlp='swiglu'),
+}
+variants = pytest.mark.parametrize('variant', VARIANTS)
+
+B, T = 3, 16  # T == block_size of the tiny config
+TOKENS = np.random.default_rng(1).integers(0, 61, (B, T)).astype(np.int32)  # vocab_size 61
+
+
+@pytest.fixture(autouse=True, scope='module')
+def fast_compiles():
+  """Compilation is nearly all of these tests' time. This flag only turns down LLVM's code
+  generation effort (XLA's graph passes still run), which halves compile time on CPU; it changes
+  how fast the tiny programs run, not what they compute."""
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)
+
+
+@pytest.fixture
+def cfg(tiny_config, variant):
+  return tiny_config(**VARIANTS[variant])
+
+
+def param_shapes(cfg):
+  return jax.eval_shape(GPT(cfg).init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params']
+
+
+def embedded(cfg, params, tokens):
+  """The token embeddings, wte(tokens) [B, T, C], the input the causality test differentiates."""
+  return GPT(cfg).apply({'params': params}, tokens, method=lambda model, t: model.wte(t))
+
+
+def logits_given_embeddings(cfg, params, tokens, x):
+  """The full forward with the token-embedding lookup's output replaced by x [B, T, C]."""
+
+  def replace_wte_output(next_fun, args, kwargs, context):
+    if context.module.name == 'wte' and context.method_name == '__call__':
+      return x
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(replace_wte_output):
+    return GPT(cfg).apply({'params': params}, tokens)
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(cfg, randomize):
+  """(params, logits [B, T, V], jacobian [T, B, T, C]) for TOKENS; one compile per variant.
+
+  jacobian[t, b, s] is d<logits[b, t], r[b, t]> / d x[b, s] for a fixed random r [B, T, V]:
+  how much the prediction at position t depends on the embedding at position s.
+  """
+  params = randomize(param_shapes(cfg))
+  probe = np.random.default_rng(2).standard_normal((B, T, cfg.vocab_size)).astype(np.float32)
+
+  @jax.jit
+  def logits_and_jacobian(params, tokens):
+    x = embedded(cfg, params, tokens)
+    logits, vjp = jax.vjp(lambda x: logits_given_embeddings(cfg, params, tokens, x), x)
+    one_position = jnp.eye(T)[:, None, :, None] * probe[None]  # [T, B, T, V]
+    (jacobian,) = jax.vmap(vjp)(one_position)
+    return logits, jacobian
+
+  logits, jacobian = logits_and_jacobian(params, TOKENS)
+  return params, np.asarray(logits), np.asarray(jacobian)
+
+
+@pytest.fixture
+def reference(randomize):
+  return lambda cfg: _reference(cfg, randomize)
+
+
+@functools.lru_cache(maxsize=None)
+def decode_fn(cfg):
+  """The cached call, jitted once per config: prefill and single steps reuse its compilations."""
+  return jax.jit(lambda params, tokens, cache: GPT(cfg).apply({'params': params}, tokens,
+                                                              cache=cache))
+
+
+@functools.lru_cache(maxsize=None)
+def forward_fn(cfg, train=False):
+  return jax.jit(lambda params, tokens: GPT(cfg).apply({'params': params}, tokens, train=train))
+
+
+def assert_logits_close(actual, expected, what=''):
+  actual, expected = np.asarray(actual), np.asarray(expected)
+  assert actual.shape == expected.shape, what
+  # These weights give logits up to ~30; two float32 orderings of the same sums differ by ~1e-5
+  # there, while a wrong position, mask or cache slot moves them by O(1).
+  np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=2e-5, err_msg=what)
+
+
+# ---------------------------------------------------------------------------------------------
+# The variant matrix
+
+
+def test_variant_matrix_covers_every_value(tiny_config):
+  configs = [tiny_config(**v) for v in VARIANTS.values()]
+  covered = lambda field: {getattr(c, field) for c in configs}
+  assert covered('norm_position') == {'pre', 'post'}
+  assert covered('norm') == {'layernorm', 'rmsnorm'}
+  assert covered('position') == {'learned', 'rope', 'none'}
+  assert covered('n_kv_heads') == {1, 2, 4}  # MQA, GQA, MHA with 4 heads
+  assert covered('mlp') == {'gelu', 'swiglu'}
+  assert covered('attention_window') == {None, 3}
+  assert covered('tie_embeddings') == covered('use_bias') == covered('remat') == {True, False}
+  assert covered('vocab_pad_multiple') == {1, 64}
+  assert len(set(configs)) == len(configs)
+
+
+@variants
+def test_forward_shapes_and_dtypes(cfg, reference):
+  params, logits, _ = reference(cfg)
+  assert logits.shape == (B, T, cfg.vocab_size) and logits.dtype == np.float32
+  assert np.isfinite(logits).all()
+  assert all(p.dtype == np.float32 for p in jax.tree.leaves(params))
+  wte = params['wte']['embedding']
+  assert wte.shape == (cfg.vocab_size, cfg.d_model)  # padding is never a parameter
+  assert ('lm_head' in params) == (not cfg.tie_embeddings)
+  assert ('wpe' in params) == (cfg.position == 'learned')
+  assert ('norm_f' in params) == (cfg.norm_position == 'pre')
+
+
+def np_forward(cfg, params, tokens):
+  """The whole model in NumPy float64 from the reference layers of test_layers.py: embeddings,
+  pre- or post-norm blocks, final norm, tied or untied head."""
+  b, t = tokens.shape
+  positions = np.broadcast_to(np.arange(t), (b, t))
+  x = params['wte']['embedding'][tokens].astype(np.float64)
+  if cfg.position == 'learned':
+    x = x + params['wpe']['embedding'][positions]
+
+  def norm(p, h):
+    if cfg.norm == 'rmsnorm':
+      return np_rmsnorm(h, p['scale'], cfg.norm_eps)
+    return np_layernorm(h, p['scale'], p.get('bias', 0.0), cfg.norm_eps)
+
+  for i in range(cfg.n_layers):
+    p = params[f'blocks_{i}']
+    attend = lambda h: np_attention(p['attn'], h, positions, cfg)[0]
+    feed_forward = lambda h: np_mlp(p['mlp'], h, cfg.mlp)
+    if cfg.norm_position == 'pre':
+      x = x + attend(norm(p['attn_norm'], x))
+      x = x + feed_forward(norm(p['mlp_norm'], x))
+    else:
+      x = norm(p['attn_norm'], x + attend(x))
+      x = norm(p['mlp_norm'], x + feed_forward(x))
+  if cfg.norm_position == 'pre':
+    x = norm(params['norm_f'], x)
+  head = params['wte']['embedding'] if cfg.tie_embeddings else params['lm_head']
+  return x @ head.T
+
+
+@variants
+def test_forward_matches_numpy(cfg, reference):
+  params, logits, _ = reference(cfg)
+  expected = np_forward(cfg, params, TOKENS)
+  np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+# ---------------------------------------------------------------------------------------------
+# Causality
+
+
+def assert_receptive_field(jacobian, reach):
+  """jacobian [T, B, T, C]: position t depends on exactly the positions t - reach .. t."""
+  depends = np.abs(jacobian).max(axis=-1)  # [T(query), B, T(input)]
+  for t in range(T):
+    for s in range(T):
+      inside = t - reach <= s <= t
+      if inside:
+        assert np.all(depends[t, :, s] > 0), f'logits at {t} ignore the input at {s}'
+      else:
+        assert np.all(depends[t, :, s] == 0.0), (
+            f'logits at {t} depend on the input at {s}: max |grad| {depends[t, :, s].max()}')
+
+
+@variants
+def test_causality(cfg, reference):
+  """The gradient of position t's logits w.r.t. the embedding of any later position is exactly 0;
+  with a window w, L layers reach back exactly L * (w - 1) positions."""
+  _, _, jacobian = reference(cfg)
+  reach = T if cfg.attention_window is None else cfg.n_layers * (cfg.attention_window - 1)
+  assert_receptive_field(jacobian, reach)
+
+
+@pytest.mark.parametrize('position, window', [('learned', 1), ('rope', 3), ('none', 5)])
+def test_single_layer_window(tiny_config, reference, window, position):
+  cfg = tiny_config(n_layers=1, attention_window=window, position=position)
+  _, _, jacobian = reference(cfg)
+  assert_receptive_field(jacobian, window - 1)
+
+
+def test_causality_check_can_fail(tiny_config, reference):
+  """The jacobian trick against a direct perturbation: moving the embedding at position 7
+  changes the logits at 7 and after, and leaves those before bit-identical."""
+  cfg = tiny_config(**VARIANTS['gpt2'])
+  params, _, jacobian = reference(cfg)
+  forward = jax.jit(lambda x: logits_given_embeddings(cfg, params, TOKENS, x))
+  x = np.asarray(embedded(cfg, params, TOKENS))
+  dx = np.zeros_like(x)
+  dx[:, 7] = 1e-2 * np.random.default_rng(3).standard_normal(dx[:, 7].shape)
+  changed = np.abs(forward(x + dx) - forward(x)).max(axis=(0, 2))  # [T]
+  assert np.all(changed[:7] == 0.0) and np.all(changed[7:] > 1e-4)
+  reach = np.abs(jacobian[:, :, 7]).max(axis=(1, 2))  # [T]: d logits[t] / d x[7]
+  np.testing.assert_array_equal(reach > 0, changed > 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cached decoding
+
+
+@variants
+@pytest.mark.parametrize('prompt_len', [1, 5])
+def test_cached_decoding_matches_full_forward(cfg, reference, prompt_len):
+  params, full, _ = reference(cfg)
+  decode = decode_fn(cfg)
+  cache = init_cache(cfg, B)  # max_len == block_size
+  assert cache.max_len == T
+  logits, cache = decode(params, TOKENS[:, :prompt_len], cache)
+  assert_logits_close(logits, full[:, :prompt_len], 'prefill')
+  for t in range(prompt_len, T):
+    logits, cache = decode(params, TOKENS[:, t:t + 1], cache)
+    assert_logits_close(logits[:, 0], full[:, t], f'step at position {t}')
+  assert int(cache.index) == T
+  assert isinstance(cache, KVCache) and len(cache.layers) == cfg.n_layers
+  assert cache.layers[0].k.shape == (B, T, cfg.n_kv_heads, cfg.head_dim)  # only kv heads stored
+
+
+@variants
+def test_left_padded_batch_matches_each_row_alone(cfg, reference):
+  """Rows with prompts of 5, 2 and 1 tokens, left-padded into one batch, then decoded together.
+
+  Row b alone is TOKENS[b, :n]; by causality (tested above) its logits are the full forward's
+  logits at positions < n, so `full` serves as every row's unpadded reference.
+  """
+  params, full, _ = reference(cfg)
+  decode = decode_fn(cfg)
+  lengths = np.array([5, 2, 1])
+  width = lengths.max()
+  first_valid = width - lengths
+  rng = np.random.default_rng(4)
+  prompts = rng.integers(0, cfg.vocab_size, (B, width)).astype(np.int32)  # junk in the padding
+  for b, n in enumerate(lengths):
+    prompts[b, first_valid[b]:] = TOKENS[b, :n]
+  cache = init_cache(cfg, B, first_valid=first_valid)
+  logits, cache = decode(params, prompts, cache)
+  for b, n in enumerate(lengths):
+    assert_logits_close(logits[b, first_valid[b]:], full[b, :n], f'prefill of row {b}')
+  for step in range(T - width):
+    next_tokens = np.array([[TOKENS[b, n + step]] for b, n in enumerate(lengths)], np.int32)
+    logits, cache = decode(params, next_tokens, cache)
+    for b, n in enumerate(lengths):
+      assert_logits_close(logits[b, 0], full[b, n + step], f'row {b} at position {n + step}')
+
+
+# ---------------------------------------------------------------------------------------------
+# The context bound
+
+
+def test_learned_positions_stop_at_block_size(tiny_config, reference):
+  cfg = tiny_config()
+  params, _, _ = reference(cfg)
+  assert init_cache(cfg, 1, max_len=T).max_len == T
+  with pytest.raises(ValueError, match=r'block_size=16'):
+    init_cache(cfg, 1, max_len=T + 1)
+  with pytest.raises(ValueError, match=r'block_size=16'):
+    GPT(cfg).apply({'params': params}, jnp.zeros((1, T + 1), jnp.int32))
+
+
+def test_rope_cache_may_exceed_block_size(tiny_config, reference):
+  cfg = tiny_config(**VARIANTS['llama'])
+  params, _, _ = reference(cfg)
+  length = T + 8
+  tokens = np.random.default_rng(5).integers(0, cfg.vocab_size, (1, length)).astype(np.int32)
+  full = forward_fn(cfg)(params, tokens)
+  decode = decode_fn(cfg)
+  cache = init_cache(cfg, 1, max_len=length)
+  logits, cache = decode(params, tokens[:, :5], cache)
+  steps = [logits]
+  for t in range(5, length):
+    logits, cache = decode(params, tokens[:, t:t + 1], cache)
+    steps.append(logits)
+  assert_logits_close(jnp.concatenate(steps, axis=1), full)
+
+
+def test_decoding_past_the_cache_end_is_nan_not_silently_wrong(tiny_config, reference):
+  """dynamic_update_slice would clamp the write index; the model must make that visible."""
+  cfg = tiny_config(**VARIANTS['llama'])
+  params, _, _ = reference(cfg)
+  decode = decode_fn(cfg)
+  tokens = np.ones((1, 4), np.int32)
+  logits, cache = decode(params, tokens, init_cache(cfg, 1, max_len=4))
+  assert np.isfinite(np.asarray(logits)).all()
+  logits, _ = decode(params, tokens[:, :1], cache)
+  assert np.isnan(np.asarray(logits)).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# GQA with every kv head repeated is MHA
+
+
+def repeat_kv_heads(cfg, params):
+  """The MHA parameters equivalent to a GQA/MQA model: kv head j copied to the query heads of its
+  group, j * G .. (j + 1) * G - 1, in the fused q|k|v kernel (and bias)."""
+  h, kv, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+  groups = h // kv
+
+  def expand(w):  # [..., (H + 2K) * D] -> [..., 3 * H * D]
+    q, k, v = np.split(np.asarray(w), [h * d, (h + kv) * d], axis=-1)
+    lead = w.shape[:-1]
+    k = np.repeat(k.reshape(*lead, kv, d), groups, axis=-2).reshape(*lead, h * d)
+    v = np.repeat(v.reshape(*lead, kv, d), groups, axis=-2).reshape(*lead, h * d)
+    return np.concatenate([q, k, v], axis=-1)
+
+  mha = jax.tree.map(np.asarray, params)
+  for name in params:
+    if name.startswith('blocks_'):
+      mha[name]['attn']['qkv'] = {k: expand(w) for k, w in params[name]['attn']['qkv'].items()}
+  return mha
+
+
+@pytest.mark.parametrize('variant', ['llama', 'post_layernorm_mqa', 'rope_gqa_qkvbias_vocabpad'])
+def test_gqa_equals_mha_with_repeated_kv_heads(cfg, reference):
+  params, gqa_logits, _ = reference(cfg)
+  mha_cfg = cfg.replace(n_kv_heads=cfg.n_heads)
+  mha_params = repeat_kv_heads(cfg, params)
+  assert jax.tree.map(np.shape, mha_params) == jax.tree.map(lambda s: s.shape,
+                                                           param_shapes(mha_cfg))
+  mha_logits = forward_fn(mha_cfg)(mha_params, TOKENS)
+  assert_logits_close(mha_logits, gqa_logits)
+
+
+# ---------------------------------------------------------------------------------------------
+# Padded vocabulary
+
+
+def test_vocab_padding_changes_nothing_but_speed(tiny_config, reference):
+  cfg = tiny_config(**VARIANTS['untied_vocabpad'])
+  assert cfg.padded_vocab_size == 64
+  params, padded_logits, _ = reference(cfg)
+  unpadded = forward_fn(cfg.replace(vocab_pad_multiple=1))(params, TOKENS)
+  assert_logits_close(unpadded, padded_logits)
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation
+
+
+@pytest.mark.parametrize('mlp', ['gelu', 'swiglu'])
+def test_init_scheme(tiny_config, mlp):
+  n_layers = 2
+  cfg = tiny_config(d_model=128, n_layers=n_layers, vocab_size=128, block_size=64, mlp=mlp,
+                    d_ff=256, tie_embeddings=False)
+  params = init_params(cfg, jax.random.key(0))
+  residual_std = 0.02 / np.sqrt(2 * n_layers)  # 0.01
+  seen = set()
+
+  def check(path, leaf):
+    name = jax.tree_util.keystr(path)
+    leaf = np.asarray(leaf)
+    assert leaf.dtype == np.float32, name
+    last = path[-1].key
+    if last == 'scale':
+      np.testing.assert_array_equal(leaf, 1.0, err_msg=name)
+    elif last == 'bias':
+      np.testing.assert_array_equal(leaf, 0.0, err_msg=name)
+    else:
+      parent = path[-2].key if len(path) > 1 else last
+      expected = residual_std if parent in ('out', 'proj', 'down') else 0.02
+      seen.add((parent, expected))
+      # >= 8192 samples: the std's relative standard error is < 1%; 6% is ~8 of them.
+      assert leaf.size >= 8192, name
+      assert leaf.std() == pytest.approx(expected, rel=0.06), name
+      assert abs(leaf.mean()) < 3 * expected / np.sqrt(leaf.size) + 1e-4, name
+
+  jax.tree_util.tree_map_with_path(check, params)
+  residual = {'gelu': {'out', 'proj'}, 'swiglu': {'out', 'down'}}[mlp]
+  assert {p for p, s in seen if s == residual_std} == residual
+  assert {'wte', 'wpe', 'lm_head', 'qkv'} <= {p for p, s in seen if s == 0.02}
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout
+
+
+DROPOUT_RATES = ('embd_dropout', 'attn_dropout', 'resid_dropout')
+
+
+def test_dropout_off_outside_training(tiny_config, reference):
+  base = tiny_config()
+  params, logits, _ = reference(base)
+  with_rates = base.replace(**{rate: 0.5 for rate in DROPOUT_RATES})
+  # train=False ignores the rates (and needs no rng) ...
+  assert_logits_close(forward_fn(with_rates)(params, TOKENS), logits)
+  # ... and train=True with zero rates is the same deterministic function.
+  assert_logits_close(forward_fn(base, train=True)(params, TOKENS), logits)
+
+
+@pytest.mark.parametrize('rate', DROPOUT_RATES)
+def test_dropout_in_training(tiny_config, reference, rate):
+  base = tiny_config()
+  params, logits, _ = reference(base)
+  cfg = base.replace(**{rate: 0.5})
+  train = jax.jit(lambda rng: GPT(cfg).apply({'params': params}, TOKENS, train=True,
+                                             rngs={'dropout': rng}))
+  a, again, other = train(jax.random.key(0)), train(jax.random.key(0)), train(jax.random.key(1))
+  np.testing.assert_array_equal(a, again)  # same rng, same masks
+  assert np.abs(a - logits).max() > 1e-2  # this rate is wired in
+  assert np.abs(a - other).max() > 1e-2
+
+
+# ---------------------------------------------------------------------------------------------
+# Remat
+
+
+def loss_and_grads(cfg, params, rng):
+  def loss_fn(params):
+    logits = GPT(cfg).apply({'params': params}, TOKENS[:, :-1], train=True,
+                            rngs={'dropout': rng})
+    log_probs = jax.nn.log_softmax(logits)
+    return -jnp.take_along_axis(log_probs, TOKENS[:, 1:, None], axis=-1).mean()
+  return jax.jit(jax.value_and_grad(loss_fn))(params)
+
+
+def rematerialised_blocks(cfg, params):
+  jaxpr = jax.make_jaxpr(lambda p: GPT(cfg).apply({'params': p}, TOKENS))(params).jaxpr
+  return sum(eqn.primitive.name in ('checkpoint', 'remat2') for eqn in jaxpr.eqns)
+
+
+def test_remat_same_loss_and_grads(tiny_config, randomize):
+  # One layer is enough to check the rematerialised block, dropout rng included.
+  cfg = tiny_config(**VARIANTS['llama'], n_layers=1, resid_dropout=0.1)
+  remat_cfg = cfg.replace(remat=True)
+  shapes = param_shapes(cfg)
+  assert jax.tree.structure(shapes) == jax.tree.structure(param_shapes(remat_cfg))
+  params = randomize(shapes)
+  loss, grads = loss_and_grads(cfg, params, jax.random.key(7))
+  remat_loss, remat_grads = loss_and_grads(remat_cfg, params, jax.random.key(7))
+  assert np.isfinite(loss) and loss > 0
+  np.testing.assert_allclose(remat_loss, loss, rtol=1e-6)
+  for g, rg in zip(jax.tree.leaves(grads), jax.tree.leaves(remat_grads)):
+    np.testing.assert_allclose(rg, g, rtol=1e-5, atol=1e-6)
+  assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(grads))
+  # ... and remat=True really checkpoints each block (equal numbers could mean it was ignored).
+  assert rematerialised_blocks(remat_cfg, params) == remat_cfg.n_layers
+  assert rematerialised_blocks(cfg, params) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# bfloat16 compute
+
+
+@pytest.mark.parametrize('variant', ['llama'])
+def test_bfloat16_compute(cfg, reference):
+  params, f32_logits, _ = reference(cfg)
+  bf16 = cfg.replace(dtype='bfloat16')
+  bf16_params = jax.eval_shape(GPT(bf16).init, jax.random.key(0), TOKENS)['params']
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(bf16_params))
+  logits = np.asarray(forward_fn(bf16)(params, TOKENS))
+  assert logits.dtype == np.float32
+  # bf16 keeps 8 significant bits (relative rounding 2^-9 ~ 0.2%). Each of the ~10 matmul/norm
+  # stages rounds its inputs, so errors around 1% of the logit scale are expected (0.6-1% seen
+  # for these variants); a wrong computation (a dropped mask, a missing norm) is off by O(100%).
+  scale = np.abs(f32_logits).max()
+  error = np.abs(logits - f32_logits).max()
+  assert error < 0.03 * scale, (error, scale)
+  assert error > 0  # the matmuls really ran in bf16
+  # The predictions mostly agree (top-1 flips only where two logits are within rounding).
+  assert (logits.argmax(-1) == f32_logits.argmax(-1)).mean() > 0.9
+  # Cached decoding in bf16 stores a bf16 cache and agrees with the bf16 full forward.
+  cache = init_cache(bf16, B)
+  assert cache.layers[0].k.dtype == jnp.bfloat16
+  prefill, _ = decode_fn(bf16)(params, TOKENS, cache)
+  assert prefill.dtype == jnp.float32
+  assert np.abs(np.asarray(prefill) - logits).max() < 0.02 * scale
+
+
+# ---------------------------------------------------------------------------------------------
+# forward_with_intermediates
+
+
+@pytest.mark.parametrize('variant', ['gpt2', 'post_nobias_remat', 'llama'])
+def test_forward_with_intermediates(cfg, reference):
+  params, ref_logits, _ = reference(cfg)
+  run = jax.jit(functools.partial(forward_with_intermediates, cfg))
+  logits, block_outputs, weights = run(params, TOKENS)
+  L, H, C = cfg.n_layers, cfg.n_heads, cfg.d_model
+  assert block_outputs.shape == (L, B, T, C)
+  assert weights.shape == (L, B, H, T, T)
+  assert_logits_close(logits, ref_logits)  # the explicit-softmax path
+  np.testing.assert_allclose(np.asarray(weights).sum(-1), 1.0, rtol=1e-5)
+  assert np.all(np.triu(np.asarray(weights), k=1) == 0.0)
+  head = jax.jit(lambda p, x: GPT(cfg).apply({'params': p}, x, method=GPT.head))
+  assert_logits_close(head(params, block_outputs[-1]), logits)  # the logit lens at the top
+  assert not np.allclose(head(params, block_outputs[0]), logits, atol=1e-2)
