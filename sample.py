@@ -39,9 +39,9 @@ def main(argv):
     cfg = ModelConfig.from_config(config.model)
   except ValueError as e:
     sys.exit(f'error: bad model config: {e}')
-  tokenizer = get_tokenizer(config.tokenizer)
+  tokenizer = get_tokenizer(config.data.tokenizer)
   if cfg.vocab_size < tokenizer.n_vocab:
-    sys.exit(f'error: model.vocab_size={cfg.vocab_size} is smaller than the {config.tokenizer} '
+    sys.exit(f'error: model.vocab_size={cfg.vocab_size} is smaller than the {config.data.tokenizer} '
              f'tokenizer\'s {tokenizer.n_vocab} tokens')
   prompt = tokenizer.encode(FLAGS.prompt)
   if not prompt:

@@ -1,25 +1,33 @@
 """GPT-2 small (124M parameters), exactly: 12 layers, 12 heads, d_model 768, context 1024,
-tied embeddings, GELU, LayerNorm, learned positions, pre-norm, biases.
+tied embeddings, GELU, LayerNorm, learned positions, pre-norm, biases; nanoGPT's AdamW recipe
+(lr 6e-4, betas 0.9/0.95, weight decay 0.1, 2000 warmup steps, cosine to 6e-5, clip 1.0) with
+~0.5M-token batches (480 sequences of 1024 tokens via gradient accumulation).
 
-The vocabulary is GPT-2's 50257 tokens; the LM head matmul is padded to 50304 (a multiple of 64)
-for speed, and the padded logits are dropped inside the model, so they are never sampled and the
+The vocabulary is GPT-2's 50257 tokens; the LM-head matmul is padded to 50304 (a multiple of 64)
+for speed and the padded logits are dropped inside the model, so they are never sampled and the
 parameter count equals Hugging Face's GPT2LMHeadModel (124,439,808).
 
-Run:
-  python sample.py --config=configs/gpt124m.py --prompt="Hello, I am"
+Run (on accelerators; lower --config.optim.grad_accum_steps as memory allows):
+  python train.py --config=configs/gpt124m.py --workdir=runs/gpt124m \
+      --config.data.corpus=hf:HuggingFaceFW/fineweb:sample-10BT
 """
 
-from gptjax.config import model_config_dict
+from gptjax.config import base_config
 
 
 def get_config():
-  import ml_collections
-
-  config = ml_collections.ConfigDict()
-  config.model = model_config_dict(
+  config = base_config(
       vocab_size=50257, vocab_pad_multiple=64, block_size=1024, n_layers=12, d_model=768,
       n_heads=12, mlp='gelu', norm='layernorm', norm_position='pre', position='learned',
-      tie_embeddings=True, use_bias=True)
-  config.tokenizer = 'gpt2'
-  config.seed = 0
+      tie_embeddings=True, use_bias=True, dtype='bfloat16')
+  config.data.tokenizer = 'gpt2'
+  config.optim.lr = 6e-4
+  config.optim.warmup_steps = 2000
+  config.optim.grad_accum_steps = 40
+  config.train.steps = 19073  # 10B tokens at 524,288 tokens/step (480 x 1024 + nanoGPT's rounding)
+  config.train.batch_size = 480
+  config.train.log_every = 10
+  config.train.eval_every = 250
+  config.train.eval_batches = 20
+  config.train.ckpt_every = 1000
   return config

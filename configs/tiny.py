@@ -1,20 +1,19 @@
-"""A tiny GPT-2-style model (4 layers, d_model 128, context 128, GPT-2 tokenizer) that runs
-anywhere in seconds: the quickstart's model.
+"""A tiny GPT-2-style model (4 layers, d_model 128, context 128, GPT-2 tokenizer) that builds and
+runs anywhere in seconds.
 
 Run:
-  python sample.py --config=configs/tiny.py --prompt="Hello, I am"
+  python sample.py --config=configs/tiny.py --prompt="Hello, I am"   # random weights
+  python train.py --config=configs/tiny.py --workdir=runs/tiny
 """
 
-from gptjax.config import model_config_dict
+from gptjax.config import base_config
 
 
 def get_config():
-  import ml_collections
-
-  config = ml_collections.ConfigDict()
-  config.model = model_config_dict(
-      vocab_size=50257, vocab_pad_multiple=64, block_size=128, n_layers=4, d_model=128,
-      n_heads=4)
-  config.tokenizer = 'gpt2'
-  config.seed = 0
+  config = base_config(vocab_size=50257, vocab_pad_multiple=64, block_size=128, n_layers=4,
+                       d_model=128, n_heads=4)
+  config.data.tokenizer = 'gpt2'
+  config.optim.warmup_steps = 20
+  config.train.steps = 200
+  config.train.batch_size = 8
   return config

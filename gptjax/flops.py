@@ -9,9 +9,11 @@ from __future__ import annotations
 import functools
 import math
 import re
+import time
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from gptjax.config import ModelConfig
 from gptjax.model import init_params
@@ -197,3 +199,49 @@ def format_param_table(params: Any, cfg: ModelConfig | None = None) -> str:
 
   rule = '-' * (width_name + width_count + 2)
   return '\n'.join([fmt(header), rule, *map(fmt, lines), rule, *map(fmt, summary)])
+
+
+# Dense bf16 peaks from the vendors' datasheets (no sparsity), by jax's device_kind.
+ACCELERATOR_PEAK_FLOPS = {
+    'NVIDIA H200': 989e12,
+    'NVIDIA H100 80GB HBM3': 989e12,
+    'NVIDIA H100 PCIe': 756e12,
+    'NVIDIA A100-SXM4-80GB': 312e12,
+    'NVIDIA A100-SXM4-40GB': 312e12,
+    'NVIDIA A100 80GB PCIe': 312e12,
+    'NVIDIA L4': 121e12,
+    'NVIDIA A10G': 125e12,
+    'Tesla V100-SXM2-16GB': 125e12,
+    'TPU v4': 275e12,
+    'TPU v5 lite': 197e12,
+    'TPU v5e': 197e12,
+    'TPU v5p': 459e12,
+    'TPU v6 lite': 918e12,
+}
+
+
+def measure_matmul_peak(n: int = 1024, repeats: int = 10) -> float:
+  """FLOP/s of a float32 n x n matmul on the default device: the practical peak of a CPU,
+  whose datasheet number depends on clock, vector units and core count we cannot see."""
+  a = jnp.ones((n, n), jnp.float32)
+  matmul = jax.jit(lambda x: x @ x)
+  matmul(a).block_until_ready()
+  timings = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a).block_until_ready()
+    timings.append(time.perf_counter() - start)
+  return 2 * n**3 / sorted(timings)[len(timings) // 2]
+
+
+@functools.lru_cache(maxsize=None)
+def device_peak_flops() -> tuple[float, str]:
+  """(peak FLOP/s of all devices together, where the number comes from)."""
+  device = jax.devices()[0]
+  kind = device.device_kind
+  if kind in ACCELERATOR_PEAK_FLOPS:
+    return ACCELERATOR_PEAK_FLOPS[kind] * jax.device_count(), f'{kind} datasheet bf16'
+  if device.platform == 'cpu':
+    return measure_matmul_peak(), 'measured f32 matmul'
+  # An accelerator missing from the table: MFU is still useful relative to itself.
+  return measure_matmul_peak(4096) * jax.device_count(), f'{kind} measured f32 matmul'

@@ -1,0 +1,108 @@
+"""Orbax checkpoints of a training run: state (params, optimizer state, step) plus the config.
+
+The config travels with every checkpoint so that a workdir alone is enough to rebuild the model
+(sample.py, evaluation, fine-tuning) and so that restoring into a different model fails with the
+name of the field that differs instead of a shape trace. Orbax writes each step into a temporary
+directory and renames it when complete, so a save killed half-way leaves the previous checkpoint
+as the latest one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = 'checkpoints'
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that is missing or does not fit the current run."""
+
+
+def _checkpoint_dir(workdir) -> Path:
+  return Path(workdir).absolute() / CHECKPOINT_DIR
+
+
+def manager(workdir, keep: int = 3) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                         cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(_checkpoint_dir(workdir), options=options,
+                               item_names=('state', 'config'))
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, config_dict: dict[str, Any]) -> None:
+  """Saves and waits, so the checkpoint is complete on disk when this returns."""
+  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                          config=ocp.args.JsonSave(config_dict)), force=True)
+  mngr.wait_until_finished()
+
+
+def latest_step(workdir) -> int | None:
+  directory = _checkpoint_dir(workdir)
+  if not directory.is_dir():
+    return None
+  steps = ocp.utils.checkpoint_steps(directory)
+  return max(steps) if steps else None
+
+
+def load_config(workdir, step: int | None = None) -> dict[str, Any]:
+  """The config saved with a checkpoint (the latest one by default), as a plain dict."""
+  step = _existing_step(workdir, step)
+  path = _checkpoint_dir(workdir) / str(step) / 'config'
+  files = sorted(path.glob('*')) if path.is_dir() else []
+  if not files:
+    raise CheckpointError(f'checkpoint {path.parent} has no saved config; '
+                          'it was not written by gptjax')
+  return json.loads(files[0].read_text())
+
+
+def _existing_step(workdir, step: int | None) -> int:
+  steps = []
+  directory = _checkpoint_dir(workdir)
+  if directory.is_dir():
+    steps = sorted(ocp.utils.checkpoint_steps(directory))
+  if not steps:
+    raise CheckpointError(f'no checkpoint in {directory}; train first: '
+                          f'python train.py --config=configs/small.py --workdir={workdir}')
+  if step is None:
+    return steps[-1]
+  if step not in steps:
+    raise CheckpointError(f'no checkpoint for step {step} in {directory}; '
+                          f'available: {", ".join(map(str, steps))}')
+  return step
+
+
+def check_same_model(saved_model: dict[str, Any], model: dict[str, Any], source: str) -> None:
+  """Raises, naming every field that differs, if a checkpoint holds another architecture."""
+  keys = sorted(set(saved_model) | set(model))
+  differ = [f'{k}: checkpoint {saved_model.get(k)!r} vs config {model.get(k)!r}'
+            for k in keys if saved_model.get(k) != model.get(k)]
+  if differ:
+    raise CheckpointError(f'{source} was written with a different model config '
+                          f'({"; ".join(differ)}); use a new --workdir or the same model config')
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
+  """Restores a state onto the shardings of `abstract_state` (any device count)."""
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state)))
+  return restored['state']
+
+
+def restore_params(workdir, abstract_params, step: int | None = None):
+  """Only the parameters of a run's checkpoint (for sampling, evaluation, fine-tuning)."""
+  step = _existing_step(workdir, step)
+  with contextlib.closing(manager(workdir)) as mngr:
+    metadata = mngr.item_metadata(step)['state']
+    abstract_state = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), metadata,
+        is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'))
+    abstract_state['params'] = abstract_params
+    state = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state, strict=False)))['state']
+  return state['params'], step

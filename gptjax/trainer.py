@@ -1,0 +1,340 @@
+"""The training loop: `train_and_evaluate(config, workdir)`, and `evaluate` for eval-only runs.
+
+State is a plain dict {'params', 'opt_state', 'step'}; the step function is
+`train_step(state, batch) -> (state, metrics)`, jitted once with the state's buffers donated. The
+batch and dropout randomness of step s are pure functions of (seed, s), so a checkpoint of the
+state is all that resume needs, and resuming is bit-exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from gptjax import checkpoint, cli, data, flops, sharding
+from gptjax.config import ModelConfig
+from gptjax.logs import MetricWriter
+from gptjax.model import GPT, init_params
+from gptjax.optim import (accumulate_gradients, learning_rate_schedule, make_optimizer,
+                          optimizer_metrics, validate_optim_config)
+
+# Fields that only change how a model runs, not what it is: a fine-tuning config may set them.
+RUNTIME_FIELDS = ('embd_dropout', 'attn_dropout', 'resid_dropout', 'dtype', 'param_dtype',
+                  'attention_impl', 'remat')
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(cli.Interrupted):
+  """Ctrl-C or SIGTERM: the state was checkpointed and the run can be resumed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """Everything derived once from the config that the loop needs."""
+  cfg: ModelConfig
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  seq_len: int
+  train_tokens: np.ndarray
+  val_tokens: np.ndarray
+  bytes_per_token: float
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup
+
+
+def _validate_train_config(train: ml_collections.ConfigDict) -> None:
+  for name in ('steps', 'batch_size', 'log_every', 'eval_every', 'eval_batches', 'ckpt_every',
+               'keep_checkpoints'):
+    value = train[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f'train.{name}={value!r} must be a positive integer')
+
+
+def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+  """The run's ModelConfig; when fine-tuning, the architecture comes from the source."""
+  cfg = ModelConfig.from_config(config.model)
+  source = source_model_config(config.train.init_from)
+  if source is None:
+    return cfg
+  # A field the config leaves at its default defers to the source; one it sets must agree.
+  defaults = ModelConfig()
+  conflicts = [f'{k}={getattr(cfg, k)!r} (source has {getattr(source, k)!r})'
+               for k in cfg.to_dict() if k not in RUNTIME_FIELDS
+               and getattr(cfg, k) != getattr(source, k) and getattr(cfg, k) != getattr(defaults, k)]
+  if conflicts:
+    raise ValueError(f'config.model contradicts the model of init_from={config.train.init_from}: '
+                     f'{", ".join(conflicts)}; drop those overrides')
+  return source.replace(**{k: getattr(cfg, k) for k in RUNTIME_FIELDS})
+
+
+def source_model_config(init_from: str) -> ModelConfig | None:
+  if init_from == 'scratch':
+    return None
+  if init_from.startswith('hf:'):
+    from gptjax.hf import from_hf
+    return from_hf(init_from[3:])[0]
+  return ModelConfig.from_config(checkpoint.load_config(init_from)['model'])
+
+
+def setup(config: ml_collections.ConfigDict) -> Run:
+  cfg = model_config(config)
+  validate_optim_config(config.optim)
+  _validate_train_config(config.train)
+  seq_len = config.train.seq_len or cfg.block_size
+  if seq_len > cfg.block_size and cfg.position == 'learned':
+    raise ValueError(f'train.seq_len={seq_len} is longer than model.block_size='
+                     f'{cfg.block_size}, the last learned position')
+  mesh = sharding.make_mesh()
+  sharding.check_batch_divides(config.train.batch_size, mesh)
+  if config.train.batch_size % config.optim.grad_accum_steps:
+    raise ValueError(f'train.batch_size={config.train.batch_size} must be divisible by '
+                     f'optim.grad_accum_steps={config.optim.grad_accum_steps}')
+
+  prepared = data.prepare(config.data.corpus, config.data.tokenizer, config.data.data_dir,
+                          val_percent=config.data.val_percent, max_bytes=config.data.max_bytes,
+                          progress=jax.process_index() == 0)
+  meta = data.read_meta(prepared)
+  if meta['n_vocab'] > cfg.vocab_size:
+    raise ValueError(f'model.vocab_size={cfg.vocab_size} is smaller than the '
+                     f'{config.data.tokenizer} tokenizer\'s {meta["n_vocab"]} tokens')
+  return Run(cfg, config, mesh, seq_len, data.load_split(prepared, 'train'),
+             data.load_split(prepared, 'val'), data.bytes_per_token(prepared, 'val'))
+
+
+# ---------------------------------------------------------------------------------------------
+# The step functions
+
+
+def cross_entropy(cfg: ModelConfig, params, batch, rng=None, train: bool = False):
+  """Mean next-token cross-entropy in float32."""
+  rngs = {'dropout': rng} if train and rng is not None else None
+  logits = GPT(cfg).apply({'params': params}, batch['inputs'], train=train, rngs=rngs)
+  return optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets']).mean()
+
+
+def make_train_step(run: Run, optimizer: optax.GradientTransformation, state_sharding):
+  cfg, config = run.cfg, run.config
+  schedule = learning_rate_schedule(config.optim, config.train.steps)
+  dropout_key = jax.random.key(config.seed)
+
+  def loss_fn(params, batch, rng):
+    return cross_entropy(cfg, params, batch, rng, train=True), {}
+
+  def train_step(state, batch):
+    step = state['step']
+    rng = jax.random.fold_in(dropout_key, step)
+    loss, _, grads = accumulate_gradients(loss_fn, state['params'], batch,
+                                          config.optim.grad_accum_steps, rng)
+    updates, opt_state = optimizer.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    metrics = {'loss': loss, 'lr': schedule(step),
+               **optimizer_metrics(grads, updates, state['params'])}
+    return {'params': params, 'opt_state': opt_state, 'step': step + 1}, metrics
+
+  return jax.jit(train_step, donate_argnums=0,
+                 out_shardings=(state_sharding, sharding.replicated(run.mesh)))
+
+
+def make_eval_step(cfg: ModelConfig):
+  return jax.jit(lambda params, batch: cross_entropy(cfg, params, batch))
+
+
+def evaluate_loss(run: Run, eval_step, params) -> float:
+  batches = data.eval_batches(run.val_tokens, batch_size=run.config.train.batch_size //
+                              jax.process_count(), seq_len=run.seq_len,
+                              n_batches=run.config.train.eval_batches,
+                              process_index=jax.process_index(),
+                              process_count=jax.process_count())
+  losses = [eval_step(params, _device_batch(run, batch)) for batch in batches]
+  return float(jnp.mean(jnp.stack(losses)))
+
+
+def _device_batch(run: Run, batch) -> dict:
+  inputs, targets = batch
+  return sharding.global_batch({'inputs': inputs, 'targets': targets}, run.mesh)
+
+
+def _train_batch(run: Run, step: int) -> dict:
+  batch = data.get_batch(run.train_tokens, seed=run.config.seed, step=step,
+                         batch_size=run.config.train.batch_size // jax.process_count(),
+                         seq_len=run.seq_len, process_index=jax.process_index(),
+                         process_count=jax.process_count())
+  return _device_batch(run, batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# State: fresh, resumed or fine-tuned
+
+
+def _initial_params(run: Run, rng):
+  init_from = run.config.train.init_from
+  if init_from == 'scratch':
+    return init_params(run.cfg, rng)
+  if init_from.startswith('hf:'):
+    from gptjax.hf import from_hf
+    return from_hf(init_from[3:])[1]
+  abstract = jax.eval_shape(init_params, run.cfg, rng)
+  return checkpoint.restore_params(init_from, abstract)[0]
+
+
+def initial_state(run: Run, optimizer, state_sharding):
+  params = _initial_params(run, jax.random.key(run.config.seed))
+  make = jax.jit(lambda p: {'params': p, 'opt_state': optimizer.init(p),
+                            'step': jnp.zeros((), jnp.int32)}, out_shardings=state_sharding)
+  return make(params)
+
+
+def abstract_state(run: Run, optimizer):
+  def make(rng):
+    params = init_params(run.cfg, rng)
+    return {'params': params, 'opt_state': optimizer.init(params),
+            'step': jnp.zeros((), jnp.int32)}
+  shapes = jax.eval_shape(make, jax.random.key(0))
+  shardings = sharding.state_shardings(shapes, run.mesh, run.config.sharding.fsdp)
+  shardings['step'] = sharding.replicated(run.mesh)
+  abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                          shapes, shardings)
+  return abstract, shardings
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+class _StopRequest:
+  """Turns the first Ctrl-C / SIGTERM into a flag checked between steps (so the state is never
+  caught half-donated), and restores the default handlers so a second Ctrl-C kills at once."""
+
+  def __init__(self):
+    self.signal_name = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.signal_name = signal.Signals(signum).name
+    self.__exit__()
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    self._previous = {}
+
+
+def _check_finite(step_losses: list[tuple[int, Any]]) -> None:
+  for step, loss in step_losses:
+    value = float(loss)
+    if not math.isfinite(value):
+      raise TrainingDiverged(f'loss is {value} at step {step}; the last good checkpoint is kept '
+                             '(lower optim.lr, raise optim.warmup_steps, or set optim.grad_clip)')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
+  """Trains (resuming from the workdir's latest checkpoint if any); returns the last metrics."""
+  workdir = Path(workdir)
+  run = setup(config)
+  config_dict = config.to_dict()
+  config_dict['model'] = run.cfg.to_dict()  # the resolved architecture, for sample.py and resume
+  optimizer = make_optimizer(config.optim, config.train.steps)
+  abstract, state_sharding = abstract_state(run, optimizer)
+  train_step = make_train_step(run, optimizer, state_sharding)
+  eval_step = make_eval_step(run.cfg)
+  train_cfg = config.train
+
+  with contextlib.closing(checkpoint.manager(workdir, train_cfg.keep_checkpoints)) as mngr, \
+       MetricWriter(workdir, enabled=jax.process_index() == 0) as writer, \
+       _StopRequest() as stop:
+    start = mngr.latest_step()
+    if start is None:
+      state = initial_state(run, optimizer, state_sharding)
+      start = 0
+    else:
+      saved = checkpoint.load_config(workdir, start)
+      checkpoint.check_same_model(saved['model'], config_dict['model'],
+                                  f'the checkpoint in {workdir}')
+      state = checkpoint.restore(mngr, start, abstract)
+      logging.info('resumed from step %d of %s', start, workdir)
+    if start >= train_cfg.steps:
+      return {'step': start, 'val_loss': evaluate_loss(run, eval_step, state['params'])}
+
+    tokens_per_step = train_cfg.batch_size * run.seq_len
+    flops_per_token = flops.flops_per_token(run.cfg, run.seq_len)
+    peak, peak_source = flops.device_peak_flops()
+    writer.info(f'{flops.count_params(state["params"]):,} params, {flops_per_token:.3g} '
+                f'FLOPs/token, peak {peak:.3g} FLOP/s ({peak_source}), {jax.device_count()} '
+                f'devices, steps {start}..{train_cfg.steps}')
+
+    pending: list[tuple[int, Any]] = []  # (step, device loss) not yet checked on the host
+    last = {}
+    interval_start, interval_steps = time.perf_counter(), 0
+    progress = writer.progress(total=train_cfg.steps, initial=start)
+    for step in range(start, train_cfg.steps):
+      state, metrics = train_step(state, _train_batch(run, step))
+      pending.append((step, metrics['loss']))
+      interval_steps += 1
+      done = step + 1
+      if done % train_cfg.log_every == 0 or done == train_cfg.steps:
+        _check_finite(pending)
+        pending.clear()
+        elapsed = time.perf_counter() - interval_start
+        tokens_per_sec = interval_steps * tokens_per_step / elapsed
+        last = {k: float(v) for k, v in metrics.items()}
+        last.update(step=done, tokens=done * tokens_per_step, tokens_per_sec=tokens_per_sec,
+                    mfu=flops_per_token * tokens_per_sec / peak)
+        interval_start, interval_steps = time.perf_counter(), 0
+        writer.write(done, last)
+        progress.set_postfix(loss=f'{last["loss"]:.3f}', tok_s=f'{tokens_per_sec:,.0f}')
+      if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
+        val_loss = evaluate_loss(run, eval_step, state['params'])
+        last['val_loss'] = val_loss
+        writer.write(done, {'val_loss': val_loss})
+      progress.update(1)
+      if done % train_cfg.ckpt_every == 0 or done == train_cfg.steps or stop.signal_name:
+        _check_finite(pending)  # a NaN state must never become the latest checkpoint
+        pending.clear()
+        checkpoint.save(mngr, done, state, config_dict)
+      if stop.signal_name:
+        progress.close()
+        raise TrainingInterrupted(f'{stop.signal_name} at step {done}: checkpoint saved in '
+                                  f'{workdir}; rerun the same command to resume')
+    progress.close()
+  return last
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
+  """Loss, perplexity and bits-per-byte on the val split, with no training step taken.
+
+  The model is the workdir's latest checkpoint, or else config.train.init_from (a workdir or
+  'hf:PATH_OR_NAME').
+  """
+  if checkpoint.latest_step(workdir) is not None:
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.train.init_from = str(workdir)
+  elif config.train.init_from == 'scratch':
+    raise checkpoint.CheckpointError(f'nothing to evaluate: {workdir} has no checkpoint and '
+                                     'train.init_from is scratch (set it to a workdir or hf:PATH)')
+  run = setup(config)
+  params = jax.device_put(_initial_params(run, jax.random.key(0)), sharding.replicated(run.mesh))
+  loss = evaluate_loss(run, make_eval_step(run.cfg), params)
+  return {'val_loss': loss, 'perplexity': math.exp(loss),
+          'bits_per_byte': loss / math.log(2) / run.bytes_per_token}

@@ -1,0 +1,57 @@
+"""Train a gptjax model (or, with --mode=eval, evaluate one).
+
+  python train.py --config=configs/small.py --workdir=runs/small
+  python train.py --config=configs/small.py --workdir=runs/small --config.model.n_kv_heads=2
+
+Rerunning the same command resumes from the workdir's latest checkpoint. Ctrl-C (or SIGTERM)
+saves a checkpoint first. Multi-host: start one process per host with --coordinator_address,
+--num_processes and --process_id.
+"""
+
+import sys
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+from gptjax import cli
+
+config_flags.DEFINE_config_file('config', None, 'Training config file (configs/*.py).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints and logs.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
+                  'train, or eval: report loss, perplexity and bits-per-byte on the val split '
+                  'without taking a step.')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (multi-host runs).')
+flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-host runs).')
+flags.DEFINE_integer('process_id', None, 'Index of this process (multi-host runs).')
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.config is None:
+    raise app.UsageError('--config is required, e.g. --config=configs/small.py')
+  if FLAGS.workdir is None:
+    raise app.UsageError('--workdir is required, e.g. --workdir=runs/small')
+  absl_logging.set_verbosity(absl_logging.WARNING)  # keep JAX's backend probing off the screen
+  # Imported after flag parsing so that --help and flag errors answer without loading JAX.
+  from gptjax import sharding, trainer
+
+  sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                  FLAGS.process_id)
+  try:
+    if FLAGS.mode == 'eval':
+      result = trainer.evaluate(FLAGS.config, FLAGS.workdir)
+      print(' '.join(f'{k} {v:.4f}' for k, v in result.items()))
+    else:
+      result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+      print('done: ' + ' '.join(f'{k} {v:.4g}' for k, v in result.items()
+                                if k in ('step', 'loss', 'val_loss')))
+  except trainer.TrainingDiverged as e:
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  cli.run(main)
