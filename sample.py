@@ -1,68 +1,154 @@
-"""Generate text with a gptjax model.
+"""Generate text with a gptjax model: a training run's checkpoint, Hugging Face weights, or an
+untrained model straight from a config.
 
-  python sample.py --config=configs/tiny.py --prompt="Hello, I am"
+  python sample.py --workdir=runs/small --prompt="def "           # latest checkpoint of a run
+  python sample.py --workdir=runs/small --step=250 --num_samples=3
+  python sample.py --hf=gpt2 --prompt="The meaning of life is" --temperature=0.8 --top_k=40
+  python sample.py --config=configs/tiny.py --prompt="Hello, I am"  # random weights: gibberish
+  echo "Once upon a time" | python sample.py --workdir=runs/small
 
-The model is built from the config and initialised at random (--config.seed), so the
-continuation is gibberish: it shows the whole path (tokenize -> forward -> KV-cache decoding ->
-detokenize) and what it costs, before any training.
+The prompt comes from --prompt, --prompt_file or stdin; with none the samples start from
+end-of-text (unconditional). One sample streams as it is generated; several are generated as one
+batch and printed one after another.
 """
 
+import os
+import signal
+import stat
 import sys
 
-from absl import app, flags
+from absl import flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
-flags.DEFINE_string('prompt', 'Hello, I am', 'Text to continue.')
-flags.DEFINE_integer('max_new_tokens', 32, 'Tokens to generate.')
-flags.DEFINE_float('temperature', 0.0, 'Sampling temperature; 0 means greedy.')
+from gptjax import cli
+
+flags.DEFINE_string('workdir', None, 'Training run to sample from (its latest checkpoint).')
+flags.DEFINE_integer('step', None, 'With --workdir: the checkpoint step to sample from.')
+flags.DEFINE_string('hf', None, 'Hugging Face GPT-2/Llama-family model: a directory saved with '
+                    'save_pretrained, or a Hub name (needs a network).')
+config_flags.DEFINE_config_file('config', None, 'Config file: sample from its model, randomly '
+                                'initialised (to look at an untrained model).', lock_config=True)
+flags.DEFINE_string('prompt', None, 'Text to continue (default: stdin if piped, else start from '
+                    'end-of-text).')
+flags.DEFINE_string('prompt_file', None, 'File whose text to continue.')
+flags.DEFINE_integer('num_samples', 1, 'Samples to generate (as one batch).')
+flags.DEFINE_integer('max_new_tokens', 100, 'Tokens to generate per sample at most.')
+flags.DEFINE_float('temperature', 0.8, 'Sampling temperature; 0 means greedy.')
 flags.DEFINE_integer('top_k', None, 'Sample only among the k most likely tokens.')
 flags.DEFINE_float('top_p', None, 'Sample only among the smallest set of tokens with mass >= p.')
-config_flags.DEFINE_config_file('config', 'configs/tiny.py', 'Model config file.',
-                                lock_config=True)
+flags.DEFINE_integer('seed', 0, 'Sampling seed: the same seed gives the same text.')
+flags.DEFINE_integer('max_len', None, 'KV cache size in tokens, prompt included (default: '
+                     'block_size). Rope models may go past block_size.')
 FLAGS = flags.FLAGS
+
+NOTHING_TO_SAMPLE = ('nothing to sample from: train a model first (python train.py '
+                     '--config=configs/small.py --workdir=runs/small) and run python sample.py '
+                     '--workdir=runs/small; or use --hf=PATH_OR_NAME (Hugging Face weights) or '
+                     '--config=configs/tiny.py (an untrained model)')
+EMPTY_PROMPT = ("{} is empty: to sample from end-of-text (unconditionally), leave the prompt out "
+                "or pass --prompt='<|endoftext|>'")
+
+
+def check_flags() -> None:
+  """Every mistake that needs no model, before JAX is even imported."""
+  sources = [f'--{name}' for name in ('workdir', 'hf', 'config') if FLAGS[name].value is not None]
+  if not sources:
+    raise ValueError(NOTHING_TO_SAMPLE)
+  if len(sources) > 1:
+    raise ValueError(f'{" and ".join(sources)} both given: sample from one model at a time')
+  if FLAGS.step is not None and FLAGS.workdir is None:
+    raise ValueError('--step picks a checkpoint of --workdir; give --workdir too')
+  if FLAGS.prompt is not None and FLAGS.prompt_file is not None:
+    raise ValueError('--prompt and --prompt_file both given: use one')
+  if not FLAGS.temperature >= 0:
+    raise ValueError(f'--temperature={FLAGS.temperature} must be >= 0 (0: greedy)')
+  if FLAGS.top_p is not None and not 0 < FLAGS.top_p <= 1:
+    raise ValueError(f'--top_p={FLAGS.top_p} must be in (0, 1]')
+  for name in ('top_k', 'max_new_tokens', 'num_samples', 'max_len'):
+    if FLAGS[name].value is not None and FLAGS[name].value < 1:
+      raise ValueError(f'--{name}={FLAGS[name].value} must be >= 1')
+
+
+def read_prompt() -> str | None:
+  """The prompt text, or None for none at all (then samples start from end-of-text)."""
+  if FLAGS.prompt is not None:
+    text, source = FLAGS.prompt, '--prompt'
+  elif FLAGS.prompt_file is not None:
+    try:
+      with open(FLAGS.prompt_file, encoding='utf-8') as f:
+        text = f.read()
+    except OSError as e:
+      raise ValueError(f'--prompt_file={FLAGS.prompt_file}: {e.strerror}') from None
+    source = f'--prompt_file={FLAGS.prompt_file}'
+  elif _stdin_is_piped():
+    text, source = sys.stdin.read(), 'the prompt on stdin'
+  else:
+    return None
+  if not text:
+    raise ValueError(EMPTY_PROMPT.format(source))
+  return text
+
+
+def _stdin_is_piped() -> bool:
+  # A pipe or a redirected file, not a terminal and not /dev/null (as under nohup, cron or CI).
+  mode = os.fstat(sys.stdin.fileno()).st_mode
+  return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  # Imported here so that --help and flag errors answer without loading JAX.
-  import jax
+    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])} (the prompt goes in '
+                     '--prompt="...", --prompt_file or stdin)')
+  # Generation runs on device inside one call, which Python's Ctrl-C handler would only see when
+  # it returns; a sampler has nothing to save, so Ctrl-C stops it at once. Likewise output piped
+  # into a reader that closes early (| head) ends the sampler quietly, as it would `cat`.
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+  if hasattr(signal, 'SIGPIPE'):
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+  check_flags()
+  text = read_prompt()
+  absl_logging.set_verbosity(absl_logging.ERROR)  # keep orbax's restore chatter off the screen
+  # Imported after the checks so that mistakes and --help answer without loading JAX.
+  from gptjax import sampling
 
-  from gptjax import flops
-  from gptjax.config import ModelConfig
-  from gptjax.model import GPT, init_params
-  from gptjax.sampling import generate
-  from gptjax.tokenizer import get_tokenizer
+  if FLAGS.workdir is not None:
+    sampler = sampling.load_workdir(FLAGS.workdir, FLAGS.step)
+  elif FLAGS.hf is not None:
+    sampler = sampling.load_hf(FLAGS.hf)
+  else:
+    sampler = sampling.init_random(FLAGS.config)
+  tokenizer = sampler.tokenizer
+  prompt = sampling.encode_prompt(text, tokenizer)
+  kept, warning = sampling.fit_prompt(sampler.cfg, prompt, FLAGS.max_new_tokens, FLAGS.max_len)
+  print(sampler.description, file=sys.stderr)
+  if warning:
+    print(f'warning: {warning}', file=sys.stderr)
+  shown = '' if text is None else text if kept == prompt else tokenizer.decode(kept)
 
-  config = FLAGS.config
-  try:
-    cfg = ModelConfig.from_config(config.model)
-  except ValueError as e:
-    sys.exit(f'error: bad model config: {e}')
-  tokenizer = get_tokenizer(config.data.tokenizer)
-  if cfg.vocab_size < tokenizer.n_vocab:
-    sys.exit(f'error: model.vocab_size={cfg.vocab_size} is smaller than the {config.data.tokenizer} '
-             f'tokenizer\'s {tokenizer.n_vocab} tokens')
-  prompt = tokenizer.encode(FLAGS.prompt)
-  if not prompt:
-    sys.exit('error: --prompt is empty; give some text to continue')
+  def generate(prompts, on_token=None):
+    return sampling.generate(
+        sampler.cfg, sampler.params, prompts, max_new_tokens=FLAGS.max_new_tokens,
+        temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p, seed=FLAGS.seed,
+        eot_token=tokenizer.eot_token, max_len=FLAGS.max_len,
+        valid_vocab_size=tokenizer.n_vocab, on_token=on_token)
 
-  params = init_params(cfg, jax.random.key(config.seed))
-  print(f'model: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, '
-        f'{flops.count_params(params):,} parameters (random init, seed {config.seed})')
+  if FLAGS.num_samples == 1:
+    stream = sampling.TextStream(tokenizer, kept)
+    write(shown)
+    generate(kept, on_token=lambda tokens: write(stream.push(tokens[0])))
+    write(stream.flush() + '\n')
+  else:
+    rows = generate([kept] * FLAGS.num_samples)
+    for i, row in enumerate(rows):
+      print(f'---------- sample {i + 1} of {len(rows)} ----------')
+      print(shown + sampling.continuation(tokenizer, kept, row))
 
-  logits = GPT(cfg).apply({'params': params}, jax.numpy.asarray([prompt]))
-  print(f'forward pass: {len(prompt)} prompt tokens -> logits {tuple(logits.shape)}')
 
-  try:
-    new_tokens = generate(cfg, params, prompt, max_new_tokens=FLAGS.max_new_tokens,
-                          temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
-                          seed=config.seed, eot_token=tokenizer.eot_token,
-                          valid_vocab_size=tokenizer.n_vocab)
-  except ValueError as e:
-    sys.exit(f'error: {e}')
-  print(f'{FLAGS.prompt}{tokenizer.decode(new_tokens)}')
+def write(text: str) -> None:
+  sys.stdout.write(text)
+  sys.stdout.flush()
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -10,12 +10,19 @@ last prompt token, then each new one) until every row has produced its end-of-te
 `max_new_tokens` is reached.
 
 As in flax's lm1b sampler the model is a parameter (`model_fn`, default `gpt_forward`), so the
-loop can be tested with a fake model whose next token is known.
+loop can be tested with a fake model whose next token is known. `on_token` streams: the loop
+hands each step's tokens to the host (an ordered `jax.debug.callback`) as it goes.
+
+The end of the module is what sample.py needs around generate: a model with its tokenizer (from
+a training run, Hugging Face weights or a random init), the prompt fitted to the context, and
+`TextStream`, which turns streamed tokens into text one whole character at a time.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -23,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gptjax.config import ModelConfig
-from gptjax.model import GPT, KVCache, init_cache
+from gptjax.model import GPT, KVCache, init_cache, init_params
+from gptjax.tokenizer import HFTokenizer, Tokenizer, get_tokenizer
 
 # Cache sizes are rounded up to a multiple of this so that nearby prompt lengths share one
 # compilation of the decode loop.
@@ -31,10 +39,14 @@ CACHE_BUCKET = 64
 # Cumulative probabilities are float32 sums: mass within this of top_p counts as reaching it, so a
 # distribution that reaches p exactly keeps the same set whatever the rounding.
 TOP_P_TOLERANCE = 1e-6
+# What decoding shows for bytes that do not (yet) form a whole UTF-8 character.
+REPLACEMENT_CHAR = '\ufffd'
 
 # model_fn(cfg, params, tokens [B, T], cache) -> (logits [B, T, V], cache) when given a KVCache,
 # and logits [B, T, V] of a plain causal forward from slot 0 when cache is None.
 ModelFn = Callable[[ModelConfig, Any, jax.Array, 'KVCache | None'], Any]
+# on_token(tokens): tokens is a numpy int32 [B], the ids chosen at one decode step.
+OnToken = Callable[[np.ndarray], None]
 
 
 def gpt_forward(cfg: ModelConfig, params, tokens: jax.Array, cache: KVCache | None = None):
@@ -124,14 +136,16 @@ class LoopState(NamedTuple):
 
 
 def decode_loop(advance, model_state, last_prompt_token: jax.Array, key: jax.Array,
-                knobs: SamplingKnobs, strategy: Strategy, max_new_tokens: int) -> jax.Array:
+                knobs: SamplingKnobs, strategy: Strategy, max_new_tokens: int,
+                on_token: OnToken | None = None) -> jax.Array:
   """Chooses up to max_new_tokens tokens per row -> [B, max_new_tokens] int32.
 
   advance(model_state, token [B], step) -> (logits of the next token [B, V], model_state); step 0
   feeds each row's last prompt token, step s the token chosen at step s - 1. So the model is
   traced once, and the first choice is made by the same code as the others.
   A row that has produced end-of-text keeps emitting it (as padding) while the others go on; the
-  loop ends when all rows are done. The rng of step s is fold_in(key, s).
+  loop ends when all rows are done. The rng of step s is fold_in(key, s). on_token, if given, is
+  called on the host with each step's tokens as they are chosen (see generate).
   """
   batch = last_prompt_token.shape[0]
   init = LoopState(model_state, last_prompt_token, jnp.int32(0), jnp.zeros((batch,), bool),
@@ -144,6 +158,9 @@ def decode_loop(advance, model_state, last_prompt_token: jax.Array, key: jax.Arr
     logits, model_state = advance(state.model_state, state.token, state.step)
     token = choose_tokens(logits, jax.random.fold_in(key, state.step), knobs, strategy)
     token = jnp.where(state.done, knobs.eot_token, token)
+    if on_token is not None:
+      # ordered: the host sees the steps in the order the loop runs them.
+      jax.debug.callback(ordered=True)(lambda t: on_token(np.asarray(t)), token)
     out = jax.lax.dynamic_update_slice(state.out, token[:, None], (0, state.step))
     return LoopState(model_state, token, state.step + 1, state.done | (token == knobs.eot_token),
                      out)
@@ -166,18 +183,19 @@ def _prefill_fn(cfg: ModelConfig, model_fn: ModelFn, max_len: int):
 
 @functools.lru_cache(maxsize=64)
 def _cached_decode_fn(cfg: ModelConfig, model_fn: ModelFn, strategy: Strategy,
-                      max_new_tokens: int):
+                      max_new_tokens: int, on_token: OnToken | None):
   def decode(params, cache, last_prompt_token, key, knobs):
     def advance(cache, token, step):
       logits, cache = model_fn(cfg, params, token[:, None], cache)
       return logits[:, -1], cache
-    return decode_loop(advance, cache, last_prompt_token, key, knobs, strategy, max_new_tokens)
+    return decode_loop(advance, cache, last_prompt_token, key, knobs, strategy, max_new_tokens,
+                       on_token)
   return jax.jit(decode)
 
 
 @functools.lru_cache(maxsize=64)
 def _uncached_decode_fn(cfg: ModelConfig, model_fn: ModelFn, strategy: Strategy,
-                        max_new_tokens: int):
+                        max_new_tokens: int, on_token: OnToken | None):
   # Without a cache the model runs its plain full-sequence forward, whose positions are
   # arange(T) and whose mask is plain causal: it has no notion of left padding. So here the rows
   # are left-aligned instead (prompt at slot 0, padding on the right) in a fixed [B, S] buffer,
@@ -193,7 +211,8 @@ def _uncached_decode_fn(cfg: ModelConfig, model_fn: ModelFn, strategy: Strategy,
       return model_fn(cfg, params, buffer, None)[rows, slot], buffer  # [B, V]
 
     last_prompt_token = buffer[rows, lengths - 1]
-    return decode_loop(advance, buffer, last_prompt_token, key, knobs, strategy, max_new_tokens)
+    return decode_loop(advance, buffer, last_prompt_token, key, knobs, strategy, max_new_tokens,
+                       on_token)
   return jax.jit(decode)
 
 
@@ -304,7 +323,8 @@ def generate(cfg: ModelConfig, params, prompt_tokens, *, max_new_tokens: int,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              seed: int = 0, use_cache: bool = True, eot_token: int | None = None,
              max_len: int | None = None, valid_vocab_size: int | None = None,
-             truncate_prompt: bool = False, model_fn: ModelFn = gpt_forward):
+             truncate_prompt: bool = False, model_fn: ModelFn = gpt_forward,
+             on_token: OnToken | None = None):
   """Continues each prompt by up to max_new_tokens tokens.
 
   prompt_tokens: a list of ints (one prompt) or a list of lists (a batch; lengths may differ).
@@ -320,6 +340,9 @@ def generate(cfg: ModelConfig, params, prompt_tokens, *, max_new_tokens: int,
   capped at block_size for learned positions). truncate_prompt: when the prompt and the new tokens
   do not fit (block_size for learned positions, or max_len), keep only each prompt's last tokens
   instead of raising. model_fn: the model (see ModelFn); tests pass a fake one.
+  on_token: called on the host with each step's tokens (numpy int32 [batch]) while the loop runs
+  on device, for streaming; a row already done shows eot_token. Like model_fn it is part of the
+  compiled program: pass the same function to reuse the compilation.
   """
   prompts, is_batch = _as_prompts(prompt_tokens, cfg.vocab_size)
   _validate(cfg, max_new_tokens, temperature, top_k, top_p, eot_token, valid_vocab_size,
@@ -353,14 +376,16 @@ def generate(cfg: ModelConfig, params, prompt_tokens, *, max_new_tokens: int,
       cache = _prefill_fn(cfg, model_fn, cache_size)(params, tokens[:, :-1], first_valid)
     else:
       cache = init_cache(cfg, len(prompts), cache_size, first_valid=first_valid)
-    out = _cached_decode_fn(cfg, model_fn, strategy, max_new_tokens)(
+    out = _cached_decode_fn(cfg, model_fn, strategy, max_new_tokens, on_token)(
         params, cache, tokens[:, -1], key, knobs)
   else:
     buffer = np.zeros((len(prompts), cache_size), np.int32)
     for row, prompt in enumerate(prompts):
       buffer[row, :len(prompt)] = prompt
-    out = _uncached_decode_fn(cfg, model_fn, strategy, max_new_tokens)(
+    out = _uncached_decode_fn(cfg, model_fn, strategy, max_new_tokens, on_token)(
         params, buffer, lengths, key, knobs)
+  if on_token is not None:
+    jax.effects_barrier()  # every callback has run when generate returns
 
   rows = [_cut_after_eot(row, eot_token) for row in np.asarray(out).tolist()]
   return rows if is_batch else rows[0]
@@ -370,3 +395,162 @@ def _cut_after_eot(tokens: list[int], eot_token: int | None) -> list[int]:
   if eot_token is not None and eot_token in tokens:
     return tokens[:tokens.index(eot_token) + 1]
   return tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# What sample.py needs around generate: a model with its tokenizer, the prompt, streamed text.
+
+
+class Sampler(NamedTuple):
+  """A model ready to sample from, with the tokenizer its vocabulary belongs to."""
+  cfg: ModelConfig
+  params: Any
+  tokenizer: Tokenizer
+  description: str  # where the weights come from, for the user
+
+
+def _sampler(cfg: ModelConfig, params, tokenizer: Tokenizer, source: str) -> Sampler:
+  if tokenizer.n_vocab > cfg.vocab_size:
+    raise ValueError(f'{source} has vocab_size={cfg.vocab_size}, smaller than the '
+                     f'{tokenizer.name} tokenizer\'s {tokenizer.n_vocab} tokens')
+  from gptjax.flops import count_params
+  description = (f'{source}: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, '
+                 f'{cfg.position} positions, {count_params(params):,} parameters, '
+                 f'{tokenizer.name} tokenizer')
+  return Sampler(cfg, params, tokenizer, description)
+
+
+def _abstract_params(cfg: ModelConfig):
+  return jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+
+
+def load_workdir(workdir, step: int | None = None) -> Sampler:
+  """The checkpoint of a training run (the latest one unless `step` is given), rebuilt from the
+  config saved with it."""
+  from gptjax import checkpoint
+
+  saved = checkpoint.load_config(workdir, step)
+  cfg = ModelConfig.from_config(saved['model'])
+  params, step = checkpoint.restore_params(workdir, _abstract_params(cfg), step)
+  return _sampler(cfg, params, get_tokenizer(saved['data']['tokenizer']),
+                  f'{workdir} step {step}')
+
+
+def load_hf(path_or_name: str) -> Sampler:
+  """Hugging Face GPT-2 or Llama-family weights. GPT-2 checkpoints share one vocabulary, our
+  offline 'gpt2' tokenizer; the others bring their own, loaded with transformers."""
+  from gptjax.hf import from_hf
+
+  path = os.path.expanduser(path_or_name)
+  if os.path.isabs(path) or path.startswith('.'):  # meant as a directory, not a Hub name
+    if not os.path.isdir(path):
+      raise ValueError(f'--hf={path_or_name}: no such directory (a Hugging Face model saved '
+                       'with save_pretrained, or a Hub name such as gpt2)')
+  try:
+    cfg, params = from_hf(path)
+    tokenizer = (get_tokenizer('gpt2') if _hf_model_type(path) == 'gpt2'
+                 else HFTokenizer.from_pretrained(path))
+  except (OSError, ImportError) as e:  # a missing file, no network, no transformers
+    raise ValueError(f'cannot load --hf={path_or_name}: {e}') from None
+  return _sampler(cfg, params, tokenizer, f'{path_or_name} (Hugging Face)')
+
+
+def _hf_model_type(path_or_name: str) -> str:
+  if os.path.isdir(path_or_name):
+    config_file = os.path.join(path_or_name, 'config.json')
+  else:  # a Hub name: from_hf has just downloaded it, so this reads the local cache
+    from huggingface_hub import hf_hub_download
+    config_file = hf_hub_download(path_or_name, 'config.json')
+  with open(config_file) as f:
+    return json.load(f).get('model_type')
+
+
+def init_random(config) -> Sampler:
+  """An untrained model from a config file's model section (weights from config.seed)."""
+  cfg = ModelConfig.from_config(config.model)
+  params = init_params(cfg, jax.random.key(config.seed))
+  return _sampler(cfg, params, get_tokenizer(config.data.tokenizer),
+                  f'random init (seed {config.seed})')
+
+
+def encode_prompt(text: str | None, tokenizer: Tokenizer) -> list[int]:
+  """The prompt's tokens; no prompt (None) starts from end-of-text: an unconditional sample.
+
+  A tokenizer that opens every text with a start token (Llama's BOS) starts from that instead.
+  """
+  tokens = tokenizer.encode('' if text is None else text)
+  if text is None and not tokens:
+    if tokenizer.eot_token is None:
+      raise ValueError(f'the {tokenizer.name} tokenizer has no end-of-text token to start an '
+                       'unconditional sample from; give a prompt')
+    tokens = [tokenizer.eot_token]
+  if not tokens:
+    raise ValueError('the prompt encodes to no tokens')
+  return tokens
+
+
+def fit_prompt(cfg: ModelConfig, prompt: list[int], max_new_tokens: int,
+               max_len: int | None = None) -> tuple[list[int], str | None]:
+  """(prompt, warning): the prompt, left-truncated if need be so it fits the context.
+
+  The context holds max_len positions (default block_size). A model with learned positions has
+  none beyond block_size, so a longer prompt loses its beginning (and the warning says so); a
+  rope (or position-free) model reads any length the cache holds, so a prompt that does not fit
+  is an error naming --max_len, which sets the cache size.
+  """
+  capacity = max_len or cfg.block_size
+  needed = len(prompt) + max_new_tokens - 1  # the last new token is never fed back
+  if needed <= capacity:
+    return prompt, None
+  if cfg.position != 'learned':
+    cache = f'--max_len={max_len}' if max_len else f'--max_len defaults to block_size={capacity}'
+    raise ValueError(f'a prompt of {len(prompt)} tokens + --max_new_tokens={max_new_tokens} '
+                     f'needs {needed} positions, more than the cache holds ({cache}); a model '
+                     f'with {cfg.position} positions can go past block_size: raise --max_len, '
+                     'or shorten the prompt or --max_new_tokens')
+  keep = capacity - max_new_tokens + 1
+  if keep < 1:
+    raise ValueError(f'--max_new_tokens={max_new_tokens} does not fit the model\'s context of '
+                     f'{capacity} positions (learned positions); use at most {capacity}')
+  return prompt[-keep:], (f'the prompt ({len(prompt)} tokens) + --max_new_tokens='
+                          f'{max_new_tokens} do not fit the context of {capacity} positions '
+                          f'(learned positions): keeping only its last {keep} tokens')
+
+
+class TextStream:
+  """The text of tokens arriving one at a time, released in whole characters.
+
+  One character can span several tokens (its UTF-8 bytes split between byte-level tokens): until
+  the last byte arrives the decoded text ends in U+FFFD. So each push decodes everything so far,
+  the context included (some tokenizers decode a token differently after another, e.g.
+  SentencePiece's leading space), and returns what is new, holding back trailing U+FFFD. The
+  first eot_token ends the stream (it is not part of the text).
+  """
+
+  def __init__(self, tokenizer: Tokenizer, context: Sequence[int] = ()):
+    self._tokenizer = tokenizer
+    self._tokens = list(context)
+    self._released = len(tokenizer.decode(self._tokens).rstrip(REPLACEMENT_CHAR))
+    self.done = False
+
+  def push(self, token: int) -> str:
+    if self.done or token == self._tokenizer.eot_token:
+      self.done = True
+      return ''
+    self._tokens.append(int(token))
+    return self._release(self._tokenizer.decode(self._tokens).rstrip(REPLACEMENT_CHAR))
+
+  def flush(self) -> str:
+    """The rest, U+FFFD included: the tokens ended in the middle of a character."""
+    return self._release(self._tokenizer.decode(self._tokens))
+
+  def _release(self, text: str) -> str:
+    new = text[self._released:]
+    self._released = max(self._released, len(text))
+    return new
+
+
+def continuation(tokenizer: Tokenizer, prompt: Sequence[int], new_tokens: Sequence[int]) -> str:
+  """The text that new_tokens add after the prompt (up to the first end-of-text)."""
+  stream = TextStream(tokenizer, prompt)
+  return ''.join(stream.push(t) for t in new_tokens) + stream.flush()

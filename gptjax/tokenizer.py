@@ -1,7 +1,9 @@
 """Tokenizers: GPT-2 BPE (via tiktoken, fully offline) and a raw UTF-8 byte tokenizer.
 
 Both expose the same small interface: ``encode``, ``decode``, ``n_vocab``,
-``eot_token`` and ``name``. Use :func:`get_tokenizer` to obtain one.
+``eot_token`` and ``name``. Use :func:`get_tokenizer` to obtain one. :class:`HFTokenizer`
+puts a Hugging Face checkpoint's own tokenizer behind the same interface (for sampling from
+imported Llama-family models, whose vocabulary is not GPT-2's).
 """
 
 from __future__ import annotations
@@ -184,6 +186,48 @@ class ByteTokenizer:
             elif i == self.eot_token:
                 out += EOT_TEXT.encode()
         return out.decode("utf-8", errors="replace")
+
+
+# --------------------------------------------------------------------------- Hugging Face
+
+
+class HFTokenizer:
+    """A `transformers` tokenizer behind our interface.
+
+    encode adds the special tokens the checkpoint's tokenizer adds by default (Llama's BOS), as
+    transformers does, so a prompt reaches the model the way it was trained; decode leaves the
+    special tokens out. eot_token is the EOS id (None if the tokenizer has none).
+    """
+
+    def __init__(self, tokenizer, name: str):
+        self._tok = tokenizer
+        self.name = name
+        self.n_vocab = len(tokenizer)
+        self.eot_token = tokenizer.eos_token_id
+
+    @classmethod
+    def from_pretrained(cls, path_or_name: str) -> "HFTokenizer":
+        try:
+            from transformers import AutoTokenizer
+        except ImportError:
+            raise ImportError("a Hugging Face tokenizer needs transformers: "
+                              "pip install transformers") from None
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path_or_name)
+        except (OSError, ValueError) as e:
+            raise ValueError(
+                f"no usable tokenizer for {path_or_name}: models other than GPT-2 need their own "
+                f"tokenizer saved beside the weights (tokenizer.save_pretrained); "
+                f"transformers says: {e}"
+            ) from None
+        return cls(tokenizer, f"hf:{path_or_name}")
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        ids = [int(i) for i in ids if 0 <= int(i) < self.n_vocab]
+        return self._tok.decode(ids, skip_special_tokens=True)
 
 
 # --------------------------------------------------------------------------- factory

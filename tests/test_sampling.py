@@ -288,3 +288,180 @@ def test_bad_arguments_raise_one_clear_error(kwargs, message):
   prompt = kwargs.pop('prompt', [1, 2])
   with pytest.raises(ValueError, match=message):
     fake_generate(prompt, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming: on_token sees every step's tokens while the loop runs, in order.
+
+
+STREAMED = []
+
+
+def record_step(tokens):
+  STREAMED.append(tokens.tolist())
+
+
+@pytest.mark.parametrize('use_cache', [True, False])
+def test_on_token_streams_each_step_in_order(use_cache):
+  STREAMED.clear()
+  prompts = [[8], [0, 1, 2], [4, 11, 12]]
+  out = fake_generate(prompts, max_new_tokens=10, eot_token=EOT, use_cache=use_cache,
+                      on_token=record_step)
+  assert out == [[9, 10], [3, 4, 5, 6, 7, 8, 9, 10], [13, 14, 15, 0, 1, 2, 3, 4, 5, 6]]
+  assert all(isinstance(step, list) and len(step) == 3 for step in STREAMED)
+  # One call per step, in order; a finished row shows eot while the others go on.
+  columns = [list(row) for row in zip(*STREAMED)]
+  assert columns == [out[0] + [EOT] * 8, out[1] + [EOT] * 2, out[2]]
+
+
+def test_streamed_samples_equal_the_returned_ones_on_a_real_model():
+  cfg, params = tiny_model(**VARIANTS['gpt2'])
+  kwargs = dict(max_new_tokens=12, temperature=1.0, top_k=20, seed=3)
+  STREAMED.clear()
+  out = sampling.generate(cfg, params, PROMPTS[0], on_token=record_step, **kwargs)
+  assert [step[0] for step in STREAMED] == out
+  assert sampling.generate(cfg, params, PROMPTS[0], **kwargs) == out  # streaming changes nothing
+
+
+def _pieces(tokenizer, tokens, context=()):
+  stream = sampling.TextStream(tokenizer, context)
+  return [stream.push(t) for t in tokens] + [stream.flush()]
+
+
+def test_text_stream_releases_whole_characters_only():
+  from gptjax.tokenizer import ByteTokenizer
+  tokenizer = ByteTokenizer()
+  text = 'a€b😀'
+  pieces = _pieces(tokenizer, tokenizer.encode(text))
+  assert pieces == ['a', '', '', '€', 'b', '', '', '', '😀', '']
+  # the context is not repeated; the first eot ends the stream
+  assert _pieces(tokenizer, tokenizer.encode('é!') + [tokenizer.eot_token, 65],
+                 context=tokenizer.encode('x')) == ['', 'é', '!', '', '', '']
+  # a sample cut in the middle of a character ends in U+FFFD, released by flush
+  assert _pieces(tokenizer, tokenizer.encode('€')[:2]) == ['', '', sampling.REPLACEMENT_CHAR]
+
+
+def test_text_stream_on_gpt2_tokens_that_split_a_character():
+  from gptjax.tokenizer import get_tokenizer
+  tokenizer = get_tokenizer('gpt2')
+  text = ' 你好, 🤖 world'
+  tokens = tokenizer.encode(text)
+  assert len(tokens) > len(text.split())  # some characters span several tokens
+  pieces = _pieces(tokenizer, tokens, context=tokenizer.encode('Hi'))
+  assert ''.join(pieces) == text
+  assert not any(sampling.REPLACEMENT_CHAR in p for p in pieces)
+  assert sampling.continuation(tokenizer, tokenizer.encode('Hi'),
+                               tokens + [tokenizer.eot_token]) == text
+
+
+# ---------------------------------------------------------------------------------------------
+# sample.py's prompt handling
+
+
+def test_encode_prompt_starts_unconditional_samples_from_eot():
+  from gptjax.tokenizer import get_tokenizer
+  tokenizer = get_tokenizer('gpt2')
+  assert sampling.encode_prompt(None, tokenizer) == [tokenizer.eot_token]
+  assert sampling.encode_prompt('Hello', tokenizer) == tokenizer.encode('Hello')
+
+
+def test_fit_prompt_truncates_learned_positions_and_refuses_rope():
+  learned = FAKE_CFG.replace(block_size=16)
+  prompt = list(range(12))
+  assert sampling.fit_prompt(learned, prompt, max_new_tokens=5) == (prompt, None)
+  kept, warning = sampling.fit_prompt(learned, prompt, max_new_tokens=8)
+  assert kept == prompt[-9:] and 'keeping only its last 9 tokens' in warning
+  kept, warning = sampling.fit_prompt(learned, prompt, max_new_tokens=4, max_len=10)
+  assert kept == prompt[-7:] and 'context of 10 positions' in warning
+  with pytest.raises(ValueError, match='--max_new_tokens=17'):
+    sampling.fit_prompt(learned, prompt, max_new_tokens=17)
+  rope = learned.replace(position='rope')
+  with pytest.raises(ValueError, match='--max_len'):
+    sampling.fit_prompt(rope, prompt, max_new_tokens=8)
+  assert sampling.fit_prompt(rope, prompt, max_new_tokens=8, max_len=19) == (prompt, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Against transformers: greedy decoding of an imported GPT-2 equals its own greedy `generate`.
+
+
+def test_greedy_matches_transformers_generate_on_imported_gpt2():
+  torch = pytest.importorskip('torch')
+  transformers = pytest.importorskip('transformers')
+  from gptjax.hf import from_hf
+
+  config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=300, n_positions=64)
+  torch.manual_seed(0)
+  model = transformers.GPT2LMHeadModel(config).eval()
+  with torch.no_grad():  # O(1) weights: logits far from ties, so float rounding cannot flip them
+    for p in model.parameters():
+      p.add_(0.3 * torch.randn_like(p))
+  cfg, params = from_hf(model)
+  prompts = [[5, 17, 3, 40, 8, 21, 9], [33, 2, 50], [250, 1, 2, 3, 4]]
+
+  def hf_greedy(eos, max_new_tokens):
+    # Left-padded batch; rows that reach eos are padded with it, as generate() does.
+    width = max(map(len, prompts))
+    ids = torch.tensor([[eos] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+      out = model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
+                           eos_token_id=eos, pad_token_id=eos)
+    rows = out[:, width:].tolist()
+    return [row[:row.index(eos) + 1] if eos in row else row for row in rows]
+
+  ours = sampling.generate(cfg, params, prompts, max_new_tokens=16, temperature=0)
+  assert ours == hf_greedy(eos=299, max_new_tokens=16)
+  # Make a token the middle row produces early the eos: that row stops there, the others go on.
+  eos = ours[1][3]
+  ours_eos = sampling.generate(cfg, params, prompts, max_new_tokens=16, temperature=0,
+                               eot_token=eos)
+  assert ours_eos == hf_greedy(eos=eos, max_new_tokens=16)
+  assert len(ours_eos[1]) <= 4 and ours_eos[1][-1] == eos
+
+
+def test_load_hf_gives_a_llama_checkpoint_its_own_tokenizer(tmp_path):
+  torch = pytest.importorskip('torch')
+  transformers = pytest.importorskip('transformers')
+  tokenizers = pytest.importorskip('tokenizers')
+  from gptjax.tokenizer import HFTokenizer
+
+  # A tiny byte-level BPE that opens every text with BOS, as Llama's tokenizer does.
+  backend = tokenizers.Tokenizer(tokenizers.models.BPE())
+  backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  backend.decoder = tokenizers.decoders.ByteLevel()
+  backend.train_from_iterator(['the quick brown fox jumps over the lazy dog. ' * 8],
+                              tokenizers.trainers.BpeTrainer(
+                                  vocab_size=290, special_tokens=['<s>', '</s>'],
+                                  initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+  backend.post_processor = tokenizers.processors.TemplateProcessing(
+      single='<s> $A', special_tokens=[('<s>', 0)])
+  tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token='<s>',
+                                                   eos_token='</s>')
+  config = transformers.LlamaConfig(
+      num_hidden_layers=1, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+      intermediate_size=64, vocab_size=320, max_position_embeddings=64, bos_token_id=0,
+      eos_token_id=1)
+  torch.manual_seed(0)
+  model = transformers.LlamaForCausalLM(config).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(0.3 * torch.randn_like(p))
+  model.save_pretrained(tmp_path)
+  tokenizer.save_pretrained(tmp_path)
+
+  sampler = sampling.load_hf(str(tmp_path))
+  ours = sampler.tokenizer
+  assert isinstance(ours, HFTokenizer)
+  assert (ours.n_vocab, ours.eot_token) == (len(tokenizer), 1)
+  assert sampling.encode_prompt(None, ours) == [0]  # unconditional samples start from BOS
+  prompt = sampling.encode_prompt('the lazy fox', ours)
+  assert prompt[0] == 0 and ours.decode(prompt) == 'the lazy fox'
+
+  new = sampling.generate(sampler.cfg, sampler.params, prompt, max_new_tokens=10, temperature=0,
+                          eot_token=ours.eot_token, valid_vocab_size=ours.n_vocab)
+  with torch.no_grad():
+    expected = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=10,
+                              eos_token_id=1, pad_token_id=1)[0, len(prompt):].tolist()
+  assert all(t < ours.n_vocab for t in expected)  # so the vocab mask changes nothing
+  assert new == expected

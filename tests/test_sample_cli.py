@@ -1,0 +1,201 @@
+"""sample.py end to end, as a user runs it: one tiny training run (two checkpoints) shared by all
+tests, and a tiny Hugging Face GPT-2 saved with save_pretrained."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gptjax.sampling import continuation
+from gptjax.tokenizer import get_tokenizer
+
+REPO = Path(__file__).resolve().parent.parent
+PROMPT = 'def '
+
+
+def run(script, *args, input=None):
+  # stdin is /dev/null unless a test pipes a prompt in, as a terminal-less user would.
+  return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=REPO,
+                        input=input, stdin=None if input is not None else subprocess.DEVNULL,
+                        capture_output=True, text=True, timeout=120)
+
+
+def sample(*args, input=None):
+  return run('sample.py', *args, input=input)
+
+
+def ok(result) -> str:
+  assert result.returncode == 0, result.stderr
+  assert 'Traceback' not in result.stderr
+  return result.stdout
+
+
+def assert_user_error(result, *fragments):
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr, result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
+  for fragment in fragments:
+    assert fragment in lines[0]
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+  """A 1-layer byte-level model trained for 2 steps, checkpointed after each."""
+  root = tmp_path_factory.mktemp('sample_cli')
+  workdir = root / 'run'
+  ok(run('train.py', '--config=configs/small.py', f'--workdir={workdir}',
+         '--config.train.steps=2', '--config.train.ckpt_every=1', '--config.train.batch_size=2',
+         '--config.train.eval_batches=1', '--config.model.n_layers=1',
+         '--config.model.d_model=32', '--config.model.n_heads=2',
+         '--config.data.max_bytes=100000', f'--config.data.data_dir={root / "data"}',
+         '--config.optim.warmup_steps=1'))
+  return workdir
+
+
+def samples(stdout: str, n: int) -> list[str]:
+  parts = stdout.split('---------- sample ')[1:]
+  assert [p.split(' ', 1)[0] for p in parts] == [str(i + 1) for i in range(n)]
+  return [p.split('----------\n', 1)[1].removesuffix('\n') for p in parts]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling from a training run
+
+
+def test_greedy_sampling_is_deterministic_and_streams_what_a_batch_gets(workdir):
+  args = (f'--workdir={workdir}', f'--prompt={PROMPT}', '--temperature=0',
+          '--max_new_tokens=20')
+  first = sample(*args)
+  text = ok(first)
+  assert text.startswith(PROMPT) and len(text) > len(PROMPT)
+  assert 'step 2' in first.stderr  # the latest checkpoint
+  assert ok(sample(*args)) == text
+  # The streamed single sample is exactly each of a greedy batch's samples.
+  assert samples(ok(sample(*args, '--num_samples=3')), 3) == [text.removesuffix('\n')] * 3
+
+
+def test_same_seed_same_samples_other_seed_different(workdir):
+  def batch(seed):
+    return samples(ok(sample(f'--workdir={workdir}', f'--prompt={PROMPT}', '--temperature=1',
+                             '--max_new_tokens=20', '--num_samples=3', f'--seed={seed}')), 3)
+
+  first = batch(0)
+  assert all(s.startswith(PROMPT) for s in first)
+  assert len(set(first)) == 3  # the rows of a batch are independent samples
+  assert batch(0) == first
+  assert batch(1) != first
+
+
+def test_step_picks_an_older_checkpoint(workdir):
+  result = sample(f'--workdir={workdir}', '--step=1', f'--prompt={PROMPT}',
+                  '--max_new_tokens=5')
+  assert ok(result).startswith(PROMPT)
+  assert 'step 1' in result.stderr
+
+
+def test_prompt_from_file_or_stdin_and_unconditional_samples(workdir, tmp_path):
+  args = (f'--workdir={workdir}', '--temperature=0', '--max_new_tokens=10')
+  expected = ok(sample(*args, f'--prompt={PROMPT}'))
+  prompt_file = tmp_path / 'prompt.txt'
+  prompt_file.write_text(PROMPT)
+  assert ok(sample(*args, f'--prompt_file={prompt_file}')) == expected
+  assert ok(sample(*args, input=PROMPT)) == expected
+  unconditional = sample(*args)  # no prompt, stdin not piped: starts from end-of-text
+  assert unconditional.returncode == 0 and 'Traceback' not in unconditional.stderr
+
+
+def test_a_prompt_longer_than_learned_positions_is_left_truncated_with_a_warning(workdir):
+  result = sample(f'--workdir={workdir}', '--prompt=' + 'x' * 200 + 'END',
+                  '--max_new_tokens=10')  # block_size 128
+  text = ok(result)
+  assert text.startswith('x' * 116 + 'END') and not text.startswith('x' * 117)
+  warnings = [line for line in result.stderr.splitlines() if line.startswith('warning:')]
+  assert len(warnings) == 1 and 'keeping only its last 119 tokens' in warnings[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Mistakes: one line, no traceback, non-zero exit
+
+
+@pytest.mark.parametrize('args, fragments', [
+    (['--temperature=-0.5'], ['--temperature=-0.5', '>= 0']),
+    (['--top_p=0'], ['--top_p=0', '(0, 1]']),
+    (['--top_p=1.5'], ['--top_p=1.5']),
+    (['--top_k=0'], ['--top_k=0', '>= 1']),
+    (['--max_new_tokens=0'], ['--max_new_tokens=0']),
+    (['--num_samples=0'], ['--num_samples=0']),
+    (['--hf=gpt2'], ['--workdir and --hf']),
+    (['--prompt='], ['--prompt is empty', 'leave the prompt out', '<|endoftext|>']),
+    (['--step=7'], ['no checkpoint for step 7', 'available: 1, 2']),
+])
+def test_bad_input_is_one_clear_line(workdir, args, fragments):
+  assert_user_error(sample(f'--workdir={workdir}', *args), *fragments)
+
+
+def test_an_empty_prompt_file_or_stdin_is_refused(workdir, tmp_path):
+  empty = tmp_path / 'empty.txt'
+  empty.write_text('')
+  assert_user_error(sample(f'--workdir={workdir}', f'--prompt_file={empty}'),
+                    'is empty', 'leave the prompt out')
+  assert_user_error(sample(f'--workdir={workdir}', input=''), 'stdin is empty',
+                    'leave the prompt out')
+
+
+def test_no_model_says_what_to_run_first(tmp_path):
+  assert_user_error(sample('--prompt=hi'), 'python train.py --config=configs/small.py')
+  assert_user_error(sample(f'--workdir={tmp_path}', '--prompt=hi'),
+                    f'python train.py --config=configs/small.py --workdir={tmp_path}')
+
+
+def test_a_rope_prompt_must_fit_max_len():
+  args = ('--config=configs/tiny.py', '--config.model.position=rope',
+          '--config.model.n_layers=1', '--config.model.block_size=16', '--max_new_tokens=8')
+  assert_user_error(sample(*args, '--prompt=' + 'hello ' * 12), '--max_len', 'rope')
+  # past block_size, up to --max_len
+  assert ok(sample(*args, '--prompt=' + 'hello ' * 12, '--max_len=32')).startswith('hello ')
+
+
+def test_readme_quickstart_samples_from_a_random_model():
+  result = sample('--config=configs/tiny.py', '--prompt=Hello, I am')
+  assert ok(result).startswith('Hello, I am')
+  assert 'random init' in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face weights
+
+
+@pytest.fixture(scope='module')
+def hf_gpt2(tmp_path_factory):
+  torch = pytest.importorskip('torch')
+  transformers = pytest.importorskip('transformers')
+  config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64,
+                                   vocab_size=50257)
+  torch.manual_seed(0)
+  model = transformers.GPT2LMHeadModel(config).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(0.3 * torch.randn_like(p))
+  directory = tmp_path_factory.mktemp('hf_gpt2')
+  model.save_pretrained(directory)
+  return model, directory
+
+
+def test_hf_gpt2_greedy_matches_transformers(hf_gpt2):
+  import torch
+
+  model, directory = hf_gpt2
+  prompt = 'Hello, I am'
+  tokenizer = get_tokenizer('gpt2')
+  ids = tokenizer.encode(prompt)
+  with torch.no_grad():
+    out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=12,
+                         eos_token_id=tokenizer.eot_token, pad_token_id=tokenizer.eot_token)
+  expected = prompt + continuation(tokenizer, ids, out[0, len(ids):].tolist())
+  result = sample(f'--hf={directory}', f'--prompt={prompt}', '--temperature=0',
+                  '--max_new_tokens=12')
+  assert ok(result) == expected + '\n'
+  assert 'gpt2 tokenizer' in result.stderr
+
