@@ -21,13 +21,18 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
                            process_id: int | None) -> None:
   """Joins a multi-process run; a no-op for a single process.
 
-  On CPU the processes talk through gloo collectives, so a multi-process run can be tested on one
-  machine; on GPU/TPU JAX picks the native transport.
+  Must run before anything touches a JAX backend (even `jax.devices()`). On CPU the processes
+  talk through gloo collectives (JAX's default CPU collectives once jax.distributed is up), so a
+  multi-process run can be tested on one machine; on GPU/TPU JAX picks the native transport.
   """
   if not coordinator_address:
     return
-  if jax.default_backend() == 'cpu' or not jax.devices():
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  if num_processes is None or process_id is None:
+    raise ValueError(f'--coordinator_address={coordinator_address} needs --num_processes and '
+                     '--process_id too')
+  if not 0 <= process_id < num_processes:
+    raise ValueError(f'--process_id={process_id} must be in 0..{num_processes - 1} '
+                     f'(--num_processes={num_processes})')
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id)
   logging.info('process %d of %d, %d local / %d global devices', jax.process_index(),
@@ -57,8 +62,11 @@ def _fsdp_spec(shape: tuple[int, ...], n_devices: int) -> P:
 
 
 def state_shardings(abstract_state, mesh: Mesh, fsdp: bool):
-  """A NamedSharding for every leaf of a (params / optimizer) state pytree."""
-  n = mesh.devices.size
+  """A NamedSharding for every leaf of a (params / optimizer) state pytree.
+
+  `mesh` may be a jax.sharding.AbstractMesh: the shardings depend only on its shape.
+  """
+  n = mesh.size
 
   def leaf_sharding(x):
     if not fsdp or n == 1 or not getattr(x, 'shape', ()):
@@ -76,7 +84,7 @@ def global_batch(local_arrays, mesh: Mesh):
 
 
 def check_batch_divides(global_batch_size: int, mesh: Mesh) -> None:
-  n = mesh.devices.size
+  n = mesh.size
   if global_batch_size % n:
     raise ValueError(f'train.batch_size={global_batch_size} must be divisible by the '
                      f'{n} devices it is split across')

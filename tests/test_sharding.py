@@ -1,0 +1,331 @@
+"""Many devices and many processes compute what one device computes.
+
+The multi-device runs need `--xla_force_host_platform_device_count` set before JAX starts, and
+the multi-process runs need one interpreter per process, so both run train.py in subprocesses
+(CPU only) and are compared through their metrics.jsonl and checkpoints. A tiny byte-level model
+keeps every run to a few seconds.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import AbstractMesh, PartitionSpec as P
+
+from gptjax import data, sharding
+from gptjax.logs import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 240  # per subprocess; a healthy run takes seconds
+N_DEVICES = 8
+STEPS = 4  # a run; the resumed and the reference runs go on to STEPS + 2
+CORPUS_BYTES = 200_000
+
+# The config file every run uses: a 2-layer byte-level model and a schedule that does not depend
+# on train.steps (decay_steps is fixed), so a run of STEPS steps and one of STEPS + 2 steps take
+# the same first STEPS steps. A large lr and dropout make the steps differ visibly, so a wrong
+# gradient reduction or a sharding-dependent dropout mask shows in the losses.
+CONFIG = """
+from gptjax.config import base_config
+
+
+def get_config():
+  config = base_config(vocab_size=257, vocab_pad_multiple=64, n_layers=2, d_model=32,
+                       n_heads=2, block_size=32, resid_dropout=0.1)
+  config.data.corpus = 'stdlib'
+  config.data.tokenizer = 'bytes'
+  config.data.data_dir = {data_dir!r}
+  config.data.max_bytes = {max_bytes}
+  config.optim.lr = 3e-3
+  config.optim.warmup_steps = 1
+  config.optim.decay_steps = 8
+  config.train.steps = {steps}
+  config.train.batch_size = 8
+  config.train.log_every = 1
+  config.train.eval_every = {steps}
+  config.train.eval_batches = 2
+  config.train.ckpt_every = 100  # only the final checkpoint
+  return config
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Unit tests of the sharding rules (no devices needed: an AbstractMesh has only a shape)
+
+
+@pytest.mark.parametrize('shape, spec', [
+    ((320, 32), P('data', None)),  # the larger dimension
+    ((32, 128), P(None, 'data')),
+    ((12, 16, 20), P(None, 'data', None)),  # the largest one that 8 divides
+    ((16, 16), P('data', None)),  # ties: the first
+    ((8,), P('data')),
+    ((257, 33), P()),  # nothing divides: replicated
+    ((4,), P()),  # smaller than the device count
+    ((), P()),
+])
+def test_fsdp_spec_shards_largest_divisible_dimension(shape, spec):
+  assert sharding._fsdp_spec(shape, 8) == spec
+
+
+def _abstract_state():
+  return {'params': {'wte': jax.ShapeDtypeStruct((320, 32), np.float32),
+                     'bias': jax.ShapeDtypeStruct((3,), np.float32)},
+          'step': jax.ShapeDtypeStruct((), np.int32)}
+
+
+def test_state_shardings_fsdp():
+  shardings = sharding.state_shardings(_abstract_state(), AbstractMesh((8,), ('data',)), fsdp=True)
+  specs = jax.tree.map(lambda s: s.spec, shardings)
+  assert specs == {'params': {'wte': P('data', None), 'bias': P()}, 'step': P()}
+
+
+@pytest.mark.parametrize('n_devices, fsdp', [(8, False), (1, True)])
+def test_state_shardings_replicated_without_fsdp_or_on_one_device(n_devices, fsdp):
+  shardings = sharding.state_shardings(_abstract_state(), AbstractMesh((n_devices,), ('data',)),
+                                       fsdp=fsdp)
+  assert all(s.spec == P() for s in jax.tree.leaves(shardings))
+
+
+def test_check_batch_divides_names_the_field():
+  mesh = AbstractMesh((8,), ('data',))
+  sharding.check_batch_divides(16, mesh)
+  with pytest.raises(ValueError, match=r'train\.batch_size=12 .*8 devices'):
+    sharding.check_batch_divides(12, mesh)
+
+
+@pytest.mark.parametrize('num_processes, process_id, message', [
+    (None, 0, '--num_processes'),
+    (2, None, '--process_id'),
+    (2, 2, r'--process_id=2 .*0\.\.1'),
+])
+def test_initialize_distributed_checks_flags(num_processes, process_id, message):
+  with pytest.raises(ValueError, match=message):
+    sharding.initialize_distributed('127.0.0.1:1', num_processes, process_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Subprocess helpers
+
+
+@pytest.fixture(scope='module')
+def config_file(tmp_path_factory):
+  """The run config (a file, as train.py takes), its corpus prepared once for every process."""
+  root = tmp_path_factory.mktemp('sharding')
+  data_dir = root / 'data'
+  data.prepare('stdlib', 'bytes', data_dir, max_bytes=CORPUS_BYTES, progress=False)
+  path = root / 'config.py'
+  path.write_text(CONFIG.format(data_dir=str(data_dir), max_bytes=CORPUS_BYTES, steps=STEPS))
+  return path
+
+
+def _env(n_devices: int) -> dict:
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=os.pathsep.join(
+      [str(REPO), *filter(None, [os.environ.get('PYTHONPATH')])]))
+  flags = [f for f in env.get('XLA_FLAGS', '').split()
+           if not f.startswith('--xla_force_host_platform_device_count')]
+  flags.append(f'--xla_force_host_platform_device_count={n_devices}')
+  env['XLA_FLAGS'] = ' '.join(flags)
+  return env
+
+
+def _train_command(config_file, workdir, *overrides) -> list[str]:
+  return [sys.executable, str(REPO / 'train.py'), f'--config={config_file}',
+          f'--workdir={workdir}', *overrides]
+
+
+def _run(command, n_devices: int = 1, cwd=None) -> subprocess.CompletedProcess:
+  result = subprocess.run(command, env=_env(n_devices), cwd=cwd, capture_output=True, text=True,
+                          timeout=TIMEOUT_S)
+  assert result.returncode == 0, (f'{" ".join(command)} exited {result.returncode}\n'
+                                  f'stdout:\n{result.stdout[-3000:]}\n'
+                                  f'stderr:\n{result.stderr[-6000:]}')
+  return result
+
+
+def _train(config_file, workdir, *overrides, n_devices: int = 1):
+  _run(_train_command(config_file, workdir, *overrides), n_devices, cwd=workdir.parent)
+  return _metrics(workdir)
+
+
+def _metrics(workdir) -> dict[int, dict]:
+  """step -> every metric logged for it (train and eval lines merged)."""
+  merged = {}
+  for line in read_metrics(workdir):
+    merged.setdefault(line['step'], {}).update(line)
+  return merged
+
+
+def assert_same_metrics(run: dict, reference: dict, steps, rtol: float = 1e-5):
+  """loss, grad_norm and val_loss of `run` equal the reference's at each of `steps`."""
+  assert set(steps) <= set(run), f'steps {sorted(run)} logged, expected {sorted(steps)}'
+  for step in steps:
+    for name in ('loss', 'grad_norm', 'val_loss'):
+      if name in reference[step]:
+        np.testing.assert_allclose(run[step][name], reference[step][name], rtol=rtol,
+                                   err_msg=f'{name} at step {step}')
+
+
+@pytest.fixture(scope='module')
+def reference(config_file, tmp_path_factory):
+  """One device, STEPS + 2 steps straight."""
+  workdir = tmp_path_factory.mktemp('single') / 'run'
+  metrics = _train(config_file, workdir, f'--config.train.steps={STEPS + 2}')
+  assert sorted(metrics) == list(range(1, STEPS + 3))
+  assert 'val_loss' in metrics[STEPS] and 'val_loss' in metrics[STEPS + 2]
+  return metrics
+
+
+@pytest.fixture(scope='module')
+def fsdp_workdir(config_file, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('fsdp') / 'run'
+  _train(config_file, workdir, '--config.sharding.fsdp=True', n_devices=N_DEVICES)
+  return workdir
+
+
+# ---------------------------------------------------------------------------------------------
+# Many devices
+
+
+def test_data_parallel_matches_single_device(config_file, reference, tmp_path):
+  metrics = _train(config_file, tmp_path / 'run', n_devices=N_DEVICES)
+  assert_same_metrics(metrics, reference, range(1, STEPS + 1))
+
+
+def test_fsdp_matches_single_device(fsdp_workdir, reference):
+  assert_same_metrics(_metrics(fsdp_workdir), reference, range(1, STEPS + 1))
+
+
+def test_indivisible_batch_is_a_one_line_error(config_file, tmp_path):
+  command = _train_command(config_file, tmp_path / 'run', '--config.train.batch_size=12')
+  result = subprocess.run(command, env=_env(N_DEVICES), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+      'error: train.batch_size=12 must be divisible by the 8 devices it is split across')
+  assert 'Traceback' not in result.stderr
+
+
+# Restores the FSDP run's checkpoint onto the shardings the trainer builds for 8 devices and
+# reports, per state leaf, its shape, its PartitionSpec and the shape of one device's shard.
+PROBE = """
+import contextlib, json, sys
+import jax, ml_collections
+from gptjax import checkpoint, trainer
+from gptjax.optim import make_optimizer
+
+workdir = sys.argv[1]
+config = ml_collections.ConfigDict(checkpoint.load_config(workdir))
+run = trainer.setup(config)
+abstract, _ = trainer.abstract_state(run, make_optimizer(config.optim, config.train.steps))
+with contextlib.closing(checkpoint.manager(workdir)) as mngr:
+  state = checkpoint.restore(mngr, mngr.latest_step(), abstract)
+leaves = {jax.tree_util.keystr(path):
+          [list(x.shape), list(x.sharding.spec) + [None] * (x.ndim - len(x.sharding.spec)),
+           list(x.addressable_shards[0].data.shape)]
+          for path, x in jax.tree_util.tree_leaves_with_path(state)}
+print(json.dumps({'devices': jax.device_count(), 'leaves': leaves}))
+"""
+
+
+def test_fsdp_shards_params_and_optimizer_state(fsdp_workdir):
+  result = _run([sys.executable, '-c', PROBE, str(fsdp_workdir)], N_DEVICES,
+                cwd=fsdp_workdir.parent)
+  probe = json.loads(result.stdout.strip().splitlines()[-1])
+  assert probe['devices'] == N_DEVICES
+  leaves = probe['leaves']
+  # The embedding (320 x 32), attention and MLP kernels, in params and in both Adam moments.
+  big = [path for path, (shape, _, _) in leaves.items() if np.prod(shape) >= 1024]
+  assert sum("['params']" in p for p in big) >= 9 and sum("['opt_state']" in p for p in big) >= 18
+  for path in big:
+    assert 'data' in leaves[path][1], (path, leaves[path])
+  for path, (shape, spec, shard_shape) in leaves.items():
+    divisible = [d for d in range(len(shape)) if shape[d] % N_DEVICES == 0]
+    if divisible:  # split along the largest such dimension (the first of equals)
+      dim = max(divisible, key=lambda d: (shape[d], -d))
+      assert spec == ['data' if d == dim else None for d in range(len(shape))], (path, shape, spec)
+      assert shard_shape == [n // N_DEVICES if d == dim else n for d, n in enumerate(shape)], (
+          path, shape, shard_shape)
+    else:
+      assert spec == [None] * len(shape) and shard_shape == shape, (path, shape, spec)
+  assert leaves["['step']"][2] == []  # the step counter is replicated
+
+
+def test_fsdp_checkpoint_resumes_on_one_device(config_file, fsdp_workdir, reference, tmp_path):
+  """Written on 8 devices with FSDP, resumed on 1: the next steps are the straight run's."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(fsdp_workdir, workdir)
+  metrics = _train(config_file, workdir, f'--config.train.steps={STEPS + 2}', n_devices=1)
+  assert_same_metrics(metrics, reference, range(STEPS + 1, STEPS + 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# Many processes
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _train_processes(config_file, workdir, n_processes: int, *overrides) -> None:
+  """Runs train.py as n_processes processes of one jax.distributed run on localhost."""
+  port = _free_port()
+  workdir.parent.mkdir(parents=True, exist_ok=True)
+  procs, logs = [], []
+  try:
+    for i in range(n_processes):
+      log = open(workdir.parent / f'process{i}.log', 'w+')
+      logs.append(log)
+      command = _train_command(config_file, workdir, *overrides,
+                               f'--coordinator_address=127.0.0.1:{port}',
+                               f'--num_processes={n_processes}', f'--process_id={i}')
+      procs.append(subprocess.Popen(command, env=_env(1), cwd=workdir.parent, stdout=log,
+                                    stderr=subprocess.STDOUT, text=True))
+    codes = []
+    for proc in procs:
+      try:
+        codes.append(proc.wait(timeout=TIMEOUT_S))
+      except subprocess.TimeoutExpired:
+        codes.append('timeout')
+        break
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    outputs = []
+    for log in logs:
+      log.seek(0)
+      outputs.append(log.read())
+      log.close()
+  if codes != [0] * n_processes:
+    report = '\n'.join(f'--- process {i} (exit {code}):\n{out[-6000:]}'
+                       for i, (code, out) in enumerate(zip(codes + ['killed'] * n_processes,
+                                                           outputs)))
+    pytest.fail(f'{n_processes}-process run failed: exit codes {codes}\n{report}')
+
+
+def test_two_processes_match_one(config_file, reference, tmp_path):
+  """Two processes of one device each, with FSDP, so that parameters, gradients and checkpoint
+  are split across processes: every collective goes through gloo, and each process writes its
+  own shards of the checkpoint. Then one process resumes from it."""
+  workdir = tmp_path / 'run'
+  _train_processes(config_file, workdir, 2, '--config.sharding.fsdp=True')
+  metrics = _metrics(workdir)
+  assert_same_metrics(metrics, reference, range(1, STEPS + 1))
+  # Only process 0 writes logs: each step logged once.
+  assert [line['step'] for line in read_metrics(workdir) if 'loss' in line] == list(
+      range(1, STEPS + 1))
+  state_dir = workdir / 'checkpoints' / str(STEPS) / 'state'
+  assert (state_dir / 'ocdbt.process_1').is_dir(), sorted(p.name for p in state_dir.iterdir())
+
+  metrics = _train(config_file, workdir, f'--config.train.steps={STEPS + 2}')
+  assert_same_metrics(metrics, reference, range(STEPS + 1, STEPS + 3))
