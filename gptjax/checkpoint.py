@@ -9,7 +9,6 @@ as the latest one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -53,12 +52,13 @@ def latest_step(workdir) -> int | None:
 def load_config(workdir, step: int | None = None) -> dict[str, Any]:
   """The config saved with a checkpoint (the latest one by default), as a plain dict."""
   step = _existing_step(workdir, step)
-  path = _checkpoint_dir(workdir) / str(step) / 'config'
-  files = sorted(path.glob('*')) if path.is_dir() else []
-  if not files:
-    raise CheckpointError(f'checkpoint {path.parent} has no saved config; '
+  # 'metadata' is the file name orbax's JsonSave writes; the item directory also holds orbax's
+  # commit_success.txt, so the file must be named rather than globbed.
+  path = _checkpoint_dir(workdir) / str(step) / 'config' / 'metadata'
+  if not path.is_file():
+    raise CheckpointError(f'checkpoint {path.parent.parent} has no saved config; '
                           'it was not written by gptjax')
-  return json.loads(files[0].read_text())
+  return json.loads(path.read_text())
 
 
 def _existing_step(workdir, step: int | None) -> int:
@@ -95,14 +95,44 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
 
 
 def restore_params(workdir, abstract_params, step: int | None = None):
-  """Only the parameters of a run's checkpoint (for sampling, evaluation, fine-tuning)."""
+  """Only the parameters of a run's checkpoint (for sampling, evaluation, fine-tuning).
+
+  `abstract_params`: the expected tree of jax.ShapeDtypeStruct (e.g. `jax.eval_shape` of
+  init_params); a leaf without a sharding is restored onto this process's first device. Returns
+  (params, step).
+  """
   step = _existing_step(workdir, step)
-  with contextlib.closing(manager(workdir)) as mngr:
-    metadata = mngr.item_metadata(step)['state']
-    abstract_state = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), metadata,
-        is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'))
-    abstract_state['params'] = abstract_params
-    state = mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state, strict=False)))['state']
+  path = _checkpoint_dir(workdir) / str(step) / 'state'
+  _check_param_shapes(path, abstract_params)
+  default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  item = {'params': jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                     sharding=getattr(x, 'sharding', None) or default),
+      abstract_params)}
+  # partial_restore: read the params and skip the optimizer state (twice their size).
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    state = checkpointer.restore(
+        path, args=ocp.args.PyTreeRestore(
+            item=item, partial_restore=True,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(item)))
   return state['params'], step
+
+
+def _check_param_shapes(path: Path, abstract_params) -> None:
+  """Raises, naming the parameters that differ, unless the stored params have the expected names
+  and shapes: a readable message instead of a failure deep inside orbax's restore."""
+  def shapes(tree) -> dict[str, tuple[int, ...]]:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, 'shape'))
+    return {jax.tree_util.keystr(key): tuple(leaf.shape) for key, leaf in leaves}
+
+  handler = ocp.PyTreeCheckpointHandler()
+  try:
+    stored = shapes(handler.metadata(path)['params'])
+  finally:
+    handler.close()
+  expected = shapes(abstract_params)
+  differ = [f'params{k}: checkpoint {stored.get(k)} vs expected {expected.get(k)}'
+            for k in sorted(set(stored) | set(expected)) if stored.get(k) != expected.get(k)]
+  if differ:
+    raise CheckpointError(f'checkpoint {path.parent} holds other parameters than expected '
+                          f'({"; ".join(differ)})')

@@ -15,7 +15,6 @@ import math
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +30,9 @@ from gptjax.optim import (accumulate_gradients, learning_rate_schedule, make_opt
                           optimizer_metrics, validate_optim_config)
 
 # Fields that only change how a model runs, not what it is: a fine-tuning config may set them.
+# (vocab_pad_multiple pads only the head's matmul; the parameters are the same.)
 RUNTIME_FIELDS = ('embd_dropout', 'attn_dropout', 'resid_dropout', 'dtype', 'param_dtype',
-                  'attention_impl', 'remat')
+                  'attention_impl', 'remat', 'vocab_pad_multiple')
 
 
 class TrainingDiverged(RuntimeError):
@@ -190,7 +190,11 @@ def _initial_params(run: Run, rng):
   if init_from.startswith('hf:'):
     from gptjax.hf import from_hf
     return from_hf(init_from[3:])[1]
-  abstract = jax.eval_shape(init_params, run.cfg, rng)
+  # A lambda: eval_shape would trace the (non-array) ModelConfig argument.
+  abstract = jax.eval_shape(lambda rng: init_params(run.cfg, rng), rng)
+  replicated = sharding.replicated(run.mesh)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                          abstract)
   return checkpoint.restore_params(init_from, abstract)[0]
 
 
@@ -241,12 +245,19 @@ class _StopRequest:
     self._previous = {}
 
 
-def _check_finite(step_losses: list[tuple[int, Any]]) -> None:
-  for step, loss in step_losses:
-    value = float(loss)
-    if not math.isfinite(value):
-      raise TrainingDiverged(f'loss is {value} at step {step}; the last good checkpoint is kept '
-                             '(lower optim.lr, raise optim.warmup_steps, or set optim.grad_clip)')
+def _check_finite(pending: list[tuple[int, dict]]) -> None:
+  """`pending`: (step, metrics) with steps numbered as in metrics.jsonl and the checkpoints.
+
+  The gradient norm is checked too: a finite loss with non-finite gradients has already put
+  NaN into the parameters that step returns.
+  """
+  for step, metrics in pending:
+    for name in ('loss', 'grad_norm'):
+      value = float(metrics[name])
+      if not math.isfinite(value):
+        raise TrainingDiverged(
+            f'{name} is {value} at step {step}; the last good checkpoint is kept (lower '
+            'optim.lr, raise optim.warmup_steps, or set optim.grad_clip)')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
@@ -284,40 +295,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, 
                 f'FLOPs/token, peak {peak:.3g} FLOP/s ({peak_source}), {jax.device_count()} '
                 f'devices, steps {start}..{train_cfg.steps}')
 
-    pending: list[tuple[int, Any]] = []  # (step, device loss) not yet checked on the host
+    pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet checked on the host
     last = {}
     interval_start, interval_steps = time.perf_counter(), 0
-    progress = writer.progress(total=train_cfg.steps, initial=start)
-    for step in range(start, train_cfg.steps):
-      state, metrics = train_step(state, _train_batch(run, step))
-      pending.append((step, metrics['loss']))
-      interval_steps += 1
-      done = step + 1
-      if done % train_cfg.log_every == 0 or done == train_cfg.steps:
-        _check_finite(pending)
-        pending.clear()
-        elapsed = time.perf_counter() - interval_start
-        tokens_per_sec = interval_steps * tokens_per_step / elapsed
-        last = {k: float(v) for k, v in metrics.items()}
-        last.update(step=done, tokens=done * tokens_per_step, tokens_per_sec=tokens_per_sec,
-                    mfu=flops_per_token * tokens_per_sec / peak)
-        interval_start, interval_steps = time.perf_counter(), 0
-        writer.write(done, last)
-        progress.set_postfix(loss=f'{last["loss"]:.3f}', tok_s=f'{tokens_per_sec:,.0f}')
-      if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
-        val_loss = evaluate_loss(run, eval_step, state['params'])
-        last['val_loss'] = val_loss
-        writer.write(done, {'val_loss': val_loss})
-      progress.update(1)
-      if done % train_cfg.ckpt_every == 0 or done == train_cfg.steps or stop.signal_name:
-        _check_finite(pending)  # a NaN state must never become the latest checkpoint
-        pending.clear()
-        checkpoint.save(mngr, done, state, config_dict)
-      if stop.signal_name:
-        progress.close()
-        raise TrainingInterrupted(f'{stop.signal_name} at step {done}: checkpoint saved in '
-                                  f'{workdir}; rerun the same command to resume')
-    progress.close()
+    # A context manager, so that an error message is not printed onto the bar's line.
+    with writer.progress(total=train_cfg.steps, initial=start) as progress:
+      for step in range(start, train_cfg.steps):
+        state, metrics = train_step(state, _train_batch(run, step))
+        done = step + 1
+        pending.append((done, metrics))
+        interval_steps += 1
+        if done % train_cfg.log_every == 0 or done == train_cfg.steps:
+          _check_finite(pending)
+          pending.clear()
+          elapsed = time.perf_counter() - interval_start
+          tokens_per_sec = interval_steps * tokens_per_step / elapsed
+          last = {k: float(v) for k, v in metrics.items()}
+          last.update(step=done, tokens=done * tokens_per_step, tokens_per_sec=tokens_per_sec,
+                      mfu=flops_per_token * tokens_per_sec / peak)
+          interval_start, interval_steps = time.perf_counter(), 0
+          writer.write(done, last)
+          progress.set_postfix(loss=f'{last["loss"]:.3f}', tok_s=f'{tokens_per_sec:,.0f}')
+        if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
+          val_loss = evaluate_loss(run, eval_step, state['params'])
+          last['val_loss'] = val_loss
+          writer.write(done, {'val_loss': val_loss})
+        progress.update(1)
+        if done % train_cfg.ckpt_every == 0 or done == train_cfg.steps or stop.signal_name:
+          _check_finite(pending)  # a NaN state must never become the latest checkpoint
+          pending.clear()
+          checkpoint.save(mngr, done, state, config_dict)
+        if stop.signal_name:
+          raise TrainingInterrupted(f'{stop.signal_name} at step {done}: checkpoint saved in '
+                                    f'{workdir}; rerun the same command to resume')
   return last
 
 

@@ -1,0 +1,556 @@
+"""Training end to end: the loop, checkpoints, resume, fine-tuning, evaluation, and the command
+line's error paths.
+
+Every run is configs/small.py shrunk to a 2-layer, d_model 32 byte-level model on 200 kB of the
+standard library (prepared once per module), so a run takes a few seconds on a 2-core CPU. Most
+tests call `trainer.train_and_evaluate` in-process; the ones about exit codes, one-line messages
+and signals run `python train.py` in a subprocess, with the same overrides as flags. Compiling
+dominates a run's time, so the runs share XLA's persistent compilation cache, and the schedule
+does not depend on train.steps: runs of any length with the same model and optimizer compile
+the same programs, once for the whole module.
+"""
+
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gptjax import checkpoint, data, trainer
+from gptjax.config import ModelConfig
+from gptjax.logs import METRICS_FILE, read_metrics
+from gptjax.model import init_params
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL_CONFIG = REPO / 'configs' / 'small.py'
+TIMEOUT_S = 180  # per subprocess or wait; a healthy run takes seconds
+CORPUS_BYTES = 200_000
+STEPS = 16  # the reference run; the resume test stops it at STEPS // 2
+
+# configs/small.py, shrunk. lr 3e-3 (small.py's) with a short warmup makes the loss fall by
+# about 1 nat in STEPS steps; every step is logged, so runs can be compared step by step.
+# Dropout puts the step's random key into the comparisons of resumed and straight runs.
+TINY_RUN = {
+    'model.n_layers': 2, 'model.d_model': 32, 'model.n_heads': 2, 'model.block_size': 32,
+    'model.resid_dropout': 0.1,
+    'data.max_bytes': CORPUS_BYTES,
+    'optim.warmup_steps': 2, 'optim.decay_steps': STEPS,
+    'train.steps': STEPS, 'train.batch_size': 4, 'train.log_every': 1,
+    'train.eval_every': STEPS // 2, 'train.eval_batches': 2, 'train.ckpt_every': STEPS // 2,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+@pytest.fixture(scope='module', autouse=True)
+def compilation_cache(tmp_path_factory):
+  """XLA's persistent cache, for this module's runs in this process and in subprocesses."""
+  from jax.experimental.compilation_cache import compilation_cache as cc
+
+  settings = {'jax_compilation_cache_dir': str(tmp_path_factory.mktemp('xla_cache')),
+              'jax_persistent_cache_min_compile_time_secs': 0}
+  previous = {name: getattr(jax.config, name) for name in settings}
+  for name, value in settings.items():
+    jax.config.update(name, value)
+  cc.reset_cache()  # the cache is set up at the first compilation, maybe in an earlier module
+  yield settings
+  for name, value in previous.items():
+    jax.config.update(name, value)
+  cc.reset_cache()
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  """The corpus, tokenized once for every run of this module."""
+  directory = tmp_path_factory.mktemp('data')
+  data.prepare('stdlib', 'bytes', directory, max_bytes=CORPUS_BYTES, progress=False)
+  return directory
+
+
+def overrides(data_dir, **changes) -> dict:
+  """TINY_RUN plus `changes` (keys with '__' for '.', e.g. train__steps=2)."""
+  return {**TINY_RUN, 'data.data_dir': str(data_dir),
+          **{key.replace('__', '.'): value for key, value in changes.items()}}
+
+
+def make_config(data_dir, **changes):
+  """configs/small.py with the overrides applied, locked as train.py's flag parser locks it."""
+  spec = importlib.util.spec_from_file_location('small_config', SMALL_CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.lock()  # a misspelled key in a test raises instead of adding a field
+  for key, value in overrides(data_dir, **changes).items():
+    *parents, name = key.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[name] = value
+  return config
+
+
+def train_command(data_dir, workdir, *extra_flags, **changes) -> list[str]:
+  flags = [f'--config.{key}={value}' for key, value in overrides(data_dir, **changes).items()]
+  return [sys.executable, str(REPO / 'train.py'), f'--config={SMALL_CONFIG}',
+          f'--workdir={workdir}', *flags, *extra_flags]
+
+
+@pytest.fixture
+def cli_env(compilation_cache) -> dict:
+  """train.py's environment: CPU (this process may hold the accelerator), the shared cache."""
+  return dict(os.environ, JAX_PLATFORMS='cpu',
+              **{name.upper(): str(value) for name, value in compilation_cache.items()})
+
+
+def run_cli(command, env) -> subprocess.CompletedProcess:
+  return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=TIMEOUT_S)
+
+
+def last_line(stderr: str) -> str:
+  """The last line a user sees: progress bars redraw with '\\r', so split on that too."""
+  return [line.strip() for line in re.split(r'[\r\n]', stderr) if line.strip()][-1]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+  report = f'exit code {result.returncode}; stderr:\n{result.stderr[-4000:]}'
+  assert result.returncode != 0, report
+  assert 'Traceback' not in result.stderr, report
+  line = last_line(result.stderr)
+  assert line.startswith('error: '), report
+  for needle in needles:
+    assert needle in line, report
+  return line
+
+
+def losses(workdir, name='loss') -> dict[int, float]:
+  return {m['step']: m[name] for m in read_metrics(workdir) if name in m}
+
+
+def abstract_params(model: dict):
+  cfg = ModelConfig.from_config(model)
+  return jax.eval_shape(lambda rng: init_params(cfg, rng), jax.random.key(0))
+
+
+def saved_params(workdir, step=None):
+  model = checkpoint.load_config(workdir, step)['model']
+  return checkpoint.restore_params(workdir, abstract_params(model), step)
+
+
+def assert_trees_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def checkpoint_steps(workdir) -> list[int]:
+  directory = Path(workdir) / checkpoint.CHECKPOINT_DIR
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def snapshot(workdir) -> dict[str, tuple[int, int]]:
+  """(size, mtime) of every file under the checkpoints, to show that nothing was written."""
+  root = Path(workdir) / checkpoint.CHECKPOINT_DIR
+  return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+          for p in root.rglob('*') if p.is_file()}
+
+
+@contextlib.contextmanager
+def count_compilations():
+  """Names of the functions XLA compiles inside the block (jit(train_step), ...)."""
+  names = []
+
+  def listener(event, duration, **kwargs):
+    if event == '/jax/core/compile/backend_compile_duration':
+      names.append(kwargs.get('fun_name'))
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield names
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def copy_run(workdir, tmp_path) -> Path:
+  """A copy of a shared run, for a test that runs the trainer on it."""
+  return Path(shutil.copytree(workdir, tmp_path / 'run'))
+
+
+@pytest.fixture(scope='module')
+def finished(data_dir, tmp_path_factory):
+  """The reference run: STEPS steps from a clean workdir. Tests must not write into it."""
+  workdir = tmp_path_factory.mktemp('finished')
+  config = make_config(data_dir)
+  with count_compilations() as compiled:
+    result = trainer.train_and_evaluate(config, workdir)
+  return {'workdir': workdir, 'config': config, 'result': result, 'compiled': compiled}
+
+
+# ---------------------------------------------------------------------------------------------
+# A run from scratch
+
+
+def test_run_from_clean_workdir_learns_and_writes_its_files(finished, data_dir):
+  workdir = finished['workdir']
+  train_losses = losses(workdir)
+  assert sorted(train_losses) == list(range(1, STEPS + 1))
+  first, last_three = train_losses[1], [train_losses[s] for s in range(STEPS - 2, STEPS + 1)]
+  assert first == pytest.approx(math.log(257), abs=0.3)  # uniform over the byte vocabulary
+  assert max(last_three) < first - 0.5, train_losses
+  assert finished['result']['step'] == STEPS
+
+  assert checkpoint_steps(workdir) == [STEPS // 2, STEPS]
+  assert checkpoint.load_config(workdir)['model']['d_model'] == 32
+  keys = set().union(*read_metrics(workdir))
+  assert {'loss', 'val_loss', 'lr', 'grad_norm', 'tokens_per_sec', 'mfu'} <= keys
+  assert sorted(losses(workdir, 'val_loss')) == [STEPS // 2, STEPS]
+  events = list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
+  assert events and all(e.stat().st_size > 0 for e in events)
+  prepared = data.prepared_dir(data_dir, 'stdlib', 'bytes', max_bytes=CORPUS_BYTES)
+  meta = json.loads((prepared / 'meta.json').read_text())
+  assert meta['tokenizer'] == 'bytes' and meta['n_vocab'] == 257
+
+
+def test_train_step_compiles_once(finished):
+  assert finished['compiled'].count('jit(train_step)') == 1, finished['compiled']
+
+
+def test_restore_params_reads_a_checkpoints_params_and_checks_their_shapes(finished):
+  workdir = finished['workdir']
+  model = checkpoint.load_config(workdir)['model']
+  params, step = checkpoint.restore_params(workdir, abstract_params(model))
+  assert step == STEPS
+  expected = abstract_params(model)
+  assert jax.tree.map(lambda x: (x.shape, x.dtype), params) == \
+      jax.tree.map(lambda x: (x.shape, x.dtype), expected)
+  assert checkpoint.restore_params(workdir, expected, step=STEPS // 2)[1] == STEPS // 2
+  # The final params reproduce the run's last validation loss.
+  config = finished['config']
+  run = trainer.setup(config)
+  val_loss = trainer.evaluate_loss(run, trainer.make_eval_step(run.cfg), params)
+  assert val_loss == pytest.approx(losses(workdir, 'val_loss')[STEPS], rel=1e-5)
+  # Another architecture's shapes are an error naming the parameter, not padded arrays.
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"params\['wpe'\]\['embedding'\]: checkpoint \(32, 32\) vs expected "
+                           r"\(32, 64\)"):
+    checkpoint.restore_params(workdir, abstract_params({**model, 'd_model': 64, 'd_ff': None}))
+
+
+def test_rerunning_a_finished_run_takes_no_step(finished, tmp_path):
+  workdir = copy_run(finished['workdir'], tmp_path)
+  before, metrics_before = snapshot(workdir), (workdir / METRICS_FILE).read_bytes()
+  result = trainer.train_and_evaluate(finished['config'], workdir)
+  assert result['step'] == STEPS
+  assert result['val_loss'] == pytest.approx(finished['result']['val_loss'], rel=1e-5)
+  assert snapshot(workdir) == before
+  assert (workdir / METRICS_FILE).read_bytes() == metrics_before
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume
+
+
+def interrupt_before_step(monkeypatch, step: int):
+  """Sends this process SIGINT while step `step` (0-based) loads its batch, as Ctrl-C would."""
+  load_batch = trainer._train_batch
+
+  def batch_then_signal(run, s):
+    if s == step:
+      signal.raise_signal(signal.SIGINT)
+    return load_batch(run, s)
+
+  monkeypatch.setattr(trainer, '_train_batch', batch_then_signal)
+
+
+def test_resume_is_exact(finished, data_dir, tmp_path, monkeypatch):
+  workdir, half = tmp_path / 'resumed', STEPS // 2
+  config = make_config(data_dir)
+  interrupt_before_step(monkeypatch, half - 1)
+  with pytest.raises(trainer.TrainingInterrupted, match=f'SIGINT at step {half}:'):
+    trainer.train_and_evaluate(config, workdir)
+  monkeypatch.undo()
+  assert checkpoint_steps(workdir) == [half]
+  assert sorted(losses(workdir)) == list(range(1, half + 1))
+
+  with count_compilations() as compiled:  # the same call again: resumes at half
+    trainer.train_and_evaluate(config, workdir)
+  assert compiled.count('jit(train_step)') == 1, compiled
+
+  # Bitwise: the batch and dropout key of a step depend on the step alone, and the checkpoint
+  # holds the whole state.
+  assert losses(workdir) == losses(finished['workdir'])
+  assert losses(workdir, 'val_loss') == losses(finished['workdir'], 'val_loss')
+  resumed, step = saved_params(workdir)
+  straight, _ = saved_params(finished['workdir'])
+  assert step == STEPS
+  assert_trees_equal(resumed, straight)
+
+
+def test_a_killed_save_leaves_the_previous_checkpoint_in_use(finished, tmp_path):
+  workdir = copy_run(finished['workdir'], tmp_path)
+  directory = workdir / checkpoint.CHECKPOINT_DIR
+  # What orbax leaves behind when a save of step STEPS + 8 dies half-way: its temporary
+  # directory (renamed to the step's name only once complete), here with half a state in it.
+  partial = directory / f'{STEPS + 8}.orbax-checkpoint-tmp-1700000000000'
+  shutil.copytree(directory / str(STEPS), partial)
+  for path in (partial / 'state').iterdir():
+    if path.is_file():
+      path.write_bytes(path.read_bytes()[:10])
+  (partial / 'commit_success.txt').unlink(missing_ok=True)
+
+  assert checkpoint.latest_step(workdir) == STEPS
+  params, step = saved_params(workdir)
+  assert step == STEPS
+  assert_trees_equal(params, saved_params(finished['workdir'])[0])
+  result = trainer.train_and_evaluate(finished['config'], workdir)  # resumes: restores STEPS
+  assert result['step'] == STEPS
+  assert result['val_loss'] == pytest.approx(finished['result']['val_loss'], rel=1e-5)
+  assert_trees_equal(saved_params(workdir)[0], params)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient accumulation
+
+
+def test_gradient_accumulation_matches_one_big_batch(data_dir, tmp_path):
+  runs = {}
+  for k in (1, 2):
+    workdir = tmp_path / f'accum{k}'
+    # No dropout: each micro-batch draws its own mask, so the two would differ by design.
+    config = make_config(data_dir, model__resid_dropout=0.0, train__steps=1,
+                         optim__grad_accum_steps=k)
+    trainer.train_and_evaluate(config, workdir)
+    runs[k] = read_metrics(workdir)[0], saved_params(workdir)[0]
+  (one, one_params), (two, two_params) = runs[1], runs[2]
+  assert two['loss'] == pytest.approx(one['loss'], rel=1e-5)
+  # Adam's first update is about lr * sign(g), blind to how the gradients are scaled; the
+  # gradient norm is not.
+  assert two['grad_norm'] == pytest.approx(one['grad_norm'], rel=1e-5)
+  # The update is about lr (1.5e-3) per entry: a wrong micro-batch would move many entries by
+  # that much; rounding moves a few entries whose gradient is near zero by ~1e-6.
+  for a, b in zip(jax.tree.leaves(one_params), jax.tree.leaves(two_params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=2e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation only
+
+
+def check_eval_result(result: dict, data_dir, rel: float):
+  assert set(result) == {'val_loss', 'perplexity', 'bits_per_byte'}
+  assert result['perplexity'] == pytest.approx(math.exp(result['val_loss']), rel=rel)
+  prepared = data.prepared_dir(data_dir, 'stdlib', 'bytes', max_bytes=CORPUS_BYTES)
+  bits = result['val_loss'] / math.log(2) / data.bytes_per_token(prepared, 'val')
+  assert result['bits_per_byte'] == pytest.approx(bits, rel=rel)
+
+
+def test_evaluate_reports_loss_perplexity_bits_per_byte_and_takes_no_step(finished, data_dir):
+  workdir = finished['workdir']
+  before, metrics_before = snapshot(workdir), (workdir / METRICS_FILE).read_bytes()
+  result = trainer.evaluate(finished['config'], workdir)
+  check_eval_result(result, data_dir, rel=1e-9)
+  assert result['val_loss'] == pytest.approx(losses(workdir, 'val_loss')[STEPS], rel=1e-5)
+  assert snapshot(workdir) == before
+  assert (workdir / METRICS_FILE).read_bytes() == metrics_before
+
+
+def test_evaluate_without_a_model_says_what_to_do(data_dir, tmp_path):
+  with pytest.raises(checkpoint.CheckpointError, match='init_from'):
+    trainer.evaluate(make_config(data_dir), tmp_path)
+
+
+def test_eval_mode_on_the_command_line(cli_env, finished, data_dir):
+  workdir = finished['workdir']
+  before = snapshot(workdir)
+  result = run_cli(train_command(data_dir, workdir, '--mode=eval'), cli_env)
+  assert result.returncode == 0, result.stderr[-4000:]
+  words = result.stdout.splitlines()[-1].split()
+  reported = {k: float(v) for k, v in zip(words[::2], words[1::2])}
+  check_eval_result(reported, data_dir, rel=1e-3)  # printed with 4 decimals
+  # The subprocess runs on CPU; this process may not (TF32 matmuls on a GPU differ by ~1e-3).
+  assert reported['val_loss'] == pytest.approx(losses(workdir, 'val_loss')[STEPS], abs=1e-2)
+  assert snapshot(workdir) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning
+
+
+def test_fine_tuning_starts_from_the_source_runs_params(finished, data_dir, tmp_path):
+  source = finished['workdir']
+  config = make_config(data_dir, train__init_from=str(source), train__steps=2,
+                       train__eval_every=2, train__ckpt_every=2)
+  trainer.train_and_evaluate(config, tmp_path / 'tuned')
+  scratch_first, source_last = losses(source)[1], losses(source)[STEPS]
+  tuned_first = losses(tmp_path / 'tuned')[1]
+  assert tuned_first < scratch_first - 0.5
+  assert tuned_first == pytest.approx(source_last, abs=0.3)
+  assert checkpoint.load_config(tmp_path / 'tuned')['model'] == \
+      checkpoint.load_config(source)['model']
+
+
+def test_fine_tuning_rejects_a_model_override_that_contradicts_the_source(finished, data_dir,
+                                                                          tmp_path):
+  config = make_config(data_dir, train__init_from=str(finished['workdir']), model__d_model=64)
+  with pytest.raises(ValueError, match='d_model=64'):
+    trainer.train_and_evaluate(config, tmp_path / 'tuned')
+  assert not (tmp_path / 'tuned' / checkpoint.CHECKPOINT_DIR).exists()
+
+
+def test_fine_tuning_from_a_hugging_face_gpt2(data_dir, tmp_path):
+  transformers = pytest.importorskip('transformers')
+  torch = pytest.importorskip('torch')
+  from gptjax.hf import from_hf
+
+  torch.manual_seed(0)
+  hf_config = transformers.GPT2Config(vocab_size=257, n_positions=32, n_embd=32, n_layer=2,
+                                      n_head=2)
+  transformers.GPT2LMHeadModel(hf_config).save_pretrained(tmp_path / 'hf')
+  config = make_config(data_dir, train__init_from=f'hf:{tmp_path / "hf"}', train__steps=2,
+                       train__eval_every=2, train__ckpt_every=2, model__resid_dropout=0.0)
+  trainer.train_and_evaluate(config, tmp_path / 'tuned')
+
+  # The first step's loss (no dropout) is the imported model's loss on the first batch.
+  cfg, params = from_hf(str(tmp_path / 'hf'))
+  prepared = data.prepared_dir(data_dir, 'stdlib', 'bytes', max_bytes=CORPUS_BYTES)
+  inputs, targets = data.get_batch(data.load_split(prepared, 'train'), seed=config.seed, step=0,
+                                   batch_size=4, seq_len=32)
+  expected = trainer.cross_entropy(cfg, params, {'inputs': jnp.asarray(inputs),
+                                                 'targets': jnp.asarray(targets)})
+  assert losses(tmp_path / 'tuned')[1] == pytest.approx(float(expected), rel=1e-5)
+  model = checkpoint.load_config(tmp_path / 'tuned')['model']
+  assert (model['n_layers'], model['d_model'], model['vocab_size']) == (2, 32, 257)
+
+  # Evaluation only, of the imported model: random weights predict about uniformly.
+  result = trainer.evaluate(config, tmp_path / 'no_checkpoint')
+  check_eval_result(result, data_dir, rel=1e-9)
+  assert result['val_loss'] == pytest.approx(math.log(257), abs=0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: one-line errors, nothing lost
+
+
+def test_misspelled_override_names_the_real_key(cli_env, data_dir, tmp_path):
+  result = run_cli(train_command(data_dir, tmp_path / 'run', '--config.model.n_kv_head=2'),
+                   cli_env)
+  assert_one_line_error(result, 'n_kv_heads')
+
+
+def test_invalid_value_names_the_field_before_anything_runs(cli_env, data_dir, tmp_path):
+  result = run_cli(train_command(data_dir, tmp_path / 'run', model__n_heads=3), cli_env)
+  assert_one_line_error(result, 'n_heads=3')
+  assert not (tmp_path / 'run' / checkpoint.CHECKPOINT_DIR).exists()
+
+
+def test_missing_data_path_is_named(cli_env, data_dir, tmp_path):
+  result = run_cli(train_command(data_dir, tmp_path / 'run', data__corpus='/nonexistent/corpus'),
+                   cli_env)
+  assert_one_line_error(result, '/nonexistent/corpus')
+
+
+def test_resuming_a_checkpoint_of_another_model_names_the_field(cli_env, finished, data_dir,
+                                                                tmp_path):
+  workdir = copy_run(finished['workdir'], tmp_path)
+  before = snapshot(workdir)
+  result = run_cli(train_command(data_dir, workdir, model__d_model=64), cli_env)
+  assert_one_line_error(result, 'd_model')
+  assert snapshot(workdir) == before
+  assert_trees_equal(saved_params(workdir)[0], saved_params(finished['workdir'])[0])
+
+
+def test_valid_override_is_used_and_saved(cli_env, data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  result = run_cli(train_command(data_dir, workdir, model__n_kv_heads=1, train__steps=2,
+                                 train__ckpt_every=2, train__eval_every=2), cli_env)
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert re.fullmatch(r'done: .*step 2 .*', result.stdout.splitlines()[-1])
+  model = checkpoint.load_config(workdir)['model']
+  assert model['n_kv_heads'] == 1
+  params, step = saved_params(workdir)
+  assert step == 2
+  assert params['blocks_0']['attn']['qkv']['kernel'].shape == (32, 32 + 2 * 16)  # 1 kv head
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(cli_env, data_dir,
+                                                                            tmp_path):
+  workdir = tmp_path / 'run'
+  result = run_cli(train_command(data_dir, workdir, optim__lr=1e6, optim__grad_clip=0,
+                                 optim__warmup_steps=0, train__ckpt_every=1), cli_env)
+  line = assert_one_line_error(result, 'at step')
+  bad_step = int(re.search(r'is (nan|-?inf) at step (\d+)', line).group(2))
+  good = checkpoint_steps(workdir)
+  assert good and max(good) < bad_step, (line, good)
+  assert all(m['step'] < bad_step for m in read_metrics(workdir))
+  params, step = saved_params(workdir)
+  assert step == max(good)
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C and SIGTERM
+
+
+def logged_a_step(workdir: Path) -> bool:
+  try:
+    return bool(losses(workdir))
+  except json.JSONDecodeError:  # caught the writer mid-line
+    return False
+
+
+def wait_for_first_step(process: subprocess.Popen, workdir: Path):
+  deadline = time.monotonic() + TIMEOUT_S
+  while not logged_a_step(workdir):
+    if process.poll() is not None:
+      pytest.fail(f'train.py exited {process.returncode} before a step:\n'
+                  f'{process.stderr.read()[-4000:]}')
+    if time.monotonic() > deadline:
+      process.kill()
+      pytest.fail(f'no step logged in {TIMEOUT_S} s')
+    time.sleep(0.05)
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
+def test_signal_saves_a_checkpoint_and_rerunning_resumes(cli_env, signum, data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  many = {'train__steps': 100_000, 'train__ckpt_every': 100_000, 'train__eval_every': 100_000}
+  process = subprocess.Popen(train_command(data_dir, workdir, **many), cwd=REPO, env=cli_env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    wait_for_first_step(process, workdir)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=TIMEOUT_S)
+  finally:
+    if process.poll() is None:
+      process.kill()
+      process.communicate()
+  report = f'exit code {process.returncode}; stderr:\n{stderr[-4000:]}'
+  assert process.returncode == 130, report
+  assert 'Traceback' not in stderr, report
+  line = last_line(stderr)
+  match = re.fullmatch(rf'stopped: {signum.name} at step (\d+): .*rerun the same command to '
+                       r'resume', line)
+  assert match, report
+  stopped_at = int(match.group(1))
+  assert checkpoint_steps(workdir) == [stopped_at]
+  assert max(losses(workdir)) == stopped_at
+
+  # Rerunning resumes there (in-process, told to stop one step later).
+  config = make_config(data_dir, **{**many, 'train__steps': stopped_at + 1})
+  result = trainer.train_and_evaluate(config, workdir)
+  assert result['step'] == stopped_at + 1
+  assert sorted(losses(workdir)) == list(range(1, stopped_at + 2))
