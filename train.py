@@ -32,9 +32,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if FLAGS.config is None:
-    raise app.UsageError('--config is required, e.g. --config=configs/small.py')
+    sys.exit('error: --config is required, e.g. --config=configs/small.py')
   if FLAGS.workdir is None:
-    raise app.UsageError('--workdir is required, e.g. --workdir=runs/small')
+    sys.exit('error: --workdir is required, e.g. --workdir=runs/small')
   absl_logging.set_verbosity(absl_logging.WARNING)  # keep JAX's backend probing off the screen
   # Imported after flag parsing so that --help and flag errors answer without loading JAX.
   from gptjax import sharding, trainer

@@ -31,6 +31,9 @@ def run(main) -> None:
   except Interrupted as e:
     print(f'stopped: {one_line(e)}', file=sys.stderr)
     sys.exit(INTERRUPTED_EXIT_CODE)
+  except KeyboardInterrupt:  # before the work loop started (or a second Ctrl-C): nothing to save
+    print('stopped: interrupted before anything was saved', file=sys.stderr)
+    sys.exit(INTERRUPTED_EXIT_CODE)
   except USER_ERRORS as e:
     sys.exit(f'error: {one_line(e)}')
   except AttributeError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import signal
@@ -84,12 +85,18 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
   return source.replace(**{k: getattr(cfg, k) for k in RUNTIME_FIELDS})
 
 
+@functools.lru_cache(maxsize=1)
+def _load_hf(path_or_name: str):
+  """(ModelConfig, params) of a Hugging Face model, read once for both the config and params."""
+  from gptjax.hf import from_hf
+  return from_hf(path_or_name)
+
+
 def source_model_config(init_from: str) -> ModelConfig | None:
   if init_from == 'scratch':
     return None
   if init_from.startswith('hf:'):
-    from gptjax.hf import from_hf
-    return from_hf(init_from[3:])[0]
+    return _load_hf(init_from[3:])[0]
   return ModelConfig.from_config(checkpoint.load_config(init_from)['model'])
 
 
@@ -188,8 +195,9 @@ def _initial_params(run: Run, rng):
   if init_from == 'scratch':
     return init_params(run.cfg, rng)
   if init_from.startswith('hf:'):
-    from gptjax.hf import from_hf
-    return from_hf(init_from[3:])[1]
+    params = _load_hf(init_from[3:])[1]
+    _load_hf.cache_clear()  # the run owns the params from here; do not keep a second copy
+    return params
   # A lambda: eval_shape would trace the (non-array) ModelConfig argument.
   abstract = jax.eval_shape(lambda rng: init_params(run.cfg, rng), rng)
   replicated = sharding.replicated(run.mesh)
@@ -199,10 +207,16 @@ def _initial_params(run: Run, rng):
 
 
 def initial_state(run: Run, optimizer, state_sharding):
-  params = _initial_params(run, jax.random.key(run.config.seed))
-  make = jax.jit(lambda p: {'params': p, 'opt_state': optimizer.init(p),
-                            'step': jnp.zeros((), jnp.int32)}, out_shardings=state_sharding)
-  return make(params)
+  def make(params):
+    return {'params': params, 'opt_state': optimizer.init(params),
+            'step': jnp.zeros((), jnp.int32)}
+  rng = jax.random.key(run.config.seed)
+  if run.config.train.init_from == 'scratch':
+    # Initialised inside one jit with the target shardings, so under FSDP no device ever holds
+    # the whole model.
+    return jax.jit(lambda key: make(init_params(run.cfg, key)),
+                   out_shardings=state_sharding)(rng)
+  return jax.jit(make, out_shardings=state_sharding)(_initial_params(run, rng))
 
 
 def abstract_state(run: Run, optimizer):
@@ -243,6 +257,44 @@ class _StopRequest:
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
     self._previous = {}
+
+
+class _Throughput:
+  """Tokens/s over the training steps since the last restart, excluding compilation, evaluation
+  and checkpointing (the loop restarts it after each)."""
+
+  def __init__(self, tokens_per_step: int):
+    self.tokens_per_step = tokens_per_step
+    self.restart()
+
+  def restart(self):
+    self.start, self.steps = time.perf_counter(), 0
+
+  def count_step(self):
+    self.steps += 1
+
+  def tokens_per_sec(self) -> float | None:
+    """None when no step was timed since the restart (e.g. only the compiling step ran)."""
+    if not self.steps:
+      return None
+    return self.steps * self.tokens_per_step / (time.perf_counter() - self.start)
+
+
+def _agreed_stop(stop: _StopRequest, log_now: bool) -> str | None:
+  """The reason to stop after this step, if any, agreed by every process.
+
+  All processes must take part in the same collective checkpoint save, so with several
+  processes the signal flags are exchanged at log steps (host syncs anyway) and all stop there.
+  """
+  if jax.process_count() == 1:
+    return stop.signal_name
+  if not log_now:
+    return None
+  from jax.experimental import multihost_utils
+  flags = multihost_utils.process_allgather(np.int32(stop.signal_name is not None))
+  if not flags.any():
+    return None
+  return stop.signal_name or 'stop requested by another process'
 
 
 def _check_finite(pending: list[tuple[int, dict]]) -> None:
@@ -297,36 +349,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, 
 
     pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet checked on the host
     last = {}
-    interval_start, interval_steps = time.perf_counter(), 0
+    meter = _Throughput(tokens_per_step)
     # A context manager, so that an error message is not printed onto the bar's line.
     with writer.progress(total=train_cfg.steps, initial=start) as progress:
       for step in range(start, train_cfg.steps):
         state, metrics = train_step(state, _train_batch(run, step))
         done = step + 1
         pending.append((done, metrics))
-        interval_steps += 1
-        if done % train_cfg.log_every == 0 or done == train_cfg.steps:
+        if step == start:  # this step compiled the program: keep that out of tokens/s
+          jax.block_until_ready(metrics)
+          meter.restart()
+        else:
+          meter.count_step()
+        log_now = done % train_cfg.log_every == 0 or done == train_cfg.steps
+        if log_now:
           _check_finite(pending)
           pending.clear()
-          elapsed = time.perf_counter() - interval_start
-          tokens_per_sec = interval_steps * tokens_per_step / elapsed
           last = {k: float(v) for k, v in metrics.items()}
-          last.update(step=done, tokens=done * tokens_per_step, tokens_per_sec=tokens_per_sec,
-                      mfu=flops_per_token * tokens_per_sec / peak)
-          interval_start, interval_steps = time.perf_counter(), 0
+          tokens_per_sec = meter.tokens_per_sec()
+          last.update(step=done, tokens=done * tokens_per_step)
+          if tokens_per_sec is not None:
+            last.update(tokens_per_sec=tokens_per_sec,
+                        mfu=flops_per_token * tokens_per_sec / peak)
+            progress.set_postfix(loss=f'{last["loss"]:.3f}', tok_s=f'{tokens_per_sec:,.0f}')
           writer.write(done, last)
-          progress.set_postfix(loss=f'{last["loss"]:.3f}', tok_s=f'{tokens_per_sec:,.0f}')
+          meter.restart()
         if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
-          val_loss = evaluate_loss(run, eval_step, state['params'])
-          last['val_loss'] = val_loss
-          writer.write(done, {'val_loss': val_loss})
+          last['val_loss'] = evaluate_loss(run, eval_step, state['params'])
+          writer.write(done, {'val_loss': last['val_loss']})
+          meter.restart()
         progress.update(1)
-        if done % train_cfg.ckpt_every == 0 or done == train_cfg.steps or stop.signal_name:
+        stop_reason = _agreed_stop(stop, log_now)
+        if done % train_cfg.ckpt_every == 0 or done == train_cfg.steps or stop_reason:
           _check_finite(pending)  # a NaN state must never become the latest checkpoint
           pending.clear()
           checkpoint.save(mngr, done, state, config_dict)
-        if stop.signal_name:
-          raise TrainingInterrupted(f'{stop.signal_name} at step {done}: checkpoint saved in '
+          meter.restart()
+        if stop_reason:
+          raise TrainingInterrupted(f'{stop_reason} at step {done}: checkpoint saved in '
                                     f'{workdir}; rerun the same command to resume')
   return last
 
