@@ -6,12 +6,16 @@ the multi-process runs need one interpreter per process, so both run train.py in
 keeps every run to a few seconds.
 """
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -275,42 +279,63 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _train_processes(config_file, workdir, n_processes: int, *overrides) -> None:
-  """Runs train.py as n_processes processes of one jax.distributed run on localhost."""
+def _log_path(workdir, i: int) -> Path:
+  return workdir.parent / f'process{i}.log'
+
+
+@contextlib.contextmanager
+def _processes(config_file, workdir, n_processes: int, *overrides):
+  """Starts train.py as n_processes processes of one jax.distributed run on localhost, each
+  writing its stdout and stderr to _log_path(workdir, i); yields the Popen objects and kills any
+  still running on leaving."""
   port = _free_port()
   workdir.parent.mkdir(parents=True, exist_ok=True)
-  procs, logs = [], []
+  procs = []
   try:
     for i in range(n_processes):
-      log = open(workdir.parent / f'process{i}.log', 'w+')
-      logs.append(log)
       command = _train_command(config_file, workdir, *overrides,
                                f'--coordinator_address=127.0.0.1:{port}',
                                f'--num_processes={n_processes}', f'--process_id={i}')
-      procs.append(subprocess.Popen(command, env=_env(1), cwd=workdir.parent, stdout=log,
-                                    stderr=subprocess.STDOUT, text=True))
-    codes = []
-    for proc in procs:
-      try:
-        codes.append(proc.wait(timeout=TIMEOUT_S))
-      except subprocess.TimeoutExpired:
-        codes.append('timeout')
-        break
+      with open(_log_path(workdir, i), 'w') as log:  # the child keeps its own descriptor
+        procs.append(subprocess.Popen(command, env=_env(1), cwd=workdir.parent, stdout=log,
+                                      stderr=subprocess.STDOUT))
+    yield procs
   finally:
     for proc in procs:
       if proc.poll() is None:
         proc.kill()
         proc.wait()
-    outputs = []
-    for log in logs:
-      log.seek(0)
-      outputs.append(log.read())
-      log.close()
+
+
+def _wait_all(procs, timeout_s: float) -> list:
+  """Each process's exit code, or 'timeout' for one still running after timeout_s in all."""
+  deadline = time.monotonic() + timeout_s
+  codes = []
+  for proc in procs:
+    try:
+      codes.append(proc.wait(timeout=max(0.0, deadline - time.monotonic())))
+    except subprocess.TimeoutExpired:
+      codes.append('timeout')
+  return codes
+
+
+def _output(workdir, i: int) -> str:
+  """What process i printed (stdout and stderr)."""
+  return _log_path(workdir, i).read_text(errors='replace')
+
+
+def _processes_report(workdir, codes) -> str:
+  return '\n'.join(f'--- process {i} (exit {code}):\n{_output(workdir, i)[-6000:]}'
+                   for i, code in enumerate(codes))
+
+
+def _train_processes(config_file, workdir, n_processes: int, *overrides) -> None:
+  """Runs train.py as n_processes processes of one jax.distributed run on localhost."""
+  with _processes(config_file, workdir, n_processes, *overrides) as procs:
+    codes = _wait_all(procs, TIMEOUT_S)
   if codes != [0] * n_processes:
-    report = '\n'.join(f'--- process {i} (exit {code}):\n{out[-6000:]}'
-                       for i, (code, out) in enumerate(zip(codes + ['killed'] * n_processes,
-                                                           outputs)))
-    pytest.fail(f'{n_processes}-process run failed: exit codes {codes}\n{report}')
+    pytest.fail(f'{n_processes}-process run failed: exit codes {codes}\n'
+                f'{_processes_report(workdir, codes)}')
 
 
 def test_two_processes_match_one(config_file, reference, tmp_path):
@@ -329,3 +354,71 @@ def test_two_processes_match_one(config_file, reference, tmp_path):
 
   metrics = _train(config_file, workdir, f'--config.train.steps={STEPS + 2}')
   assert_same_metrics(metrics, reference, range(STEPS + 1, STEPS + 3))
+
+
+STOP_TIMEOUT_S = 90  # from the signal to both exits: at most log_every steps and one save
+
+
+def _wait_for_a_logged_step(procs, workdir):
+  """Polls metrics.jsonl (process 0 writes it) until a train step is logged."""
+  deadline = time.monotonic() + TIMEOUT_S
+  while True:
+    try:
+      if any('loss' in line for line in read_metrics(workdir)):
+        return
+    except json.JSONDecodeError:  # caught the writer mid-line
+      pass
+    codes = [proc.poll() for proc in procs]
+    if any(code is not None for code in codes) or time.monotonic() > deadline:
+      pytest.fail(f'no step logged (exit codes {codes})\n{_processes_report(workdir, codes)}')
+    time.sleep(0.05)
+
+
+def _stopped_lines(output: str) -> list[str]:
+  """The 'stopped: ...' lines (progress bars redraw with '\\r', so split on that too)."""
+  return [line.strip() for line in re.split(r'[\r\n]', output)
+          if line.strip().startswith('stopped:')]
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(config_file, tmp_path):
+  """A preempted host: SIGTERM reaches process 0 only. The processes exchange their stop flags
+  at log steps, so both stop after the same step, take part in one collective checkpoint save
+  and exit 130. Were each to stop on its own flag, process 0 would start saving while process 1
+  ran the next step's collectives, and the run would hang or crash."""
+  workdir, log_every = tmp_path / 'run', 2
+  many = ['--config.sharding.fsdp=True', f'--config.train.log_every={log_every}',
+          '--config.train.eval_every=100000', '--config.train.ckpt_every=100000']
+  with _processes(config_file, workdir, 2, *many, '--config.train.steps=100000') as procs:
+    _wait_for_a_logged_step(procs, workdir)
+    procs[0].send_signal(signal.SIGTERM)
+    codes = _wait_all(procs, STOP_TIMEOUT_S)
+  report = f'exit codes {codes}\n{_processes_report(workdir, codes)}'
+  assert codes == [130, 130], report
+  outputs = [_output(workdir, i) for i in range(2)]
+  assert not any('Traceback' in output for output in outputs), report
+  stopped = [_stopped_lines(output) for output in outputs]
+  assert [len(lines) for lines in stopped] == [1, 1], report
+  own = re.fullmatch(r'stopped: SIGTERM at step (\d+): .*rerun the same command to resume',
+                     stopped[0][0])
+  other = re.fullmatch(r'stopped: stop requested by another process at step (\d+): .*rerun the '
+                       r'same command to resume', stopped[1][0])
+  assert own and other, report
+  step = int(own.group(1))
+  assert int(other.group(1)) == step and step % log_every == 0, report
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()) == [
+      str(step)], report
+  assert (workdir / 'checkpoints' / str(step) / 'state' / 'ocdbt.process_1').is_dir()
+  train_lines = [line for line in read_metrics(workdir) if 'loss' in line]
+  assert [line['step'] for line in train_lines] == list(range(log_every, step + 1, log_every))
+
+  # One process resumes from the two processes' checkpoint and takes two more steps.
+  _train(config_file, workdir, *many, f'--config.train.steps={step + 2}')
+  train_lines = [line for line in read_metrics(workdir) if 'loss' in line]
+  assert [line['step'] for line in train_lines] == list(range(log_every, step + 3, log_every))
+  assert np.isfinite(train_lines[-1]['loss'])
+  assert sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
+                if p.name.isdigit()) == [step, step + 2]
+  # With log_every > 1 every logged step, the first after a (re)start included, timed at least
+  # one step besides the compiling one: each line has the throughput.
+  for line in train_lines:
+    assert line['tokens_per_sec'] > 0 and line['mfu'] > 0, line
