@@ -194,7 +194,7 @@ def base_config(**model_overrides) -> 'ml_collections.ConfigDict':
   from gptjax.optim import default_optim_config
 
   config = ml_collections.ConfigDict()
-  config.seed = 0
+  config.seed = 0  # parameter init and dropout
   config.model = model_config_dict(**model_overrides)
 
   config.data = ml_collections.ConfigDict()
@@ -203,6 +203,9 @@ def base_config(**model_overrides) -> 'ml_collections.ConfigDict':
   config.data.data_dir = 'data'  # prepared train.bin/val.bin are cached here, keyed by corpus
   config.data.val_percent = 5
   config.data.max_bytes = config_dict.placeholder(int)
+  # The order of training batches, separate from `seed` so that runs differing only in their init
+  # seed (an ablation's repeats) see exactly the same data.
+  config.data.seed = 0
 
   config.optim = default_optim_config()
 

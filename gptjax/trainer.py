@@ -2,8 +2,8 @@
 
 State is a plain dict {'params', 'opt_state', 'step'}; the step function is
 `train_step(state, batch) -> (state, metrics)`, jitted once with the state's buffers donated. The
-batch and dropout randomness of step s are pure functions of (seed, s), so a checkpoint of the
-state is all that resume needs, and resuming is bit-exact.
+batch of step s is a pure function of (data.seed, s) and its dropout noise of (seed, s), so a
+checkpoint of the state is all that resume needs, and resuming is bit-exact.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def _device_batch(run: Run, batch) -> dict:
 
 
 def _train_batch(run: Run, step: int) -> dict:
-  batch = data.get_batch(run.train_tokens, seed=run.config.seed, step=step,
+  batch = data.get_batch(run.train_tokens, seed=run.config.data.seed, step=step,
                          batch_size=run.config.train.batch_size // jax.process_count(),
                          seq_len=run.seq_len, process_index=jax.process_index(),
                          process_count=jax.process_count())

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gptjax import checkpoint, data, trainer
+from gptjax import checkpoint, cli, data, trainer
 from gptjax.config import ModelConfig
 from gptjax.logs import METRICS_FILE, read_metrics
 from gptjax.model import init_params
@@ -294,6 +294,8 @@ def test_resume_is_exact(finished, data_dir, tmp_path, monkeypatch):
   # holds the whole state.
   assert losses(workdir) == losses(finished['workdir'])
   assert losses(workdir, 'val_loss') == losses(finished['workdir'], 'val_loss')
+  # Each run's first logged step ran only the compiling step (log_every=1): untimed by design.
+  assert untimed_log_steps(workdir) == [1, half + 1]
   resumed, step = saved_params(workdir)
   straight, _ = saved_params(finished['workdir'])
   assert step == STEPS
@@ -356,6 +358,18 @@ def check_eval_result(result: dict, data_dir, rel: float):
   prepared = data.prepared_dir(data_dir, 'stdlib', 'bytes', max_bytes=CORPUS_BYTES)
   bits = result['val_loss'] / math.log(2) / data.bytes_per_token(prepared, 'val')
   assert result['bits_per_byte'] == pytest.approx(bits, rel=rel)
+
+
+def test_batches_follow_data_seed_not_the_init_seed(data_dir):
+  """An ablation's repeats differ in `seed` (init, dropout) and must see the same data:
+  the batch of a step depends on data.seed alone."""
+  def first_batches(**changes):
+    run = trainer.setup(make_config(data_dir, **changes))
+    return [np.asarray(trainer._train_batch(run, step)['inputs']) for step in range(3)]
+
+  reference = first_batches()
+  assert all(np.array_equal(a, b) for a, b in zip(reference, first_batches(seed=7)))
+  assert not any(np.array_equal(a, b) for a, b in zip(reference, first_batches(data__seed=7)))
 
 
 def test_evaluate_reports_loss_perplexity_bits_per_byte_and_takes_no_step(finished, data_dir):
@@ -427,7 +441,8 @@ def test_fine_tuning_from_a_hugging_face_gpt2(data_dir, tmp_path):
   # The first step's loss (no dropout) is the imported model's loss on the first batch.
   cfg, params = from_hf(str(tmp_path / 'hf'))
   prepared = data.prepared_dir(data_dir, 'stdlib', 'bytes', max_bytes=CORPUS_BYTES)
-  inputs, targets = data.get_batch(data.load_split(prepared, 'train'), seed=config.seed, step=0,
+  inputs, targets = data.get_batch(data.load_split(prepared, 'train'), seed=config.data.seed,
+                                   step=0,
                                    batch_size=4, seq_len=32)
   expected = trainer.cross_entropy(cfg, params, {'inputs': jnp.asarray(inputs),
                                                  'targets': jnp.asarray(targets)})
@@ -554,3 +569,82 @@ def test_signal_saves_a_checkpoint_and_rerunning_resumes(cli_env, signum, data_d
   result = trainer.train_and_evaluate(config, workdir)
   assert result['step'] == stopped_at + 1
   assert sorted(losses(workdir)) == list(range(1, stopped_at + 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Throughput in the metrics
+
+
+def untimed_log_steps(workdir) -> list[int]:
+  """The logged train steps without tokens_per_sec and mfu; the others' must be positive."""
+  untimed = []
+  for line in read_metrics(workdir):
+    if 'loss' not in line:
+      continue
+    if 'tokens_per_sec' in line or 'mfu' in line:
+      assert line['tokens_per_sec'] > 0 and line['mfu'] > 0, line
+    else:
+      untimed.append(line['step'])
+  return untimed
+
+
+def test_every_timed_log_step_reports_tokens_per_sec_and_mfu(finished):
+  """Compilation is kept out of tokens/s: a log step reports throughput when a step besides the
+  compiling one ran since the meter's last restart, i.e. every one but the run's first here
+  (log_every=1). The two-process test covers log_every=2, where every line has it."""
+  assert untimed_log_steps(finished['workdir']) == [1]
+
+
+# ---------------------------------------------------------------------------------------------
+# cli.run: how an entry point ends, without a subprocess
+
+
+def run_raising(error: BaseException):
+  """cli.run of a main that raises `error`; a KeyboardInterrupt that escapes fails the test
+  instead of stopping pytest."""
+  def main(argv):
+    raise error
+  try:
+    cli.run(main)
+  except KeyboardInterrupt:
+    pytest.fail('KeyboardInterrupt escaped cli.run')
+
+
+@pytest.fixture
+def cli_argv(monkeypatch):
+  """cli.run parses sys.argv (pytest's here); absl's one-time setup (its logging handler,
+  faulthandler) would outlive the test, so it is marked done and app.run only parses flags."""
+  from absl import app
+  monkeypatch.setattr(sys, 'argv', ['train.py'])
+  monkeypatch.setattr(app._run_init, 'done', True)
+
+
+@pytest.mark.parametrize('error, line', [
+    (KeyboardInterrupt(), 'stopped: interrupted before anything was saved'),
+    (cli.Interrupted('SIGTERM at step 4: checkpoint saved\nin runs/x'),
+     'stopped: SIGTERM at step 4: checkpoint saved in runs/x'),
+], ids=['KeyboardInterrupt', 'Interrupted'])
+def test_cli_run_stopped_exits_130_with_one_line(cli_argv, capsys, error, line):
+  with pytest.raises(SystemExit) as exit_info:
+    run_raising(error)
+  assert exit_info.value.code == cli.INTERRUPTED_EXIT_CODE == 130
+  assert capsys.readouterr().err.splitlines() == [line]
+
+
+@pytest.mark.parametrize('error, message', [
+    (ValueError('bad x\nmore'), 'error: bad x more'),
+    (FileNotFoundError('no corpus at\n/x'), 'error: no corpus at /x'),
+    (AttributeError(KeyError('Did you mean "n_kv_heads"')),
+     'error: bad config override: Did you mean "n_kv_heads"'),
+    (AttributeError(KeyError('No such field: n_kv_head\nDid you mean "n_kv_heads"?')),
+     'error: bad config override: No such field: n_kv_head Did you mean "n_kv_heads"?'),
+], ids=['ValueError', 'FileNotFoundError', 'override', 'override-multiline'])
+def test_cli_run_user_error_exits_with_one_line(cli_argv, error, message):
+  with pytest.raises(SystemExit) as exit_info:  # sys.exit(str): printed to stderr, exit code 1
+    run_raising(error)
+  assert exit_info.value.code == message
+
+
+def test_cli_run_lets_a_bug_keep_its_traceback(cli_argv):
+  with pytest.raises(AttributeError, match='no attribute'):
+    run_raising(AttributeError("'Run' object has no attribute 'cfgg'"))
