@@ -1,0 +1,243 @@
+"""Architecture ablations at CPU scale: one small byte-level GPT (4 layers, d_model 128, 4 heads,
+context 128, the embedded standard-library corpus) whose norm type, norm position, positions,
+attention and MLP are chosen by a variant string, and the sweep grids that compare them.
+
+Run one variant (keys in any order, all optional; an empty string is the baseline):
+  python train.py --config=configs/ablation.py:norm=rmsnorm,pos=rope,attn=gqa2 --workdir=runs/one
+Run a grid from SWEEPS below, one run after another, then write the report:
+  python -m gptjax.sweep --config=configs/ablation.py --workdir=runs/ablation            # default
+  python -m gptjax.sweep --config=configs/ablation.py --workdir=runs/stability --sweep=stability
+  python -m gptjax.sweep --config=configs/ablation.py --workdir=runs/ablation --report_only
+
+Variant keys:
+  norm=layernorm|rmsnorm      norm_position (or np)=pre|post      pos=learned|rope|none
+  attn=mha|mqa|gqaN           (N key/value heads shared by the 4 query heads; mqa is gqa1)
+  mlp=gelu|swiglu             seed=N (init and dropout only: the data order stays fixed)
+  lr=X  warmup=N  clip=X      (optim.lr, optim.warmup_steps, optim.grad_clip; 0 = no clipping)
+  match_params=true|false     (default true) choose d_ff so that the variant multiplies each token
+                              through as many parameters as the baseline does (the N of 6N, so
+                              FLOPs/token match too); false keeps the variant's own default d_ff
+
+Fairness: every run of a sweep, whatever its variant or seed, trains on the same TOKEN_BUDGET
+tokens in the same order (the batches come from config.data.seed, which no variant changes) and
+evaluates on the same validation windows. So the spread over seeds is the spread due to
+initialisation and dropout alone, and a difference between variants is not a difference in data.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import re
+from typing import Any, Mapping
+
+from gptjax.config import NORM_POSITIONS, NORMS, POSITIONS, MLPS, ModelConfig, base_config
+
+STEPS = 300
+BATCH_SIZE = 16
+BLOCK_SIZE = 128
+TOKEN_BUDGET = STEPS * BATCH_SIZE * BLOCK_SIZE  # 614,400 tokens: about 3 minutes on 2 CPU cores
+D_FF_MULTIPLE = 8  # matched d_ff is rounded to this, so the matmuls keep friendly shapes
+
+# key -> (aliases, what it takes). The order is the canonical order of a variant's name.
+KEYS = {
+    'norm': ((), ' | '.join(NORMS)),
+    'norm_position': (('np',), ' | '.join(NORM_POSITIONS)),
+    'pos': ((), ' | '.join(POSITIONS)),
+    'attn': ((), 'mha | mqa | gqaN'),
+    'mlp': ((), ' | '.join(MLPS)),
+    'lr': ((), 'a number > 0'),
+    'warmup': ((), 'an integer >= 0'),
+    'clip': ((), 'a number >= 0'),
+    'match_params': ((), 'true | false'),
+    'seed': ((), 'an integer >= 0'),
+}
+ALIASES = {alias: key for key, (aliases, _) in KEYS.items() for alias in aliases}
+
+SEEDS = (0, 1)
+
+
+def _seeded(variants, seeds=SEEDS) -> list[str]:
+  return [f'{v},seed={s}' if v else f'seed={s}' for v in variants for s in seeds]
+
+
+SWEEPS = {
+    # One factor at a time around the GPT-2 recipe (pre-norm LayerNorm, learned positions, MHA,
+    # GELU): 7 variants x 2 seeds, under an hour on a 2-core CPU.
+    'default': _seeded(['', 'norm=rmsnorm', 'norm_position=post', 'pos=rope', 'attn=gqa2',
+                        'attn=mqa', 'mlp=swiglu']),
+    # The full factorial of norm position x norm x positions x attention: 24 variants x 2 seeds.
+    'full': _seeded([f'norm_position={p},norm={n},pos={q},attn={a}' for p, n, q, a in
+                     itertools.product(NORM_POSITIONS, NORMS, ('learned', 'rope'),
+                                       ('mha', 'gqa2', 'mqa'))]),
+    # Xiong et al. 2020: without warmup, post-norm needs a small learning rate; pre-norm does not.
+    'stability': _seeded([f'norm_position={p},lr={lr},warmup=0' for p in NORM_POSITIONS
+                          for lr in ('3e-3', '1e-2', '3e-2')]),
+}
+
+
+def _fail(key: str, value: str, message: str) -> ValueError:
+  return ValueError(f'variant {key}={value!r} {message}')
+
+
+def _parse_value(key: str, value: str) -> Any:
+  text = value.strip().lower()
+  if key == 'norm':
+    choices = NORMS
+  elif key == 'norm_position':
+    choices = NORM_POSITIONS
+  elif key == 'pos':
+    choices = POSITIONS
+  elif key == 'mlp':
+    choices = MLPS
+  elif key == 'attn':
+    if text in ('mha', 'mqa') or re.fullmatch(r'gqa[1-9]\d*', text):
+      return text
+    raise _fail(key, value, 'is not one of mha, mqa, gqaN (N >= 1 key/value heads)')
+  elif key == 'match_params':
+    if text in ('true', 'false'):
+      return text == 'true'
+    raise _fail(key, value, 'is not one of true, false')
+  elif key in ('seed', 'warmup'):
+    if re.fullmatch(r'\d+', text):
+      return int(text)
+    raise _fail(key, value, 'must be an integer >= 0')
+  else:  # lr, clip
+    try:
+      number = float(text)
+    except ValueError:
+      number = float('nan')
+    if key == 'lr' and number > 0 or key == 'clip' and number >= 0:
+      return number
+    raise _fail(key, value, f'must be {KEYS[key][1]}')
+  if text not in choices:
+    raise _fail(key, value, f'is not one of {", ".join(choices)}')
+  return text
+
+
+def _allowed_keys() -> str:
+  return ', '.join(f'{k} ({", ".join(a)})' if a else k for k, (a, _) in KEYS.items())
+
+
+def parse_variant(arg: str | None) -> dict[str, Any]:
+  """'norm=rmsnorm,np=post' -> {'norm': 'rmsnorm', 'norm_position': 'post'}: only the keys given,
+  aliases resolved, values checked. Raises ValueError naming the bad key or value."""
+  variant: dict[str, Any] = {}
+  for item in (arg or '').split(','):
+    if not item.strip():
+      continue
+    key, sep, value = (part.strip() for part in item.partition('='))
+    if not sep:
+      raise ValueError(f'variant item {item.strip()!r} is not KEY=VALUE; keys: {_allowed_keys()}')
+    key = ALIASES.get(key.lower(), key.lower())
+    if key not in KEYS:
+      close = difflib.get_close_matches(key, [*KEYS, *ALIASES], n=1)
+      hint = f'did you mean {close[0]!r}? ' if close else ''
+      raise ValueError(f'unknown variant key {key!r}; {hint}keys: {_allowed_keys()}')
+    if key in variant:
+      raise ValueError(f'variant key {key!r} is given twice in {arg!r}')
+    variant[key] = _parse_value(key, value)
+  return variant
+
+
+def _format(value: Any) -> str:
+  if isinstance(value, bool):
+    return str(value).lower()
+  if isinstance(value, float):
+    return f'{value:g}'
+  return str(value)
+
+
+def variant_label(arg: str | None) -> str:
+  """The variant's name without its seed, canonical: keys in KEYS order, aliases resolved, so
+  that 'np=post,norm=rmsnorm' and 'norm=rmsnorm,norm_position=post' name the same thing.
+  'baseline' when only the seed (or nothing) is given."""
+  variant = parse_variant(arg)
+  parts = [f'{k}={_format(variant[k])}' for k in KEYS if k in variant and k != 'seed']
+  return ','.join(parts) or 'baseline'
+
+
+def base() -> 'ml_collections.ConfigDict':
+  """The baseline: GPT-2's recipe (pre-norm LayerNorm, learned positions, MHA, GELU) at CPU size."""
+  config = base_config(vocab_size=257, vocab_pad_multiple=64, block_size=BLOCK_SIZE, n_layers=4,
+                       d_model=128, n_heads=4)
+  config.data.corpus = 'stdlib'
+  config.data.tokenizer = 'bytes'
+  config.optim.lr = 3e-3
+  config.optim.warmup_steps = 30
+  config.optim.weight_decay = 0.1
+  config.train.steps = STEPS
+  config.train.batch_size = BATCH_SIZE
+  config.train.log_every = 10
+  config.train.eval_every = 30
+  config.train.eval_batches = 16
+  config.train.ckpt_every = 100
+  config.train.keep_checkpoints = 1
+  return config
+
+
+def _set(config, dotted_key: str, value: Any) -> None:
+  *parents, name = dotted_key.split('.')
+  node = config
+  for parent in parents:
+    node = node[parent]
+  node[name] = value
+
+
+def _n_kv_heads(attn: str, n_heads: int) -> int:
+  n_kv = {'mha': n_heads, 'mqa': 1}.get(attn) or int(attn[3:])
+  if n_kv > n_heads or n_heads % n_kv:
+    raise ValueError(f'variant attn={attn!r}: {n_kv} key/value heads must divide the '
+                     f'n_heads={n_heads} query heads (mha, mqa, or gqaN with N dividing {n_heads})')
+  return n_kv
+
+
+def matched_d_ff(cfg: ModelConfig, target: int) -> int:
+  """The d_ff (a multiple of D_FF_MULTIPLE, or cfg's own) whose matmul parameter count N is
+  closest to `target`; ties keep cfg's own d_ff.
+
+  N (flops.matmul_params) counts every parameter a token is multiplied through: all of them but
+  the learned position table, a lookup. So rotary positions, which drop that table, are not given
+  a bigger MLP for it, while SwiGLU's third matrix and GQA's smaller k/v projections are
+  compensated, and the matched variant costs the baseline's FLOPs/token.
+  """
+  from gptjax.flops import matmul_params  # here: the config module loads without tracing a model
+
+  step = D_FF_MULTIPLE
+  n_own = matmul_params(cfg)
+  per_unit = (matmul_params(cfg.replace(d_ff=cfg.d_ff + step)) - n_own) / step  # N is linear
+  ideal = cfg.d_ff + (target - n_own) / per_unit
+  below = max(step, int(ideal // step) * step)
+  candidates = [cfg.d_ff, below, below + step]
+  return min(candidates, key=lambda d: (abs(matmul_params(cfg.replace(d_ff=d)) - target),
+                                        d != cfg.d_ff))
+
+
+def get_config(arg: str | None = None, overrides: Mapping[str, Any] | None = None):
+  """The config of one variant. `overrides` ({'train.steps': 50, ...}) change the base before
+  the variant is applied, so a sweep can shrink or lengthen every run alike and matched d_ff is
+  computed against the baseline at the overridden size."""
+  variant = parse_variant(arg)
+  config = base()
+  for key, value in (overrides or {}).items():
+    _set(config, key, value)
+  baseline = ModelConfig.from_config(config.model)
+
+  model = config.model
+  for key, field in (('norm', 'norm'), ('norm_position', 'norm_position'), ('pos', 'position'),
+                     ('mlp', 'mlp')):
+    if key in variant:
+      model[field] = variant[key]
+  if 'attn' in variant:
+    model.n_kv_heads = _n_kv_heads(variant['attn'], model.n_heads)
+  for key, field in (('lr', 'lr'), ('warmup', 'warmup_steps'), ('clip', 'grad_clip')):
+    if key in variant:
+      config.optim[field] = variant[key]
+  if 'seed' in variant:
+    config.seed = variant['seed']
+
+  cfg = ModelConfig.from_config(model)
+  if variant.get('match_params', True) and cfg != baseline:
+    from gptjax.flops import matmul_params
+    model.d_ff = matched_d_ff(cfg, matmul_params(baseline))
+  return config

@@ -1,0 +1,327 @@
+"""Ablation sweeps: configs/ablation.py's variant strings, and gptjax.sweep's runner and report.
+
+The sweep tests share one real sweep (module fixture) over configs/ablation.py shrunk to a 1-layer,
+d_model 32 byte model on 100 kB of the standard library, 2 steps per run: two seeds of the
+baseline and, between them, a run forced to diverge (lr 1e30, no clipping, no warmup). Each run
+compiles in a few seconds; the other tests reuse its directories.
+"""
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gptjax import checkpoint, data, flops, sweep, trainer
+from gptjax.config import ModelConfig
+from gptjax.logs import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+ABLATION = REPO / 'configs' / 'ablation.py'
+CORPUS_BYTES = 100_000
+STEPS = 2
+TINY = {
+    'model.n_layers': 1, 'model.d_model': 32, 'model.n_heads': 4, 'model.block_size': 32,
+    'data.max_bytes': CORPUS_BYTES,
+    'optim.warmup_steps': 1,
+    'train.steps': STEPS, 'train.batch_size': 4, 'train.log_every': 1, 'train.eval_every': 1,
+    'train.eval_batches': 1, 'train.ckpt_every': STEPS,
+}
+DIVERGENT = 'lr=1e30,clip=0,warmup=0,seed=0'
+VARIANTS = ['seed=0', DIVERGENT, 'seed=1']
+SLUGS = ['baseline_seed-0', 'lr-1e+30_warmup-0_clip-0_seed-0', 'baseline_seed-1']
+
+
+@pytest.fixture(scope='module')
+def ablation():
+  return sweep.load_config_module(ABLATION)
+
+
+# ---------------------------------------------------------------------------------------------
+# Variant strings
+
+
+@pytest.mark.parametrize('variant, expected', [
+    ('norm=rmsnorm', {'model.norm': 'rmsnorm'}),
+    ('norm_position=post', {'model.norm_position': 'post'}),
+    ('np=post', {'model.norm_position': 'post'}),
+    ('pos=rope', {'model.position': 'rope'}),
+    ('pos=none', {'model.position': 'none'}),
+    ('attn=mha', {'model.n_kv_heads': 4}),
+    ('attn=gqa2', {'model.n_kv_heads': 2}),
+    ('attn=mqa', {'model.n_kv_heads': 1}),
+    ('mlp=swiglu', {'model.mlp': 'swiglu'}),
+    ('seed=3', {'seed': 3}),
+    ('lr=1e-2', {'optim.lr': 0.01}),
+    ('warmup=0', {'optim.warmup_steps': 0}),
+    ('clip=0', {'optim.grad_clip': 0.0}),
+    (' NORM = RMSNorm , pos=rope,attn=gqa2,seed=1',
+     {'model.norm': 'rmsnorm', 'model.position': 'rope', 'model.n_kv_heads': 2, 'seed': 1}),
+])
+def test_variant_string_sets_its_field_and_nothing_else(ablation, variant, expected):
+  base = sweep._flat(ablation.get_config().to_dict())
+  config = sweep._flat(ablation.get_config(variant).to_dict())
+  changed = {k: config[k] for k in config if config[k] != base[k] and k != 'model.d_ff'}
+  assert changed == expected
+  ModelConfig.from_config(ablation.get_config(variant).model)  # a valid model
+
+
+def test_baseline_is_gpt2_recipe_and_every_sweep_parses(ablation):
+  cfg = ModelConfig.from_config(ablation.get_config('').model)
+  assert (cfg.norm, cfg.norm_position, cfg.position, cfg.n_kv_heads, cfg.mlp) == \
+      ('layernorm', 'pre', 'learned', cfg.n_heads, 'gelu')
+  assert ablation.get_config(None).to_dict() == ablation.get_config('seed=0').to_dict()
+  for name in ablation.SWEEPS:
+    runs = sweep.plan(ablation, ablation.SWEEPS[name])  # builds and checks every config
+    assert len({r.slug for r in runs}) == len(runs)
+    assert len({r.seed for r in runs}) >= 2, name
+    budgets = {(r.config.train.steps, r.config.train.batch_size, r.config.model.block_size,
+                r.config.data.corpus, r.config.data.seed) for r in runs}
+    assert len(budgets) == 1, f'{name}: every run must see the same tokens in the same order'
+  assert len(ablation.SWEEPS['full']) == 2 * 2 * 2 * 3 * 2
+
+
+@pytest.mark.parametrize('variant, needles', [
+    ('nrom=rmsnorm', ["'nrom'", "did you mean 'norm'", 'norm_position (np)']),
+    ('norm=rms', ["norm='rms'", 'layernorm, rmsnorm']),
+    ('np=middle', ["norm_position='middle'", 'pre, post']),
+    ('pos=alibi', ["pos='alibi'", 'learned, rope, none']),
+    ('attn=gqa3', ["attn='gqa3'", 'n_heads=4']),
+    ('attn=gqa', ["attn='gqa'", 'mha, mqa, gqaN']),
+    ('mlp=relu', ["mlp='relu'", 'gelu, swiglu']),
+    ('seed=-1', ["seed='-1'", 'integer']),
+    ('lr=0', ["lr='0'", '> 0']),
+    ('lr=fast', ["lr='fast'", '> 0']),
+    ('warmup=1.5', ["warmup='1.5'", 'integer']),
+    ('match_params=maybe', ["match_params='maybe'", 'true, false']),
+    ('rmsnorm', ["'rmsnorm'", 'KEY=VALUE']),
+    ('norm=rmsnorm,norm=layernorm', ["'norm'", 'twice']),
+])
+def test_bad_variant_names_the_key_or_value_and_the_allowed_ones(ablation, variant, needles):
+  with pytest.raises(ValueError) as error:
+    ablation.get_config(variant)
+  for needle in needles:
+    assert needle in str(error.value)
+
+
+def test_variant_label_is_canonical(ablation):
+  assert ablation.variant_label('np=post,norm=RMSNorm,seed=3') == \
+      ablation.variant_label('norm=rmsnorm,norm_position=post') == 'norm=rmsnorm,norm_position=post'
+  assert ablation.variant_label('seed=1') == ablation.variant_label(None) == 'baseline'
+  assert sweep.slugify('norm=rmsnorm,lr=0.01', 2) == 'norm-rmsnorm_lr-0.01_seed-2'
+
+
+@pytest.mark.parametrize('variant', ['mlp=swiglu', 'attn=gqa2', 'attn=mqa', 'pos=rope',
+                                     'norm=rmsnorm,mlp=swiglu,attn=mqa'])
+def test_match_params_gives_the_baseline_matmul_params_and_flops(ablation, variant):
+  baseline = ModelConfig.from_config(ablation.get_config().model)
+  matched = ModelConfig.from_config(ablation.get_config(variant).model)
+  own = ModelConfig.from_config(ablation.get_config(variant + ',match_params=false').model)
+  n = flops.matmul_params
+  step = ablation.D_FF_MULTIPLE
+  per_unit = (n(matched.replace(d_ff=matched.d_ff + step)) - n(matched)) / step
+  # Within half a d_ff step of the baseline's N, and never further than the unmatched variant.
+  assert abs(n(matched) - n(baseline)) <= per_unit * step / 2
+  assert abs(n(matched) - n(baseline)) <= abs(n(own) - n(baseline))
+  assert flops.flops_per_token(matched) == pytest.approx(flops.flops_per_token(baseline),
+                                                         rel=0.01)
+
+
+def test_match_params_follows_overridden_sizes(ablation):
+  overrides = {'model.d_model': 64, 'model.n_layers': 2}
+  baseline = ModelConfig.from_config(ablation.get_config(None, overrides).model)
+  matched = ModelConfig.from_config(ablation.get_config('mlp=swiglu', overrides).model)
+  assert (baseline.d_model, matched.d_model) == (64, 64)
+  assert abs(flops.matmul_params(matched) - flops.matmul_params(baseline)) < 0.01 * \
+      flops.matmul_params(baseline)
+
+
+def test_unknown_sweep_and_duplicate_variants_are_refused(ablation):
+  with pytest.raises(ValueError, match=r"sweep 'nope' is not one of 'default', 'full'"):
+    sweep.sweep_variants(ablation, 'nope')
+  with pytest.raises(ValueError, match='same run'):
+    sweep.plan(ablation, ['np=post', 'norm_position=post'])
+  with pytest.raises(ValueError, match='same run'):  # gqa4 is mha with 4 heads
+    sweep.plan(ablation, ['attn=gqa4', 'attn=mha'])
+
+
+# ---------------------------------------------------------------------------------------------
+# A real sweep
+
+
+@pytest.fixture(scope='module')
+def overrides(tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp('data')
+  data.prepare('stdlib', 'bytes', data_dir, max_bytes=CORPUS_BYTES, progress=False)
+  return {**TINY, 'data.data_dir': str(data_dir)}
+
+
+@pytest.fixture(scope='module')
+def finished(overrides, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('sweep')
+  statuses = sweep.run_sweep(ABLATION, workdir, variants=VARIANTS, overrides=overrides)
+  return workdir, statuses
+
+
+def csv_rows(path):
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def val_losses(run_dir):
+  return {m['step']: m['val_loss'] for m in read_metrics(run_dir) if 'val_loss' in m}
+
+
+def test_sweep_trains_each_run_in_its_own_dir_and_goes_on_after_a_divergence(finished):
+  workdir, statuses = finished
+  assert [s['status'] for s in statuses] == ['done', 'diverged', 'done']
+  assert 'is nan' in statuses[1]['reason'] or 'is inf' in statuses[1]['reason']
+  for slug, variant in zip(SLUGS, VARIANTS):
+    run_dir = workdir / slug
+    status = json.loads((run_dir / 'status.json').read_text())
+    assert status['variant'] == variant
+    saved = json.loads((run_dir / 'config.json').read_text())
+    assert saved['train']['steps'] == STEPS and saved['model']['d_model'] == 32
+    assert saved['seed'] == int(variant[-1])
+  assert checkpoint.latest_step(workdir / SLUGS[0]) == STEPS
+  assert checkpoint.load_config(workdir / SLUGS[2])['seed'] == 1
+  diverged = json.loads((workdir / SLUGS[1] / 'config.json').read_text())['optim']
+  assert (diverged['lr'], diverged['grad_clip'], diverged['warmup_steps']) == (1e30, 0.0, 0)
+  plan = json.loads((workdir / 'sweep.json').read_text())
+  assert [r['slug'] for r in plan['runs']] == SLUGS
+
+
+def test_report_numbers_come_from_the_runs_own_metrics(finished):
+  workdir, _ = finished
+  for name in ('results.csv', 'results.md', 'runs.csv'):
+    assert (workdir / name).stat().st_size > 0
+  for name in ('val_loss_curves.png', 'final_loss_by_factor.png'):
+    assert (workdir / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+  runs = {r['slug']: r for r in csv_rows(workdir / 'runs.csv')}
+  finals = []
+  for slug in (SLUGS[0], SLUGS[2]):
+    losses = val_losses(workdir / slug)
+    assert float(runs[slug]['final_val_loss']) == losses[STEPS]
+    assert float(runs[slug]['best_val_loss']) == min(losses.values())
+    finals.append(losses[STEPS])
+  assert finals[0] != finals[1]  # the seeds really differ
+  assert runs[SLUGS[1]]['status'] == 'diverged' and runs[SLUGS[1]]['final_val_loss'] == ''
+
+  results = {r['variant']: r for r in csv_rows(workdir / 'results.csv')}
+  assert list(results) == ['baseline', 'lr=1e+30,warmup=0,clip=0']  # sorted: finished first
+  row = results['baseline']
+  assert float(row['final_val_loss_mean']) == pytest.approx(sum(finals) / 2, rel=1e-12)
+  assert float(row['final_val_loss_std']) == pytest.approx(abs(finals[0] - finals[1]) / 2**0.5,
+                                                           rel=1e-9)
+  assert (row['seeds'], row['done'], row['diverged']) == ('2', '2', '0')
+  cfg = ModelConfig.from_config(json.loads((workdir / SLUGS[0] / 'config.json').read_text())
+                                ['model'])
+  assert int(row['params']) == flops.count_params_for_config(cfg)
+  assert float(row['flops_per_token']) == flops.flops_per_token(cfg)
+  assert int(row['kv_cache_bytes_per_token']) == 2 * 1 * 4 * 8 * 4
+  assert int(row['tokens']) == STEPS * 4 * 32
+  speeds = [float(m['tokens_per_sec']) for slug in (SLUGS[0], SLUGS[2])
+            for m in read_metrics(workdir / slug) if 'tokens_per_sec' in m]
+  assert min(speeds) <= float(row['tokens_per_sec']) <= max(speeds)
+  bad = results['lr=1e+30,warmup=0,clip=0']
+  assert (bad['seeds'], bad['done'], bad['diverged'], bad['final_val_loss_mean']) == \
+      ('1', '0', '1', '')
+
+  markdown = (workdir / 'results.md').read_text()
+  mean, std = float(row['final_val_loss_mean']), float(row['final_val_loss_std'])
+  assert f'| `baseline` | {mean:.4f} ± {std:.4f} |' in markdown
+  assert '| 1/1 | 0/1 |' in markdown  # diverged 1 of 1 seed, none done
+  assert f'`{SLUGS[1]}`: diverged at step' in markdown
+  assert '![val loss curves](val_loss_curves.png)' in markdown
+
+
+def test_rerun_skips_finished_and_diverged_runs(finished, overrides, monkeypatch):
+  workdir, statuses = finished
+  before = {p: p.stat().st_mtime_ns for p in workdir.rglob('*')
+            if p.is_file() and 'checkpoints' in p.parts or p.name == 'metrics.jsonl'}
+  calls = []
+  monkeypatch.setattr(trainer, 'train_and_evaluate', lambda *args: calls.append(args))
+  again = sweep.run_sweep(ABLATION, workdir, variants=VARIANTS, overrides=overrides)
+  assert calls == []
+  assert [s['status'] for s in again] == [s['status'] for s in statuses]
+  assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_a_changed_config_is_refused_instead_of_mixed_in(finished, overrides, tmp_path):
+  workdir = Path(shutil.copytree(finished[0], tmp_path / 'sweep'))
+  with pytest.raises(ValueError, match=r"train.steps=2 \(now 3\); use another --workdir"):
+    sweep.run_sweep(ABLATION, workdir, variants=VARIANTS,
+                    overrides={**overrides, 'train.steps': 3})
+
+
+def test_report_of_a_partial_sweep(finished, tmp_path):
+  """One run still training (status running, no final eval yet), one not started."""
+  workdir = Path(shutil.copytree(finished[0], tmp_path / 'sweep'))
+  running = workdir / SLUGS[2]
+  shutil.rmtree(workdir / SLUGS[0])
+  shutil.rmtree(running / 'checkpoints')
+  lines = (running / 'metrics.jsonl').read_text().splitlines()
+  (running / 'metrics.jsonl').write_text(
+      '\n'.join(l for l in lines if json.loads(l)['step'] < STEPS) + '\n')
+  status = json.loads((running / 'status.json').read_text())
+  (running / 'status.json').write_text(json.dumps({**status, 'status': 'running'}))
+
+  rows = {r['variant']: r for r in sweep.report(workdir)}
+  assert rows['baseline']['done'] == 0 and rows['baseline']['seeds'] == 2
+  assert math.isnan(rows['baseline']['final_val_loss_mean'])
+  runs = {r['slug']: r for r in csv_rows(workdir / 'runs.csv')}
+  assert runs[SLUGS[2]]['status'] == 'running' and runs[SLUGS[2]]['step'] == '1'
+  assert float(runs[SLUGS[2]]['best_val_loss']) == val_losses(running)[1]
+  assert '1 running, 1 diverged, 1 pending' in (workdir / 'results.md').read_text()
+  for name in ('val_loss_curves.png', 'final_loss_by_factor.png'):
+    assert (workdir / name).exists()
+
+
+def test_interrupt_marks_the_run_and_stops_the_sweep(finished, overrides, tmp_path, monkeypatch):
+  workdir = tmp_path / 'sweep'
+  def interrupted(config, run_dir):
+    raise trainer.TrainingInterrupted('SIGINT at step 1: checkpoint saved')
+  monkeypatch.setattr(trainer, 'train_and_evaluate', interrupted)
+  with pytest.raises(trainer.TrainingInterrupted):
+    sweep.run_sweep(ABLATION, workdir, variants=['seed=5', 'seed=6'], overrides=overrides)
+  status = json.loads((workdir / 'baseline_seed-5' / 'status.json').read_text())
+  assert status['status'] == 'interrupted' and 'SIGINT' in status['reason']
+  assert not (workdir / 'baseline_seed-6').exists()
+  assert 'pending' in (workdir / 'results.md').read_text()
+
+
+def test_a_failing_run_is_recorded_with_its_reason(overrides, tmp_path, monkeypatch):
+  def broken(config, run_dir):
+    if config.seed == 7:
+      raise FileNotFoundError('no corpus at /nowhere')
+    raise trainer.TrainingDiverged('loss is nan at step 3')
+  monkeypatch.setattr(trainer, 'train_and_evaluate', broken)
+  statuses = sweep.run_sweep(ABLATION, tmp_path, variants=['seed=7', 'seed=8'],
+                             overrides=overrides)
+  assert [(s['status'], s['reason']) for s in statuses] == [
+      ('failed', 'FileNotFoundError: no corpus at /nowhere'),
+      ('diverged', 'loss is nan at step 3')]
+  assert 'Traceback' in (tmp_path / 'baseline_seed-7' / 'error.log').read_text()
+
+
+def test_command_line_applies_overrides_to_every_run_and_skips_finished(finished, overrides):
+  workdir = finished[0]
+  flags = [f'--config.{k}={v}' for k, v in overrides.items()]
+  command = [sys.executable, '-m', 'gptjax.sweep', f'--config={ABLATION}', f'--workdir={workdir}',
+             *(f'--variant={v}' for v in VARIANTS), *flags]
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.count('already, skipped') == 3, result.stdout[-3000:]
+  assert '2/3 runs done' in result.stdout
+
+  bad = subprocess.run([*command[:4], '--report_only', f'--workdir={workdir / "nope"}'],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == \
+      f'error: no sweep directory {workdir / "nope"}'
