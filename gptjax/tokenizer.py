@@ -1,6 +1,6 @@
 """Tokenizers: GPT-2 BPE (via tiktoken, fully offline) and a raw UTF-8 byte tokenizer.
 
-Both expose the same small interface: ``encode``, ``decode``, ``n_vocab``,
+Both expose the same small interface: ``encode``, ``decode``, ``token_bytes``, ``n_vocab``,
 ``eot_token`` and ``name``. Use :func:`get_tokenizer` to obtain one. :class:`HFTokenizer`
 puts a Hugging Face checkpoint's own tokenizer behind the same interface (for sampling from
 imported Llama-family models, whose vocabulary is not GPT-2's).
@@ -41,6 +41,11 @@ class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, ids: Sequence[int]) -> str: ...
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes one token stands for (b'' for an id it does not know). Unlike
+        decode([token]), this keeps a token that holds part of a UTF-8 character exact."""
+        ...
 
 
 # --------------------------------------------------------------------------- gpt2
@@ -152,6 +157,11 @@ class GPT2Tokenizer:
         ids = [int(i) for i in ids if 0 <= int(i) < self.n_vocab]
         return self._enc.decode(ids, errors="replace")
 
+    def token_bytes(self, token: int) -> bytes:
+        if not 0 <= int(token) < self.n_vocab:
+            return b""
+        return self._enc.decode_single_token_bytes(int(token))
+
 
 # --------------------------------------------------------------------------- bytes
 
@@ -186,6 +196,12 @@ class ByteTokenizer:
             elif i == self.eot_token:
                 out += EOT_TEXT.encode()
         return out.decode("utf-8", errors="replace")
+
+    def token_bytes(self, token: int) -> bytes:
+        token = int(token)
+        if 0 <= token < 256:
+            return bytes([token])
+        return EOT_TEXT.encode() if token == self.eot_token else b""
 
 
 # --------------------------------------------------------------------------- Hugging Face
@@ -228,6 +244,13 @@ class HFTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         ids = [int(i) for i in ids if 0 <= int(i) < self.n_vocab]
         return self._tok.decode(ids, skip_special_tokens=True)
+
+    def token_bytes(self, token: int) -> bytes:
+        # transformers has no tokenizer-independent bytes of a token (byte-level BPE and
+        # SentencePiece spell them differently): this is exact for whole characters only.
+        if not 0 <= int(token) < self.n_vocab:
+            return b""
+        return self._tok.decode([int(token)]).encode("utf-8")
 
 
 # --------------------------------------------------------------------------- factory

@@ -92,6 +92,26 @@ def test_round_trip(name, text):
 
 
 @pytest.mark.parametrize("name", ["gpt2", "bytes"])
+@pytest.mark.parametrize("text", UNICODE_SAMPLES)
+def test_token_bytes_concatenate_to_the_utf8_text(name, text):
+    """Token by token, even where a token ends inside a multi-byte character (emoji, CJK)."""
+    t = get_tokenizer(name)
+    assert b"".join(t.token_bytes(i) for i in t.encode(text)) == text.encode("utf-8")
+
+
+def test_token_bytes_of_a_partial_character_and_unknown_ids():
+    t = get_tokenizer("gpt2")
+    pieces = [t.token_bytes(i) for i in t.encode("😀")]
+    assert len(pieces) > 1 and b"".join(pieces) == "😀".encode("utf-8")
+    with pytest.raises(UnicodeDecodeError):
+        pieces[0].decode("utf-8")  # what decode([id]) would show as U+FFFD
+    for name in ("gpt2", "bytes"):
+        t = get_tokenizer(name)
+        assert t.token_bytes(t.n_vocab) == t.token_bytes(-1) == b""
+        assert t.token_bytes(t.eot_token) == b"<|endoftext|>"
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bytes"])
 def test_eot_text_is_special_token(name):
     t = get_tokenizer(name)
     ids = t.encode("a<|endoftext|>b")
