@@ -10,7 +10,7 @@ saves a checkpoint first. Multi-host: start one process per host with --coordina
 
 import sys
 
-from absl import app, flags
+from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
@@ -30,7 +30,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])} (flags are --name=value)')
   if FLAGS.config is None:
     sys.exit('error: --config is required, e.g. --config=configs/small.py')
   if FLAGS.workdir is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app
+from absl import app, flags
 
 # Raised for bad input anywhere (config validation, data, checkpoints, prompts).
 USER_ERRORS = (ValueError, FileNotFoundError)
@@ -24,10 +24,19 @@ def one_line(error: BaseException) -> str:
   return ' '.join(message.split())
 
 
-def run(main) -> None:
-  """app.run(main), with user errors (including bad --config overrides) as one line."""
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a mistake in the flags (unknown flag, bad value) as one
+  ValueError line; absl's own parser prints two lines and exits before run() could word it."""
   try:
-    app.run(main)
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    raise ValueError(f'{one_line(e)} (--helpshort lists the flags)') from None
+
+
+def run(main) -> None:
+  """app.run(main), with user errors (including bad flags and --config overrides) as one line."""
+  try:
+    app.run(main, flags_parser=parse_flags)
   except Interrupted as e:
     print(f'stopped: {one_line(e)}', file=sys.stderr)
     sys.exit(INTERRUPTED_EXIT_CODE)

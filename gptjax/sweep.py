@@ -624,7 +624,8 @@ def main(argv):
   from absl import logging as absl_logging
   from ml_collections import config_flags
 
-  del argv
+  if len(argv) > 1:
+    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])} (flags are --name=value)')
   flags_ = flags.FLAGS
   if flags_.workdir is None:
     sys.exit('error: --workdir is required, e.g. --workdir=runs/ablation')

@@ -466,6 +466,15 @@ def test_misspelled_override_names_the_real_key(cli_env, data_dir, tmp_path):
   assert_one_line_error(result, 'n_kv_heads')
 
 
+@pytest.mark.parametrize('flag, needle', [('--workdri=x', "'workdri'"),
+                                           ('--mode=sample', 'mode'),
+                                           ('positional', 'unexpected arguments: positional')])
+def test_bad_flag_is_one_line(cli_env, data_dir, tmp_path, flag, needle):
+  result = run_cli(train_command(data_dir, tmp_path / 'run', flag), cli_env)
+  assert_one_line_error(result, needle)
+  assert not (tmp_path / 'run').exists()
+
+
 def test_invalid_value_names_the_field_before_anything_runs(cli_env, data_dir, tmp_path):
   result = run_cli(train_command(data_dir, tmp_path / 'run', model__n_heads=3), cli_env)
   assert_one_line_error(result, 'n_heads=3')
