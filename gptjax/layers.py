@@ -7,6 +7,7 @@ D head dim, C d_model.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import NamedTuple
 
@@ -100,10 +101,16 @@ def resolve_attention_impl(cfg: ModelConfig) -> str:
   if cfg.attention_impl == 'auto':
     return 'cudnn' if cudnn_possible else 'xla'
   if cfg.attention_impl == 'cudnn' and not cudnn_possible:
-    logging.warning('attention_impl=cudnn needs a GPU and dtype bfloat16/float16 (have %s, %s); '
-                    'using xla', jax.default_backend(), cfg.dtype)
+    _notice_cudnn_fallback(jax.default_backend(), cfg.dtype)
     return 'xla'
   return cfg.attention_impl
+
+
+@functools.lru_cache(maxsize=None)
+def _notice_cudnn_fallback(backend: str, dtype: str) -> None:
+  """Once per (backend, dtype), not once per layer and trace."""
+  logging.warning('attention_impl=cudnn needs a GPU and dtype bfloat16/float16 (have %s, %s); '
+                  'using xla', backend, dtype)
 
 
 def attention_mask(query_slots: jax.Array, key_slots: jax.Array, window: int | None,

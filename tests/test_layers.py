@@ -9,6 +9,7 @@ import pytest
 
 from gptjax import layers
 from gptjax.layers import MLP, Attention, LayerNorm, RMSNorm
+from gptjax.model import GPT, init_params
 
 RNG = np.random.default_rng(0)
 
@@ -260,15 +261,29 @@ def test_attention_mask_with_left_padding():
   np.testing.assert_array_equal(no_padding, np.tril(np.ones((4, 4), bool))[None, None])
 
 
-def test_resolve_attention_impl(tiny_config, caplog):
+def test_resolve_attention_impl(tiny_config):
   f32 = tiny_config()
   assert layers.resolve_attention_impl(f32.replace(attention_impl='xla')) == 'xla'
   if jax.default_backend() != 'gpu':
     assert layers.resolve_attention_impl(tiny_config(dtype='bfloat16')) == 'xla'
   assert layers.resolve_attention_impl(f32) == 'xla'  # cuDNN flash attention needs half precision
+
+
+@pytest.mark.skipif(jax.default_backend() == 'gpu', reason='cuDNN runs there: no fallback')
+def test_a_cudnn_model_runs_on_xla_here_with_one_notice(tiny_config, randomize, caplog):
+  """A GPU config on a CPU: same logits as attention_impl='xla', and one warning line for the
+  whole model (not one per layer)."""
+  layers._notice_cudnn_fallback.cache_clear()
+  cudnn = tiny_config(attention_impl='cudnn', n_layers=3)
+  params = randomize(init_params(cudnn, jax.random.key(0)))
+  tokens = jax.random.randint(jax.random.key(1), (2, 7), 0, cudnn.vocab_size)
   with caplog.at_level(logging.WARNING):
-    assert layers.resolve_attention_impl(f32.replace(attention_impl='cudnn')) == 'xla'
-  assert 'attention_impl=cudnn' in caplog.text
+    logits = GPT(cudnn).apply({'params': params}, tokens)
+    GPT(cudnn).apply({'params': params}, tokens[:, :5])  # another trace: no second notice
+  expected = GPT(cudnn.replace(attention_impl='xla')).apply({'params': params}, tokens)
+  np.testing.assert_array_equal(logits, expected)
+  notices = [r for r in caplog.records if 'attention_impl=cudnn' in r.getMessage()]
+  assert len(notices) == 1 and 'using xla' in notices[0].getMessage()
 
 
 # ---------------------------------------------------------------------------------------------
