@@ -85,7 +85,12 @@ def apply_rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
 
 
 class LayerCache(NamedTuple):
-  """One layer's keys and values: [B, S, K, D]. Only the n_kv_heads heads are stored."""
+  """One layer's keys and values: [B, K, S, D]. Only the n_kv_heads heads are stored.
+
+  Heads before slots: each decode step reads every head's keys as one contiguous [S, D] matrix,
+  so the attention dots run on the cache in place (a [B, S, K, D] cache was transposed whole,
+  every step).
+  """
   k: jax.Array
   v: jax.Array
 
@@ -133,6 +138,20 @@ def attention_mask(query_slots: jax.Array, key_slots: jax.Array, window: int | N
   return visible
 
 
+def cached_attention(q, k, v, mask) -> jax.Array:
+  """softmax(q k^T / sqrt(D)) v over a cache: q [B, T, H, D], k and v [B, K, S, D], boolean mask
+  [B|1, 1, T, S] -> [B, T, H, D]. Each kv head serves its group of H / K query heads."""
+  b, t, h, d = q.shape
+  kv = k.shape[1]
+  q = q.reshape(b, t, kv, h // kv, d).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, D]
+  logits = jnp.einsum('bkgtd,bksd->bkgts', q, k, preferred_element_type=jnp.float32)
+  logits = logits / jnp.sqrt(jnp.float32(d))
+  logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)  # [B, 1, 1, T, S]
+  probs = jax.nn.softmax(logits, axis=-1)
+  y = jnp.einsum('bkgts,bksd->bkgtd', probs.astype(v.dtype), v)  # [B, K, G, T, D]
+  return y.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+
+
 def attention_weights(q, k, mask) -> jax.Array:
   """Explicit softmax(q k^T / sqrt(D)) [B, H, T, S] in float32; used when the probabilities
   themselves are needed (attention dropout, attention maps)."""
@@ -147,7 +166,9 @@ def attention_weights(q, k, mask) -> jax.Array:
 class Attention(nn.Module):
   """Masked multi-head self-attention with n_kv_heads key/value heads (MHA, GQA or MQA).
 
-  mask: None for a full causal sequence, else a boolean [B|1, 1, T, S] (cached decoding).
+  With a cache (decoding), mask is the boolean [B|1, 1, T, S] of which slots each query sees;
+  without one it is None and the sequence is causal (and windowed). need_weights (attention maps
+  for analysis) applies to the full-sequence forward.
   """
   cfg: ModelConfig
 
@@ -169,27 +190,25 @@ class Attention(nn.Module):
       q = apply_rope(q, positions, cfg.rope_theta)
       k = apply_rope(k, positions, cfg.rope_theta)
 
-    if cache is not None:  # write this chunk at cache_index, then attend over the whole cache
-      k = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (0, cache_index, 0, 0))
-      v = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, cache_index, 0, 0))
-      cache = LayerCache(k, v)  # [B, S, K, D]
-
     use_dropout = train and cfg.attn_dropout > 0
-    if need_weights or use_dropout:
-      if mask is None:
-        mask = attention_mask(jnp.arange(t), jnp.arange(t), cfg.attention_window)
+    if cache is not None:  # write this chunk at cache_index, then attend over the whole cache
+      def write(slots, new):  # new [B, T, K, D] -> slots [B, K, S, D]
+        new = new.astype(slots.dtype).transpose(0, 2, 1, 3)
+        return jax.lax.dynamic_update_slice(slots, new, (0, 0, cache_index, 0))
+      cache = LayerCache(write(cache.k, k), write(cache.v, v))
+      y = cached_attention(q, cache.k, cache.v, mask)
+    elif need_weights or use_dropout:
+      mask = attention_mask(jnp.arange(t), jnp.arange(t), cfg.attention_window)
       probs = attention_weights(q, k, mask)  # [B, H, T, S]
       self.sow('intermediates', 'attention_weights', probs)
       if use_dropout:
         probs = nn.Dropout(cfg.attn_dropout)(probs, deterministic=False)
       y = jnp.einsum('bhts,bshd->bthd', probs.astype(v.dtype),
                      jnp.repeat(v, h // kv, axis=2))
-    elif mask is None:  # full sequence: causal (+ window) flags, which cuDNN turns into skipped work
+    else:  # full sequence: causal (+ window) flags, which cuDNN turns into skipped work
       window = None if cfg.attention_window is None else (cfg.attention_window - 1, 0)
       y = jax.nn.dot_product_attention(q, k, v, is_causal=True, local_window_size=window,
                                        implementation=resolve_attention_impl(cfg))
-    else:
-      y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation='xla')
     y = y.reshape(b, t, h * d)
     out_std = std / jnp.sqrt(2.0 * cfg.n_layers)  # GPT-2: residual projections scaled by depth
     y = nn.Dense(cfg.d_model, use_bias=cfg.use_bias, dtype=cfg.compute_dtype,

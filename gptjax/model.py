@@ -22,7 +22,7 @@ from gptjax.layers import MLP, Attention, LayerCache, attention_mask, make_norm
 class KVCache(NamedTuple):
   """Keys/values of every layer for a batch of rows that share a slot clock.
 
-  layers: one LayerCache per block, each [B, S, n_kv_heads, head_dim].
+  layers: one LayerCache per block, each [B, n_kv_heads, S, head_dim].
   index: int32 scalar, the slot the next token is written to (== tokens written so far).
   first_valid: int32 [B], the first slot of each row that holds a real token. Rows of a batch
     whose prompts differ in length are left-padded; row b's token in slot s sits at position
@@ -34,7 +34,7 @@ class KVCache(NamedTuple):
 
   @property
   def max_len(self) -> int:
-    return self.layers[0].k.shape[1]
+    return self.layers[0].k.shape[2]
 
 
 def init_cache(cfg: ModelConfig, batch_size: int, max_len: int | None = None,
@@ -45,7 +45,7 @@ def init_cache(cfg: ModelConfig, batch_size: int, max_len: int | None = None,
     raise ValueError(f'a cache of {max_len} positions goes past block_size={cfg.block_size}: '
                      'learned position embeddings exist only up to block_size '
                      '(use a shorter max_len, or position=rope)')
-  shape = (batch_size, max_len, cfg.n_kv_heads, cfg.head_dim)
+  shape = (batch_size, cfg.n_kv_heads, max_len, cfg.head_dim)
   layers = tuple(LayerCache(jnp.zeros(shape, cfg.compute_dtype), jnp.zeros(shape, cfg.compute_dtype))
                  for _ in range(cfg.n_layers))
   if first_valid is None:
@@ -141,7 +141,9 @@ class GPT(nn.Module):
       x, layer_cache = block(x, positions, mask, layer_cache, index, train, need_weights)
       new_layers.append(layer_cache)
 
-    logits = self.head(x)
+    # Decoding multiplies a few rows by the head, so a padded copy of it would cost more than
+    # the friendlier shape saves.
+    logits = self.head(x, pad_vocab=cache is None)
     if cache is None:
       return logits
     # Writing past the end of the cache cannot raise inside jit (dynamic_update_slice would
@@ -149,18 +151,19 @@ class GPT(nn.Module):
     logits = jnp.where(index + t <= cache.max_len, logits, jnp.nan)
     return logits, KVCache(tuple(new_layers), index + t, cache.first_valid)
 
-  def head(self, x):
+  def head(self, x, pad_vocab: bool = True):
     """Residual stream [B, T, C] -> logits [B, T, vocab_size] float32 (final norm + LM head).
 
     Also the logit lens: applied to any block's output it shows what the model would predict
-    if the network ended there.
+    if the network ended there. pad_vocab: multiply by the head padded to padded_vocab_size
+    (the same logits, a matmul shape accelerators prefer).
     """
     cfg = self.cfg
     if cfg.norm_position == 'pre':
       x = self.norm_f(x)
     w = self.wte.embedding if cfg.tie_embeddings else self.lm_head  # [V, C]
     pad = cfg.padded_vocab_size - cfg.vocab_size
-    if pad:  # a friendlier matmul shape for the accelerator; the extra logits are dropped below
+    if pad and pad_vocab:  # the extra logits are dropped below
       w = jnp.pad(w, ((0, pad), (0, 0)))
     logits = jnp.dot(x.astype(cfg.compute_dtype), w.astype(cfg.compute_dtype).T,
                      preferred_element_type=jnp.float32)

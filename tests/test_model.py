@@ -255,7 +255,7 @@ def test_cached_decoding_matches_full_forward(cfg, reference, prompt_len):
     assert_logits_close(logits[:, 0], full[:, t], f'step at position {t}')
   assert int(cache.index) == T
   assert isinstance(cache, KVCache) and len(cache.layers) == cfg.n_layers
-  assert cache.layers[0].k.shape == (B, T, cfg.n_kv_heads, cfg.head_dim)  # only kv heads stored
+  assert cache.layers[0].k.shape == (B, cfg.n_kv_heads, T, cfg.head_dim)  # only kv heads stored
 
 
 @variants
