@@ -1,7 +1,7 @@
 """GPT-2 small (124M parameters), exactly: 12 layers, 12 heads, d_model 768, context 1024,
 tied embeddings, GELU, LayerNorm, learned positions, pre-norm, biases; nanoGPT's AdamW recipe
 (lr 6e-4, betas 0.9/0.95, weight decay 0.1, 2000 warmup steps, cosine to 6e-5, clip 1.0) with
-~0.5M-token batches (480 sequences of 1024 tokens via gradient accumulation).
+~0.5M-token batches (512 sequences of 1024 tokens = 2**19 tokens, via gradient accumulation).
 
 The vocabulary is GPT-2's 50257 tokens; the LM-head matmul is padded to 50304 (a multiple of 64)
 for speed and the padded logits are dropped inside the model, so they are never sampled and the
@@ -23,9 +23,9 @@ def get_config():
   config.data.tokenizer = 'gpt2'
   config.optim.lr = 6e-4
   config.optim.warmup_steps = 2000
-  config.optim.grad_accum_steps = 40
-  config.train.steps = 19073  # 10B tokens at 524,288 tokens/step (480 x 1024 + nanoGPT's rounding)
-  config.train.batch_size = 480
+  config.optim.grad_accum_steps = 32  # micro-batches of 16 x 1024 tokens
+  config.train.steps = 19073  # 10B tokens at 524,288 tokens/step
+  config.train.batch_size = 512
   config.train.log_every = 10
   config.train.eval_every = 250
   config.train.eval_batches = 20
