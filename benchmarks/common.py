@@ -1,0 +1,85 @@
+"""What every benchmark shares: timing by medians, a description of the machine, one table.
+
+Rules the scripts follow: everything compared is measured in the same run, side by side; each
+number is the median of several repetitions (after warm-up runs that compile, fill caches and
+grow the allocator); and before anything is timed, the script asserts that the paths it compares
+compute the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Sequence
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+  """Median wall-clock seconds of fn() over `repeats` calls, after `warmup` untimed calls.
+  fn must return only when its work is done (block_until_ready, .item(), host lists)."""
+  for _ in range(warmup):
+    fn()
+  timings = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    timings.append(time.perf_counter() - start)
+  return statistics.median(timings)
+
+
+def cpu_name() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+  """One line: the CPU (and accelerator, if JAX sees one) and the library versions."""
+  import jax
+  parts = [f'{cpu_name()}, {os.cpu_count()} cores']
+  device = jax.devices()[0]
+  if device.platform != 'cpu':
+    parts.append(f'{jax.device_count()} x {device.device_kind}')
+  versions = [f'jax {jax.__version__}']
+  for name in ('torch', 'transformers'):
+    try:
+      versions.append(f'{name} {__import__(name).__version__}')
+    except ImportError:
+      pass
+  return f'{"; ".join(parts)}; {", ".join(versions)}'
+
+
+def torch_threads() -> int:
+  """Threads for the PyTorch peer: every core, as XLA uses every core."""
+  return os.cpu_count() or 1
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence], title: str = '') -> str:
+  """A GitHub-flavoured Markdown table (what README shows), numbers right-aligned."""
+  cells = [[str(c) for c in row] for row in rows]
+  widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+  numeric = [all(_is_number(r[i]) for r in cells) for i in range(len(header))]
+
+  def line(row):
+    return '| ' + ' | '.join(c.rjust(w) if n else c.ljust(w)
+                             for c, w, n in zip(row, widths, numeric)) + ' |'
+
+  rule = '|' + '|'.join(('-' * (w + 1) + ':') if n else ('-' * (w + 2))
+                        for w, n in zip(widths, numeric)) + '|'
+  lines = [title, ''] if title else []
+  return '\n'.join([*lines, line(header), rule, *map(line, cells)])
+
+
+def _is_number(text: str) -> bool:
+  text = text.replace(',', '').replace('%', '').replace('x', '').strip()
+  try:
+    float(text)
+    return True
+  except ValueError:
+    return text in ('', '—')
