@@ -134,5 +134,7 @@ def _check_param_shapes(path: Path, abstract_params) -> None:
   differ = [f'params{k}: checkpoint {stored.get(k)} vs expected {expected.get(k)}'
             for k in sorted(set(stored) | set(expected)) if stored.get(k) != expected.get(k)]
   if differ:
+    # A few names locate the difference; all of them (every layer's) would bury it.
+    more = f'; and {len(differ) - 3} more' if len(differ) > 3 else ''
     raise CheckpointError(f'checkpoint {path.parent} holds other parameters than expected '
-                          f'({"; ".join(differ)})')
+                          f'({"; ".join(differ[:3])}{more})')

@@ -42,7 +42,7 @@ def assert_user_error(result, *fragments):
 
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
-  """A 1-layer byte-level model trained for 2 steps, checkpointed after each."""
+  """A 1-layer byte-level model (learned positions) trained for 2 steps, checkpointed after each."""
   root = tmp_path_factory.mktemp('sample_cli')
   workdir = root / 'run'
   ok(run('train.py', '--config=configs/small.py', f'--workdir={workdir}',
@@ -50,7 +50,7 @@ def workdir(tmp_path_factory):
          '--config.train.eval_batches=1', '--config.model.n_layers=1',
          '--config.model.d_model=32', '--config.model.n_heads=2',
          '--config.data.max_bytes=100000', f'--config.data.data_dir={root / "data"}',
-         '--config.optim.warmup_steps=1'))
+         '--config.optim.warmup_steps=1', '--config.model.position=learned'))
   return workdir
 
 
