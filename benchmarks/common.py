@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import tempfile
 import time
 from typing import Callable, Sequence
 
@@ -58,6 +59,20 @@ def machine() -> str:
 def torch_threads() -> int:
   """Threads for the PyTorch peer: every core, as XLA uses every core."""
   return os.cpu_count() or 1
+
+
+def transformers_gpt2(cfg, params):
+  """The peer: gptjax's GPT-2 weights exported (gptjax.hf.to_hf) and loaded as a transformers
+  GPT2LMHeadModel with SDPA attention, torch using every core."""
+  import torch
+  from transformers import GPT2LMHeadModel
+
+  from gptjax.hf import to_hf
+
+  torch.set_num_threads(torch_threads())
+  with tempfile.TemporaryDirectory() as directory:
+    to_hf(cfg, params, directory)
+    return GPT2LMHeadModel.from_pretrained(directory, attn_implementation='sdpa')
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence], title: str = '') -> str:

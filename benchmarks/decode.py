@@ -19,14 +19,13 @@ import argparse
 import importlib.util
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import format_table, machine, median_seconds, torch_threads  # noqa: E402
+from common import format_table, machine, median_seconds, transformers_gpt2  # noqa: E402
 from machine import read_bandwidth  # noqa: E402
 
 from gptjax.config import ModelConfig  # noqa: E402
@@ -62,14 +61,8 @@ class Transformers:
 
   def __init__(self, cfg: ModelConfig, params):
     import torch
-    from transformers import GPT2LMHeadModel
 
-    from gptjax.hf import to_hf
-
-    torch.set_num_threads(torch_threads())
-    with tempfile.TemporaryDirectory() as directory:
-      to_hf(cfg, params, directory)
-      self.model = GPT2LMHeadModel.from_pretrained(directory, attn_implementation='sdpa')
+    self.model = transformers_gpt2(cfg, params)
     self.model.eval()
     self.model.generation_config.eos_token_id = None  # random weights: generate every token
     self.model.generation_config.pad_token_id = 0

@@ -21,7 +21,6 @@ import argparse
 import importlib.util
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import format_table, machine, median_seconds, torch_threads  # noqa: E402
+from common import format_table, machine, median_seconds, transformers_gpt2  # noqa: E402
 from machine import matmul_peak  # noqa: E402
 
 from gptjax import sharding, trainer  # noqa: E402
@@ -96,14 +95,8 @@ class TorchTrainer:
 
   def __init__(self, cfg: ModelConfig, params):
     import torch
-    from transformers import GPT2LMHeadModel
 
-    from gptjax.hf import to_hf
-
-    torch.set_num_threads(torch_threads())
-    with tempfile.TemporaryDirectory() as directory:
-      to_hf(cfg, params, directory)
-      self.model = GPT2LMHeadModel.from_pretrained(directory, attn_implementation='sdpa')
+    self.model = transformers_gpt2(cfg, params)
     self.model.train()
     # nanoGPT's groups, as gptjax's decay mask: weight decay on matrices, not biases or norms.
     matrices = [p for p in self.model.parameters() if p.dim() >= 2]
