@@ -8,12 +8,16 @@ compute the same thing.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import statistics
 import tempfile
 import time
+from pathlib import Path
 from typing import Callable, Sequence
+
+CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -54,6 +58,14 @@ def machine() -> str:
     except ImportError:
       pass
   return f'{"; ".join(parts)}; {", ".join(versions)}'
+
+
+def load_config(name: str):
+  """configs/<name>.py's get_config(), as train.py would build it."""
+  spec = importlib.util.spec_from_file_location(f'config_{name}', CONFIGS / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def torch_threads() -> int:

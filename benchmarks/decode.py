@@ -16,16 +16,15 @@ of this machine's measured read bandwidth (benchmarks/machine.py).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import format_table, machine, median_seconds, transformers_gpt2  # noqa: E402
+from common import (format_table, load_config, machine, median_seconds,  # noqa: E402
+                    transformers_gpt2)
 from machine import read_bandwidth  # noqa: E402
 
 from gptjax.config import ModelConfig  # noqa: E402
@@ -33,17 +32,13 @@ from gptjax.flops import count_params  # noqa: E402
 from gptjax.model import init_params  # noqa: E402
 from gptjax.sampling import generate  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 PROMPT_TOKENS = 16
 NEW_TOKENS = 128
 GPT2_VOCAB = 50257
 
 
 def gpt124m_float32() -> ModelConfig:
-  spec = importlib.util.spec_from_file_location('gpt124m', REPO / 'configs' / 'gpt124m.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return ModelConfig.from_config(module.get_config().model).replace(dtype='float32')
+  return ModelConfig.from_config(load_config('gpt124m').model).replace(dtype='float32')
 
 
 class Gptjax:

@@ -18,18 +18,17 @@ configs/gpt124m.py.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import format_table, machine, median_seconds, transformers_gpt2  # noqa: E402
+from common import (format_table, load_config, machine, median_seconds,  # noqa: E402
+                    transformers_gpt2)
 from machine import matmul_peak  # noqa: E402
 
 from gptjax import sharding, trainer  # noqa: E402
@@ -37,7 +36,6 @@ from gptjax.config import ModelConfig, base_config  # noqa: E402
 from gptjax.flops import flops_per_token  # noqa: E402
 from gptjax.optim import make_optimizer  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL = dict(vocab_size=50304, block_size=256, n_layers=6, n_heads=6, d_model=384)
 BATCH_SIZE = 8
 LR = 6e-4
@@ -132,13 +130,6 @@ def check_same_losses(ours: GptjaxTrainer, peer: TorchTrainer) -> list[tuple[flo
                            'same weights and batch: the two do not compute the same thing')
     pairs.append(pair)
   return pairs
-
-
-def load_config(name: str):
-  spec = importlib.util.spec_from_file_location(name, REPO / 'configs' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def compile_seconds(config) -> float:
