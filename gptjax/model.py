@@ -9,7 +9,8 @@ One module serves every variant in ModelConfig. Two ways to run it:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -174,6 +175,21 @@ def init_params(cfg: ModelConfig, rng: jax.Array) -> dict:
   """Freshly initialised parameters (GPT-2 scheme: N(0, 0.02), residual projections scaled)."""
   tokens = jnp.zeros((1, min(cfg.block_size, 8)), jnp.int32)
   return jax.jit(GPT(cfg).init)(rng, tokens)['params']
+
+
+@functools.lru_cache(maxsize=None)
+def abstract_params(cfg: ModelConfig) -> dict:
+  """The params tree `init_params(cfg)` builds, as jax.ShapeDtypeStruct leaves: shapes without
+  allocating or compiling anything (cached: a large model takes a fraction of a second to trace)."""
+  return jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+
+
+def param_paths(params: Any) -> dict[str, Any]:
+  """{'blocks_0/attn/query/kernel': leaf, ...} in tree order: the one spelling of a parameter's
+  name, used by error messages, the weight-decay mask, the FLOPs table and Hugging Face import."""
+  leaves = jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda x: hasattr(x, 'shape'))[0]
+  return {'/'.join(str(getattr(k, 'key', k)) for k in key_path): leaf
+          for key_path, leaf in leaves}
 
 
 def forward_with_intermediates(cfg: ModelConfig, params: dict, tokens: jax.Array):
