@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
+from pathlib import Path
 from typing import Any, Mapping
 
 import jax.numpy as jnp
@@ -22,13 +24,48 @@ ATTENTION_IMPLS = ('xla', 'cudnn', 'auto')
 DTYPES = ('float32', 'bfloat16', 'float16')
 
 
+def is_int(value: Any) -> bool:
+  """An int and not a bool (True is an int to Python, never a valid layer count to us)."""
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def closest_key_hint(key: str, known) -> str:
+  """'; did you mean 'lr'?' for a misspelled key, else the list of known keys."""
+  known = list(known)
+  close = difflib.get_close_matches(key, known, n=1)
+  return f'; did you mean {close[0]!r}?' if close else f'; known fields: {", ".join(known)}'
+
+
+def load_config_module(path: str | Path):
+  """A config file as a module (its get_config, and for sweeps its SWEEPS)."""
+  path = Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f'no config file {path}')
+  spec = importlib.util.spec_from_file_location(f'gptjax_config_{path.stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_config'):
+    raise ValueError(f'{path} defines no get_config(); a config file defines get_config(arg=None)')
+  return module
+
+
+def load_config_file(path: str | Path, arg: str | None = None):
+  """config_file.get_config(arg), as train.py builds it from --config=PATH[:ARG]."""
+  module = load_config_module(path)
+  return module.get_config() if arg is None else module.get_config(arg)
+
+
 def _choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
   if value not in allowed:
     raise ValueError(f'{field}={value!r} is not one of {", ".join(map(repr, allowed))}')
 
 
 def _positive_int(field: str, value: Any) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+  if not is_int(value) or value <= 0:
     raise ValueError(f'{field}={value!r} must be a positive integer')
 
 
@@ -38,7 +75,7 @@ def _probability(field: str, value: Any) -> None:
 
 
 def _positive_float(field: str, value: Any) -> None:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+  if not is_number(value) or not value > 0:
     raise ValueError(f'{field}={value!r} must be a number > 0')
 
 
@@ -148,9 +185,7 @@ class ModelConfig:
     known = [f.name for f in dataclasses.fields(cls)]
     for key in as_dict:
       if key not in known:
-        close = difflib.get_close_matches(key, known, n=1)
-        hint = f'; did you mean {close[0]!r}?' if close else f'; known fields: {", ".join(known)}'
-        raise ValueError(f'unknown model config field {key!r}{hint}')
+        raise ValueError(f'unknown model config field {key!r}{closest_key_hint(key, known)}')
     return cls(**as_dict)
 
   def to_dict(self) -> dict[str, Any]:

@@ -54,6 +54,13 @@ def init_cache(cfg: ModelConfig, batch_size: int, max_len: int | None = None,
   return KVCache(layers, jnp.zeros((), jnp.int32), jnp.asarray(first_valid, jnp.int32))
 
 
+def kv_cache_bytes(cfg: ModelConfig, batch_size: int = 1, max_len: int = 1) -> int:
+  """Bytes of `init_cache(cfg, batch_size, max_len)`: keys and values (2) of every layer, kv head,
+  slot and head dimension, in the compute dtype. GQA/MQA shrink it by n_heads / n_kv_heads."""
+  return (2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * batch_size * max_len
+          * cfg.compute_dtype.itemsize)
+
+
 class Block(nn.Module):
   """Attention and MLP sublayers, each with a residual connection; pre- or post-norm."""
   cfg: ModelConfig

@@ -1,0 +1,28 @@
+"""Small files that must never be seen half-written: status, metadata, reports."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+  """Writes JSON to a temporary file beside `path`, then renames it over `path`: a reader (or
+  a kill -9 mid-write) sees the old file or the new one, never a torn one."""
+  path = Path(path)
+  tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
+  try:
+    tmp.write_text(json.dumps(obj, indent=2) + '\n')
+    tmp.replace(path)
+  finally:
+    tmp.unlink(missing_ok=True)
+
+
+def read_json(path: str | os.PathLike) -> Any | None:
+  """The JSON in `path`, or None where it is missing or not (yet) valid JSON."""
+  try:
+    return json.loads(Path(path).read_text())
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
