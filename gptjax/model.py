@@ -191,12 +191,16 @@ def abstract_params(cfg: ModelConfig) -> dict:
   return jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
 
 
+def param_path(key_path) -> str:
+  """A jax key path -> 'blocks_0/attn/query/kernel': the one spelling of a parameter's name."""
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in key_path)
+
+
 def param_paths(params: Any) -> dict[str, Any]:
-  """{'blocks_0/attn/query/kernel': leaf, ...} in tree order: the one spelling of a parameter's
-  name, used by error messages, the weight-decay mask, the FLOPs table and Hugging Face import."""
+  """{'blocks_0/attn/query/kernel': leaf, ...} in tree order, with `param_path` names: used by
+  error messages, the weight-decay mask, the FLOPs table and Hugging Face import/export."""
   leaves = jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda x: hasattr(x, 'shape'))[0]
-  return {'/'.join(str(getattr(k, 'key', k)) for k in key_path): leaf
-          for key_path, leaf in leaves}
+  return {param_path(key_path): leaf for key_path, leaf in leaves}
 
 
 def forward_with_intermediates(cfg: ModelConfig, params: dict, tokens: jax.Array):
