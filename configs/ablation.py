@@ -193,6 +193,21 @@ def _n_kv_heads(attn: str, n_heads: int) -> int:
   return n_kv
 
 
+def _attn_name(n_kv_heads: int, n_heads: int) -> str:
+  """attn's value back from the head counts: gqa4 with 4 query heads is mha, gqa1 is mqa."""
+  return 'mha' if n_kv_heads == n_heads else 'mqa' if n_kv_heads == 1 else f'gqa{n_kv_heads}'
+
+
+def factors(config) -> dict[str, Any]:
+  """What gptjax.sweep reports per run and plots the final loss by: every ablated knob's value,
+  the baseline's included, so that any two runs that differ in one knob line up."""
+  cfg = ModelConfig.from_config(config.model)
+  return {'norm_position': cfg.norm_position, 'norm': cfg.norm, 'pos': cfg.position,
+          'attn': _attn_name(cfg.n_kv_heads, cfg.n_heads), 'mlp': cfg.mlp,
+          'lr': config.optim.lr, 'warmup': config.optim.warmup_steps,
+          'grad_clip': config.optim.grad_clip}
+
+
 def matched_d_ff(cfg: ModelConfig, target: int) -> int:
   """The d_ff (a multiple of D_FF_MULTIPLE, or cfg's own) whose matmul parameter count N is
   closest to `target`; ties keep cfg's own d_ff.

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ SLUGS = ['baseline_seed-0', 'lr-1e+30_warmup-0_clip-0_seed-0', 'baseline_seed-1'
 
 @pytest.fixture(scope='module')
 def ablation():
-  return sweep.load_config_module(ABLATION)
+  return sweep.load_sweep_module(ABLATION)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,8 +65,8 @@ def ablation():
      {'model.norm': 'rmsnorm', 'model.position': 'rope', 'model.n_kv_heads': 2, 'seed': 1}),
 ])
 def test_variant_string_sets_its_field_and_nothing_else(ablation, variant, expected):
-  base = sweep._flat(ablation.get_config().to_dict())
-  config = sweep._flat(ablation.get_config(variant).to_dict())
+  base = sweep.flatten(ablation.get_config().to_dict())
+  config = sweep.flatten(ablation.get_config(variant).to_dict())
   changed = {k: config[k] for k in config if config[k] != base[k] and k != 'model.d_ff'}
   assert changed == expected
   ModelConfig.from_config(ablation.get_config(variant).model)  # a valid model
@@ -141,6 +142,29 @@ def test_match_params_follows_overridden_sizes(ablation):
       flops.matmul_params(baseline)
 
 
+def test_ablation_names_each_runs_factors_the_baseline_included(ablation):
+  runs = sweep.plan(ablation, ['seed=0', 'attn=gqa4,np=post,seed=1', 'attn=mqa,lr=0.01'])
+  assert [r.factors['attn'] for r in runs] == ['mha', 'mha', 'mqa']  # gqa4 with 4 heads is mha
+  assert [r.factors['norm_position'] for r in runs] == ['pre', 'post', 'pre']
+  assert runs[2].factors['lr'] == 0.01 and runs[0].factors['lr'] == runs[1].factors['lr']
+  assert list(runs[0].factors) == ['norm_position', 'norm', 'pos', 'attn', 'mlp', 'lr', 'warmup',
+                                   'grad_clip']
+
+
+def test_a_config_module_without_factors_or_labels_still_plans(ablation):
+  """The sweep needs only get_config and SWEEPS: labels drop the seed, and the factors are the
+  config keys that differ between the runs."""
+  def get_config(variant, overrides=None):
+    return ablation.get_config(variant.replace('rate', 'lr'), overrides)
+
+  module = types.SimpleNamespace(get_config=get_config, SWEEPS={})
+  runs = sweep.plan(module, ['rate=0.01,seed=0', 'rate=0.02,seed=0', 'rate=0.02,seed=1'])
+  assert [r.label for r in runs] == ['rate=0.01', 'rate=0.02', 'rate=0.02']
+  assert [r.slug for r in runs] == ['rate-0.01_seed-0', 'rate-0.02_seed-0', 'rate-0.02_seed-1']
+  assert [r.factors for r in runs] == [{'optim.lr': 0.01}, {'optim.lr': 0.02},
+                                       {'optim.lr': 0.02}]
+
+
 def test_unknown_sweep_and_duplicate_variants_are_refused(ablation):
   with pytest.raises(ValueError, match=r"sweep 'nope' is not one of 'default', 'full'"):
     sweep.sweep_variants(ablation, 'nope')
@@ -212,6 +236,7 @@ def test_report_numbers_come_from_the_runs_own_metrics(finished):
     finals.append(losses[STEPS])
   assert finals[0] != finals[1]  # the seeds really differ
   assert runs[SLUGS[1]]['status'] == 'diverged' and runs[SLUGS[1]]['final_val_loss'] == ''
+  assert (runs[SLUGS[0]]['attn'], runs[SLUGS[1]]['lr']) == ('mha', '1e+30')
 
   results = {r['variant']: r for r in csv_rows(workdir / 'results.csv')}
   assert list(results) == ['baseline', 'lr=1e+30,warmup=0,clip=0']  # sorted: finished first

@@ -1,0 +1,59 @@
+"""The sweep's command line: `python -m gptjax.sweep --config=FILE --workdir=DIR [--sweep=NAME |
+--variant=V ...] [--config.KEY=VALUE ...] [--report_only]` (see the package docstring)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from absl import flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+from gptjax import cli
+from gptjax.sweep.report import report
+from gptjax.sweep.run import run_sweep
+
+
+def _command(argv: Sequence[str]) -> str:
+  return ' '.join(['python -m gptjax.sweep', *argv[1:]])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])} (flags are --name=value)')
+  flags_ = flags.FLAGS
+  if flags_.workdir is None:
+    sys.exit('error: --workdir is required, e.g. --workdir=runs/ablation')
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  if flags_.report_only:
+    report(flags_.workdir)
+    print(f'report: {Path(flags_.workdir) / "results.md"}')
+    return
+  if flags_.config is None:
+    sys.exit('error: --config is required, e.g. --config=configs/ablation.py')
+  path = config_flags.get_config_filename(flags_['config'])
+  if ':' in path:
+    sys.exit('error: name the variants with --sweep or --variant, not after the config file')
+  statuses = run_sweep(path, flags_.workdir, flags_.sweep, flags_.variant,
+                       config_flags.get_override_values(flags_['config']),
+                       command=_command(sys.argv))
+  done = sum(s['status'] == 'done' for s in statuses)
+  print(f'{done}/{len(statuses)} runs done; report: {Path(flags_.workdir) / "results.md"}')
+
+
+def _define_flags():
+  config_flags.DEFINE_config_file('config', None, 'Sweep config file (e.g. configs/ablation.py); '
+                                  '--config.KEY=VALUE overrides apply to every run.',
+                                  lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Directory of the sweep: one subdirectory per run.')
+  flags.DEFINE_string('sweep', 'default', 'Name of a grid in the config file\'s SWEEPS.')
+  flags.DEFINE_multi_string('variant', None, 'Run these variants instead of a named sweep '
+                            '(repeat the flag), e.g. --variant=mlp=swiglu,seed=0.')
+  flags.DEFINE_bool('report_only', False, 'Only rebuild the report from the run directories.')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  cli.run(main)

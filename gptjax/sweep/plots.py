@@ -1,0 +1,111 @@
+"""A sweep's pictures: validation loss curves per label (seeds as a band), and the final loss by
+factor, where lines join runs that differ in that factor alone."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def _factor_contexts(runs: list[dict], factor: str, factors: Sequence[str]):
+  """Runs grouped by the values of every other factor: in each group only `factor` changes, so
+  its points compare like with like (one group around the baseline in a one-at-a-time sweep,
+  one per combination of the others in a factorial)."""
+  contexts: dict[tuple, dict[Any, list[float]]] = {}
+  for run in runs:
+    key = tuple(run['factors'].get(f) for f in factors if f != factor)
+    contexts.setdefault(key, {}).setdefault(run['factors'].get(factor), []).append(
+        run['final_val_loss'])
+  return [c for c in contexts.values() if len(c) > 1]
+
+
+def plot_curves(path: Path, runs: list[dict], labels: list[str]) -> None:
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+  colors = plt.get_cmap('tab10' if len(labels) <= 10 else 'tab20')
+  tail_low, tail_high = math.inf, -math.inf
+  for i, label in enumerate(labels):
+    group = [r for r in runs if r['label'] == label and r['evals']]
+    if not group:
+      continue
+    by_step: dict[int, list[float]] = {}
+    for run in group:
+      for step, loss in run['evals']:
+        if math.isfinite(loss):
+          by_step.setdefault(step, []).append(loss)
+    steps = sorted(by_step)
+    if not steps:  # e.g. diverged before its first evaluation
+      continue
+    x = [s * group[0]['tokens_per_step'] / 1e6 for s in steps]
+    mean = [statistics.fmean(by_step[s]) for s in steps]
+    low = [min(by_step[s]) for s in steps]
+    high = [max(by_step[s]) for s in steps]
+    color = colors(i % colors.N)
+    for ax in axes:
+      ax.plot(x, mean, color=color, label=f'{label} (n={len(group)})')
+      ax.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
+    for run in group:
+      if run['status'] == 'diverged':
+        axes[0].plot([run['step'] * run['tokens_per_step'] / 1e6], [mean[-1]], 'x', color=color,
+                     markersize=9)
+    half = [(xi, lo, hi) for xi, lo, hi in zip(x, low, high) if xi >= x[-1] / 2]
+    tail_low = min([tail_low, *(lo for _, lo, _ in half)])
+    tail_high = max([tail_high, *(hi for _, _, hi in half)])
+  axes[0].set_title('validation loss (band: min..max over seeds; x: diverged)')
+  axes[1].set_title('second half of training')
+  if math.isfinite(tail_low):
+    margin = 0.05 * (tail_high - tail_low) + 1e-3
+    axes[1].set_ylim(tail_low - margin, tail_high + margin)
+    axes[1].set_xlim(left=max(ax.get_xlim()[1] for ax in axes) / 2 * 0.95)
+  for ax in axes:
+    ax.set_xlabel('training tokens (M)')
+    ax.set_ylabel('val loss (nats/token)')
+    ax.grid(alpha=0.3)
+  if any(ax.get_legend_handles_labels()[0] for ax in axes):
+    axes[1].legend(fontsize=8, loc='upper right')
+  else:
+    axes[0].text(0.5, 0.5, 'no evaluations yet', ha='center', transform=axes[0].transAxes)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_factors(path: Path, runs: list[dict], names: Sequence[str]) -> None:
+  """One panel per factor (of `names`) that takes more than one value among the runs."""
+  import matplotlib.pyplot as plt
+  done = [r for r in runs if r['status'] == 'done']
+  factors = [f for f in names if len({r['factors'].get(f) for r in runs}) > 1]
+  shown = [(f, _factor_contexts(done, f, factors)) for f in factors]
+  shown = [(f, contexts) for f, contexts in shown if contexts]
+  fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(3.2 * max(len(shown), 1) + 1, 4),
+                           squeeze=False, sharey=True)
+  for ax, (factor, contexts) in zip(axes[0], shown):
+    values = sorted({v for c in contexts for v in c},
+                    key=lambda v: (v is None, isinstance(v, str), v))
+    position = {v: i for i, v in enumerate(values)}
+    for context in contexts:
+      xs = sorted(context, key=position.get)
+      ax.plot([position[v] for v in xs], [statistics.fmean(context[v]) for v in xs],
+              color='tab:blue', alpha=0.5, marker='o')
+      for v in xs:
+        ax.scatter([position[v]] * len(context[v]), context[v], color='tab:blue', s=10,
+                   alpha=0.6)
+    overall = [statistics.fmean([statistics.fmean(c[v]) for c in contexts if v in c])
+               for v in values]
+    ax.scatter(range(len(values)), overall, color='black', marker='_', s=600, zorder=3,
+               label='mean')
+    ax.set_xticks(range(len(values)), [str(v) for v in values])
+    ax.set_xlim(-0.5, len(values) - 0.5)
+    ax.set_title(factor)
+    ax.grid(alpha=0.3)
+  axes[0][0].set_ylabel('final val loss')
+  if not shown:
+    axes[0][0].text(0.5, 0.5, 'no finished runs that differ in one factor yet', ha='center',
+                    transform=axes[0][0].transAxes)
+  fig.suptitle('final val loss by factor (lines join runs that differ only in that factor; '
+               'dots: seeds; black: mean)', fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

@@ -1,0 +1,264 @@
+"""A sweep's report, rebuilt from its run directories alone (at any time, also while the sweep
+runs): one record per run, one summary row per label (its seeds averaged), runs.csv, results.csv,
+results.md and the plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from gptjax import flops
+from gptjax.config import ModelConfig
+from gptjax.logs import read_metrics
+from gptjax.sweep.plan import CONFIG_FILE, STATUS_FILE, SWEEP_FILE
+from gptjax.sweep.plots import plot_curves, plot_factors
+
+
+def _read_json(path: Path) -> dict | None:
+  try:
+    return json.loads(path.read_text())
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
+
+
+def read_status(run_dir: Path) -> dict:
+  return _read_json(Path(run_dir) / STATUS_FILE) or {'status': 'pending', 'reason': None}
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+  """The run's metric lines, one per step and kind (a resumed run may have logged a step twice:
+  the later line wins). Retried once: a report may read while the trainer appends a line."""
+  for attempt in range(3):
+    try:
+      lines = read_metrics(run_dir)
+      break
+    except json.JSONDecodeError:
+      if attempt == 2:
+        raise
+      time.sleep(0.2)
+  latest = {}
+  for line in lines:
+    latest[(line['step'], 'val_loss' in line)] = line
+  return [latest[key] for key in sorted(latest)]
+
+
+def _median(values: Iterable[float]) -> float:
+  values = [v for v in values if v is not None and math.isfinite(v)]
+  return statistics.median(values) if values else math.nan
+
+
+def kv_cache_bytes_per_token(cfg: ModelConfig) -> int:
+  """Keys and values of every layer for one token: what GQA/MQA shrink by n_heads/n_kv_heads."""
+  return 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * cfg.compute_dtype.itemsize
+
+
+def load_run(run_dir: Path) -> dict | None:
+  """One run's record for the report, from its own files; None for a directory with no config."""
+  config = _read_json(run_dir / CONFIG_FILE)
+  if config is None:
+    return None
+  status = read_status(run_dir)
+  cfg = ModelConfig.from_config(config['model'])
+  seq_len = config['train'].get('seq_len') or cfg.block_size
+  tokens_per_step = config['train']['batch_size'] * seq_len
+  steps = config['train']['steps']
+  metrics = _metrics(run_dir)
+  evals = [(m['step'], m['val_loss']) for m in metrics if 'val_loss' in m]
+  finite = [loss for _, loss in evals if math.isfinite(loss)]
+  final = [loss for step, loss in evals if step == steps]
+  last_step = max((m['step'] for m in metrics), default=0)
+  return {
+      'slug': run_dir.name, 'label': status.get('label') or run_dir.name,
+      'seed': status.get('seed', config.get('seed')),
+      'status': status['status'], 'reason': status.get('reason'),
+      'step': last_step, 'steps': steps,
+      'tokens': steps * tokens_per_step, 'tokens_per_step': tokens_per_step,
+      'final_val_loss': final[-1] if final and status['status'] == 'done' else math.nan,
+      'best_val_loss': min(finite) if finite else math.nan,
+      'tokens_per_sec': _median(m.get('tokens_per_sec') for m in metrics),
+      'seconds': status.get('seconds'),
+      'params': flops.count_params_for_config(cfg),
+      'flops_per_token': flops.flops_per_token(cfg, seq_len),
+      'kv_cache_bytes_per_token': kv_cache_bytes_per_token(cfg),
+      'd_ff': cfg.d_ff,
+      'factors': status.get('factors') or {},
+      'evals': evals,
+  }
+
+
+def _mean(values: list[float]) -> float:
+  return statistics.fmean(values) if values else math.nan
+
+
+def _std(values: list[float]) -> float:
+  return statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def summarize(runs: list[dict], planned: Mapping[str, int]) -> list[dict]:
+  """One row per label (variant without seed), sorted by mean final val loss, unfinished last.
+  planned: label -> number of runs the sweep plans for it."""
+  by_label: dict[str, list[dict]] = {}
+  for run in runs:
+    by_label.setdefault(run['label'], []).append(run)
+  rows = []
+  for label, group in by_label.items():
+    done = [r for r in group if r['status'] == 'done']
+    finals = [r['final_val_loss'] for r in done]
+    first = group[0]
+    rows.append({
+        'variant': label,
+        'seeds': max(planned.get(label, 0), len(group)),
+        'done': len(done),
+        'diverged': sum(r['status'] == 'diverged' for r in group),
+        'failed': sum(r['status'] == 'failed' for r in group),
+        'final_val_loss_mean': _mean(finals),
+        'final_val_loss_std': _std(finals),
+        'best_val_loss': _mean([r['best_val_loss'] for r in done]),
+        'tokens_per_sec': _mean([r['tokens_per_sec'] for r in group
+                                 if math.isfinite(r['tokens_per_sec'])]),
+        **{k: first[k] for k in ('params', 'flops_per_token', 'kv_cache_bytes_per_token',
+                                 'd_ff', 'tokens', 'factors')},
+    })
+  baseline = next((r['final_val_loss_mean'] for r in rows if r['variant'] == 'baseline'),
+                  math.nan)
+  for row in rows:
+    row['delta_vs_baseline'] = row['final_val_loss_mean'] - baseline
+  return sorted(rows, key=lambda r: (math.isnan(r['final_val_loss_mean']),
+                                     r['final_val_loss_mean'] if r['done'] else 0.0))
+
+
+RUN_COLUMNS = ('slug', 'label', 'seed', 'status', 'reason', 'step', 'steps', 'final_val_loss',
+               'best_val_loss', 'tokens_per_sec', 'seconds', 'tokens', 'params',
+               'flops_per_token', 'kv_cache_bytes_per_token', 'd_ff')
+RESULT_COLUMNS = ('variant', 'final_val_loss_mean', 'final_val_loss_std', 'delta_vs_baseline',
+                  'best_val_loss', 'seeds', 'done', 'diverged', 'failed', 'params',
+                  'flops_per_token', 'kv_cache_bytes_per_token', 'd_ff', 'tokens',
+                  'tokens_per_sec')
+
+
+def _csv_value(value):
+  if isinstance(value, float):
+    return '' if math.isnan(value) else repr(value)
+  return '' if value is None else value
+
+
+def factor_names(runs: list[dict]) -> list[str]:
+  """Every factor a run names, in first-seen order: the CSVs' last columns, the plot's panels."""
+  return list(dict.fromkeys(name for run in runs for name in run['factors']))
+
+
+def _write_csv(path: Path, rows: list[dict], columns: Sequence[str]) -> None:
+  """rows' factors are columns too; a factor a row lacks is a blank cell."""
+  with open(path, 'w', newline='', encoding='utf-8') as f:
+    writer = csv.writer(f)
+    writer.writerow(columns)
+    for row in rows:
+      cells = {**row['factors'], **row}
+      writer.writerow([_csv_value(cells.get(c)) for c in columns])
+
+
+def _si(value: float) -> str:
+  for unit, scale in (('G', 1e9), ('M', 1e6), ('k', 1e3)):
+    if value >= scale:
+      return f'{value / scale:.3g}{unit}'
+  return f'{value:.3g}'
+
+
+def _bytes(n: int) -> str:
+  return f'{n / 1024:g} KiB' if n >= 1024 else f'{n} B'
+
+
+def _loss(value: float, digits: int = 4) -> str:
+  return '—' if math.isnan(value) else f'{value:.{digits}f}'
+
+
+def _markdown(sweep_dir: Path, sweep: dict, runs: list[dict], rows: list[dict],
+              plots: Sequence[str]) -> str:
+  counts = {s: sum(r['status'] == s for r in runs) for s in
+            ('done', 'running', 'interrupted', 'diverged', 'failed')}
+  pending = len(sweep.get('runs', [])) - sum(
+      1 for r in runs if r['slug'] in {p['slug'] for p in sweep.get('runs', [])})
+  budgets = sorted({(r['steps'], r['tokens']) for r in runs})
+  lines = [f'# Sweep results: {sweep_dir.name}', '']
+  if sweep.get('command'):
+    lines += ['```', sweep['command'], '```', '']
+  lines.append(f'{len(runs) + max(pending, 0)} runs: ' + ', '.join(
+      f'{n} {s}' for s, n in [*counts.items(), ('pending', max(pending, 0))] if n) + '. ' +
+      'Token budget per run: ' + '; '.join(f'{t:,} tokens ({s} steps)' for s, t in budgets) +
+      ('' if len(budgets) <= 1 else ' (NOT equal: compare with care)') + '.')
+  lines.append('')
+  has_baseline = any(r['variant'] == 'baseline' and r['done'] for r in rows)
+  header = ['variant', 'final val loss', *(['Δ baseline'] if has_baseline else []),
+            'best val loss', 'params', 'FLOPs/token', 'KV cache/token', 'd_ff', 'tokens/s',
+            'diverged', 'done']
+  lines += ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for row in rows:
+    mean, std = row['final_val_loss_mean'], row['final_val_loss_std']
+    final = _loss(mean) + ('' if math.isnan(std) else f' ± {std:.4f}')
+    delta = ([] if not has_baseline else
+             ['—' if math.isnan(row['delta_vs_baseline']) else f'{row["delta_vs_baseline"]:+.4f}'])
+    tok_s = '—' if math.isnan(row['tokens_per_sec']) else f'{row["tokens_per_sec"]:,.0f}'
+    cells = [f'`{row["variant"]}`', final, *delta, _loss(row['best_val_loss']),
+             f'{row["params"]:,}', _si(row['flops_per_token']),
+             _bytes(row['kv_cache_bytes_per_token']), str(row['d_ff']), tok_s,
+             f'{row["diverged"]}/{row["seeds"]}', f'{row["done"]}/{row["seeds"]}']
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  lines += [
+      '',
+      '- final val loss: mean ± sample std over the seeds that finished, at the last step; '
+      'best val loss: mean over those seeds of each run\'s lowest val loss.',
+      '- params: all parameters; FLOPs/token: training (6N + attention, PaLM\'s count); '
+      'KV cache/token: 2 x layers x kv heads x head_dim x bytes of the compute dtype.',
+      '- tokens/s: median over each run\'s log lines, mean over seeds (a wall-clock number: '
+      'other load on the machine lowers it).',
+      '- diverged: seeds whose loss became NaN/inf, of all seeds; done: seeds that finished.',
+  ]
+  troubles = [r for r in runs if r['status'] in ('diverged', 'failed', 'interrupted')]
+  if troubles:
+    lines += ['', '## Runs that did not finish', '']
+    lines += [f'- `{r["slug"]}`: {r["status"]} at step {r["step"]}: {r["reason"]}'
+              for r in troubles]
+  lines += ['']
+  lines += [f'![{Path(p).stem.replace("_", " ")}]({p})' for p in plots]
+  return '\n'.join(lines) + '\n'
+
+
+def report(sweep_dir: str | Path) -> list[dict]:
+  """Rebuilds runs.csv, results.csv, results.md and the plots from the run directories (at any
+  time: unfinished runs show as such); returns the results rows."""
+  import matplotlib
+  matplotlib.use('Agg')
+
+  sweep_dir = Path(sweep_dir)
+  if not sweep_dir.is_dir():
+    raise FileNotFoundError(f'no sweep directory {sweep_dir}')
+  sweep = _read_json(sweep_dir / SWEEP_FILE) or {}
+  order = [r['slug'] for r in sweep.get('runs', [])]
+  dirs = sorted((d for d in sweep_dir.iterdir() if d.is_dir()),
+                key=lambda d: (order.index(d.name) if d.name in order else len(order), d.name))
+  runs = [run for run in map(load_run, dirs) if run is not None]
+  if not runs and not order:
+    raise FileNotFoundError(f'{sweep_dir} holds no sweep runs (no */{CONFIG_FILE})')
+  planned: dict[str, int] = {}
+  for entry in sweep.get('runs', []):
+    planned[entry['label']] = planned.get(entry['label'], 0) + 1
+  rows = summarize(runs, planned)
+  labels = list(dict.fromkeys([*(p['label'] for p in sweep.get('runs', [])),
+                               *(r['label'] for r in runs)]))
+
+  factors = factor_names(runs)
+  _write_csv(sweep_dir / 'runs.csv', runs, (*RUN_COLUMNS, *factors))
+  _write_csv(sweep_dir / 'results.csv', rows, (*RESULT_COLUMNS, *factors))
+  plots = ['val_loss_curves.png', 'final_loss_by_factor.png']
+  plot_curves(sweep_dir / plots[0], runs, labels)
+  plot_factors(sweep_dir / plots[1], runs, factors)
+  (sweep_dir / 'results.md').write_text(_markdown(sweep_dir, sweep, runs, rows, plots),
+                                        encoding='utf-8')
+  return rows
+
+

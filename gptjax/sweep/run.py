@@ -1,0 +1,149 @@
+"""Running a sweep: its planned runs one after another, each in its own directory, resumable.
+
+A run's status.json says what became of it, so a rerun knows what to skip (done, or diverged:
+training is deterministic, it would diverge again), what to resume (interrupted) and what to retry
+(failed); a failure of one run is recorded with its reason and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from tqdm.auto import tqdm
+
+from gptjax import checkpoint, cli, trainer
+from gptjax.sweep.plan import (CONFIG_FILE, ERROR_LOG, STATUS_FILE, SWEEP_FILE, PlannedRun,
+                               as_json, flatten, load_sweep_module, plan, sweep_variants)
+from gptjax.sweep.report import read_status, report
+
+
+def _check_unchanged(run: PlannedRun, run_dir: Path) -> None:
+  """A run directory must hold the run this sweep would start: resuming or skipping it under a
+  different config would put two experiments in one row."""
+  path = run_dir / CONFIG_FILE
+  if not path.exists():
+    return
+  saved, new = flatten(json.loads(path.read_text())), flatten(as_json(run.config))
+  changed = [f'{k}={saved.get(k)!r} (now {new.get(k)!r})'
+             for k in sorted(set(saved) | set(new)) if saved.get(k) != new.get(k)]
+  if changed:
+    raise ValueError(f'{run_dir} was run with {", ".join(changed)}; use another --workdir for '
+                     'the changed sweep, or delete that run directory')
+
+
+def _write_json(path: Path, obj) -> None:
+  """Atomic, so a report reading while the sweep writes never sees half a file."""
+  tmp = path.with_name(path.name + '.tmp')
+  tmp.write_text(json.dumps(obj, indent=2) + '\n')
+  tmp.replace(path)
+
+
+def _write_status(run: PlannedRun, run_dir: Path, status: str, reason: str | None = None,
+                  seconds: float = 0.0) -> dict:
+  record = {'status': status, 'reason': reason, 'variant': run.variant, 'label': run.label,
+            'seed': run.seed, 'factors': dict(run.factors), 'seconds': round(seconds, 1)}
+  _write_json(run_dir / STATUS_FILE, record)
+  return record
+
+
+def _finished(run: PlannedRun, run_dir: Path) -> str | None:
+  """'done' or 'diverged' when the run needs no more training, else None."""
+  step = checkpoint.latest_step(run_dir)
+  if step is not None and step >= run.config.train.steps:
+    return 'done'
+  if read_status(run_dir)['status'] == 'diverged':
+    return 'diverged'
+  return None
+
+
+def _train(run: PlannedRun, run_dir: Path) -> dict:
+  """Trains one run to its end; records and returns its status. Only a stop request (Ctrl-C,
+  SIGTERM) propagates, after the trainer saved a checkpoint."""
+  previous = read_status(run_dir).get('seconds') or 0.0
+  run_dir.mkdir(parents=True, exist_ok=True)
+  _write_json(run_dir / CONFIG_FILE, as_json(run.config))
+  _write_status(run, run_dir, 'running', seconds=previous)
+  start = time.perf_counter()
+  seconds = lambda: previous + time.perf_counter() - start  # noqa: E731
+  try:
+    trainer.train_and_evaluate(run.config, run_dir)
+  except trainer.TrainingDiverged as e:
+    return _write_status(run, run_dir, 'diverged', cli.one_line(e), seconds())
+  except (cli.Interrupted, KeyboardInterrupt) as e:
+    reason = cli.one_line(e) if isinstance(e, cli.Interrupted) else 'interrupted'
+    _write_status(run, run_dir, 'interrupted', reason, seconds())
+    raise
+  except Exception as e:  # noqa: BLE001 - any failure of one run is recorded; the sweep goes on
+    (run_dir / ERROR_LOG).write_text(traceback.format_exc())
+    return _write_status(run, run_dir, 'failed', f'{type(e).__name__}: {cli.one_line(e)}',
+                         seconds())
+  return _write_status(run, run_dir, 'done', seconds=seconds())
+
+
+def _duration(seconds: float) -> str:
+  minutes, secs = divmod(int(round(seconds)), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f'{hours}h{minutes:02d}m' if hours else f'{minutes}m{secs:02d}s'
+
+
+def _steps_left(run: PlannedRun, run_dir: Path) -> int:
+  return run.config.train.steps - (checkpoint.latest_step(run_dir) or 0)
+
+
+def run_sweep(config_path: str | Path, workdir: str | Path, sweep: str = 'default',
+              variants: Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None,
+              command: str | None = None) -> list[dict]:
+  """Runs every variant of SWEEPS[sweep] (or `variants`) in workdir/<slug>, then writes the
+  report; returns each run's status record, in order."""
+  workdir = Path(workdir)
+  module = load_sweep_module(config_path)
+  sweep = None if variants else sweep
+  runs = plan(module, list(variants) if variants else sweep_variants(module, sweep), overrides)
+  for run in runs:
+    _check_unchanged(run, workdir / run.slug)
+  workdir.mkdir(parents=True, exist_ok=True)
+  _write_json(workdir / SWEEP_FILE, {
+      'config': str(config_path), 'sweep': sweep,
+      'overrides': dict(overrides or {}), 'command': command,
+      'runs': [{'slug': r.slug, 'variant': r.variant, 'label': r.label, 'seed': r.seed}
+               for r in runs]})
+
+  finished = {run.slug: _finished(run, workdir / run.slug) for run in runs}
+  n_todo = sum(status is None for status in finished.values())
+  tqdm.write(f'sweep of {len(runs)} runs in {workdir}: {len(runs) - n_todo} finished, '
+             f'{n_todo} to run')
+  steps_left = sum(_steps_left(r, workdir / r.slug) for r in runs if finished[r.slug] is None)
+  trained_steps, trained_seconds = 0, 0.0
+  statuses = []
+  for i, run in enumerate(runs, 1):
+    run_dir = workdir / run.slug
+    header = f'[run {i}/{len(runs)}] {run.label}, seed {run.seed} ({run.slug})'
+    if finished[run.slug]:
+      if read_status(run_dir)['status'] != finished[run.slug]:  # e.g. killed right after saving
+        _write_status(run, run_dir, finished[run.slug])
+      statuses.append(read_status(run_dir))
+      tqdm.write(f'{header}: {finished[run.slug]} already, skipped')
+      continue
+    n_todo -= 1
+    eta = (f', ETA {_duration(steps_left * trained_seconds / trained_steps)}'
+           if trained_steps else '')
+    tqdm.write(f'{header}: training; {n_todo} more after this{eta}')
+    run_steps = _steps_left(run, run_dir)
+    start = time.perf_counter()
+    try:
+      status = _train(run, run_dir)
+    except (cli.Interrupted, KeyboardInterrupt):
+      report(workdir)
+      raise
+    trained_steps += run_steps
+    trained_seconds += time.perf_counter() - start
+    steps_left -= run_steps
+    statuses.append(status)
+    reason = f': {status["reason"]}' if status['reason'] else ''
+    tqdm.write(f'{header}: {status["status"]} in {_duration(status["seconds"])}{reason}')
+  report(workdir)
+  return statuses
