@@ -197,6 +197,13 @@ def csv_rows(path):
     return list(csv.DictReader(f))
 
 
+def markdown_rows(markdown):
+  """The results table of results.md: each row's cells, by its variant cell."""
+  rows = [[cell.strip() for cell in line.strip().strip('|').split('|')]
+          for line in markdown.splitlines() if line.startswith('| `')]
+  return {row[0]: row for row in rows}
+
+
 def val_losses(run_dir):
   return {m['step']: m['val_loss'] for m in read_metrics(run_dir) if 'val_loss' in m}
 
@@ -259,9 +266,11 @@ def test_report_numbers_come_from_the_runs_own_metrics(finished):
       ('1', '0', '1', '')
 
   markdown = (workdir / 'results.md').read_text()
+  table = markdown_rows(markdown)
   mean, std = float(row['final_val_loss_mean']), float(row['final_val_loss_std'])
-  assert f'| `baseline` | {mean:.4f} ± {std:.4f} |' in markdown
-  assert '| 1/1 | 0/1 |' in markdown  # diverged 1 of 1 seed, none done
+  assert table['`baseline`'][1] == f'{mean:.4f} ± {std:.4f}'
+  assert table['`baseline`'][6] == '256 B'  # KV cache/token
+  assert table['`lr=1e+30,warmup=0,clip=0`'][-2:] == ['1/1', '0/1']  # diverged 1 of 1, none done
   assert f'`{SLUGS[1]}`: diverged at step' in markdown
   assert '![val loss curves](val_loss_curves.png)' in markdown
 

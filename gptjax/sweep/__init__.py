@@ -7,8 +7,9 @@ that compares them at equal token budget.
       --variant=mlp=swiglu,seed=0 --variant=mlp=swiglu,seed=1 --config.train.steps=600
 
 The runner knows nothing of any one ablation; the config file tells it what it needs:
-  get_config(variant, overrides=None)  required: one run's ConfigDict. `--config.KEY=VALUE` flags
-                                       become `overrides` ({'train.steps': 600}), alike for all runs.
+  get_config(variant, overrides=None)  required: one run's ConfigDict; `--config.KEY=VALUE`
+                                       flags become `overrides` ({'train.steps': 600}), applied
+                                       to every run alike.
   SWEEPS = {name: [variant, ...]}      required: the grids that --sweep names.
   variant_label(variant) -> str        optional: the variant's canonical name without its seed,
                                        which groups seeds (default: the variant less its seed=

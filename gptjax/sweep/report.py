@@ -14,20 +14,16 @@ from typing import Iterable, Mapping, Sequence
 
 from gptjax import flops
 from gptjax.config import ModelConfig
+from gptjax.files import read_json
 from gptjax.logs import read_metrics
+from gptjax.model import kv_cache_bytes
 from gptjax.sweep.plan import CONFIG_FILE, STATUS_FILE, SWEEP_FILE
 from gptjax.sweep.plots import plot_curves, plot_factors
-
-
-def _read_json(path: Path) -> dict | None:
-  try:
-    return json.loads(path.read_text())
-  except (FileNotFoundError, json.JSONDecodeError):
-    return None
+from gptjax.tables import format_bytes, format_si, markdown_table
 
 
 def read_status(run_dir: Path) -> dict:
-  return _read_json(Path(run_dir) / STATUS_FILE) or {'status': 'pending', 'reason': None}
+  return read_json(Path(run_dir) / STATUS_FILE) or {'status': 'pending', 'reason': None}
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -52,14 +48,9 @@ def _median(values: Iterable[float]) -> float:
   return statistics.median(values) if values else math.nan
 
 
-def kv_cache_bytes_per_token(cfg: ModelConfig) -> int:
-  """Keys and values of every layer for one token: what GQA/MQA shrink by n_heads/n_kv_heads."""
-  return 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * cfg.compute_dtype.itemsize
-
-
 def load_run(run_dir: Path) -> dict | None:
   """One run's record for the report, from its own files; None for a directory with no config."""
-  config = _read_json(run_dir / CONFIG_FILE)
+  config = read_json(run_dir / CONFIG_FILE)
   if config is None:
     return None
   status = read_status(run_dir)
@@ -84,7 +75,7 @@ def load_run(run_dir: Path) -> dict | None:
       'seconds': status.get('seconds'),
       'params': flops.count_params_for_config(cfg),
       'flops_per_token': flops.flops_per_token(cfg, seq_len),
-      'kv_cache_bytes_per_token': kv_cache_bytes_per_token(cfg),
+      'kv_cache_bytes_per_token': kv_cache_bytes(cfg),  # what GQA/MQA shrink
       'd_ff': cfg.d_ff,
       'factors': status.get('factors') or {},
       'evals': evals,
@@ -162,19 +153,28 @@ def _write_csv(path: Path, rows: list[dict], columns: Sequence[str]) -> None:
       writer.writerow([_csv_value(cells.get(c)) for c in columns])
 
 
-def _si(value: float) -> str:
-  for unit, scale in (('G', 1e9), ('M', 1e6), ('k', 1e3)):
-    if value >= scale:
-      return f'{value / scale:.3g}{unit}'
-  return f'{value:.3g}'
-
-
-def _bytes(n: int) -> str:
-  return f'{n / 1024:g} KiB' if n >= 1024 else f'{n} B'
-
-
 def _loss(value: float, digits: int = 4) -> str:
   return '—' if math.isnan(value) else f'{value:.{digits}f}'
+
+
+def _results_table(rows: list[dict]) -> str:
+  """One line per label; the Δ column only where a finished baseline gives it a meaning."""
+  has_baseline = any(r['variant'] == 'baseline' and r['done'] for r in rows)
+  header = ['variant', 'final val loss', *(['Δ baseline'] if has_baseline else []),
+            'best val loss', 'params', 'FLOPs/token', 'KV cache/token', 'd_ff', 'tokens/s',
+            'diverged', 'done']
+  cells = []
+  for row in rows:
+    mean, std = row['final_val_loss_mean'], row['final_val_loss_std']
+    final = _loss(mean) + ('' if math.isnan(std) else f' ± {std:.4f}')
+    delta = ([] if not has_baseline else
+             ['—' if math.isnan(row['delta_vs_baseline']) else f'{row["delta_vs_baseline"]:+.4f}'])
+    tok_s = '—' if math.isnan(row['tokens_per_sec']) else f'{row["tokens_per_sec"]:,.0f}'
+    cells.append([f'`{row["variant"]}`', final, *delta, _loss(row['best_val_loss']),
+                  f'{row["params"]:,}', format_si(row['flops_per_token']),
+                  format_bytes(row['kv_cache_bytes_per_token']), str(row['d_ff']), tok_s,
+                  f'{row["diverged"]}/{row["seeds"]}', f'{row["done"]}/{row["seeds"]}'])
+  return markdown_table(header, cells)
 
 
 def _markdown(sweep_dir: Path, sweep: dict, runs: list[dict], rows: list[dict],
@@ -192,23 +192,8 @@ def _markdown(sweep_dir: Path, sweep: dict, runs: list[dict], rows: list[dict],
       'Token budget per run: ' + '; '.join(f'{t:,} tokens ({s} steps)' for s, t in budgets) +
       ('' if len(budgets) <= 1 else ' (NOT equal: compare with care)') + '.')
   lines.append('')
-  has_baseline = any(r['variant'] == 'baseline' and r['done'] for r in rows)
-  header = ['variant', 'final val loss', *(['Δ baseline'] if has_baseline else []),
-            'best val loss', 'params', 'FLOPs/token', 'KV cache/token', 'd_ff', 'tokens/s',
-            'diverged', 'done']
-  lines += ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-  for row in rows:
-    mean, std = row['final_val_loss_mean'], row['final_val_loss_std']
-    final = _loss(mean) + ('' if math.isnan(std) else f' ± {std:.4f}')
-    delta = ([] if not has_baseline else
-             ['—' if math.isnan(row['delta_vs_baseline']) else f'{row["delta_vs_baseline"]:+.4f}'])
-    tok_s = '—' if math.isnan(row['tokens_per_sec']) else f'{row["tokens_per_sec"]:,.0f}'
-    cells = [f'`{row["variant"]}`', final, *delta, _loss(row['best_val_loss']),
-             f'{row["params"]:,}', _si(row['flops_per_token']),
-             _bytes(row['kv_cache_bytes_per_token']), str(row['d_ff']), tok_s,
-             f'{row["diverged"]}/{row["seeds"]}', f'{row["done"]}/{row["seeds"]}']
-    lines.append('| ' + ' | '.join(cells) + ' |')
   lines += [
+      _results_table(rows),
       '',
       '- final val loss: mean ± sample std over the seeds that finished, at the last step; '
       'best val loss: mean over those seeds of each run\'s lowest val loss.',
@@ -237,7 +222,7 @@ def report(sweep_dir: str | Path) -> list[dict]:
   sweep_dir = Path(sweep_dir)
   if not sweep_dir.is_dir():
     raise FileNotFoundError(f'no sweep directory {sweep_dir}')
-  sweep = _read_json(sweep_dir / SWEEP_FILE) or {}
+  sweep = read_json(sweep_dir / SWEEP_FILE) or {}
   order = [r['slug'] for r in sweep.get('runs', [])]
   dirs = sorted((d for d in sweep_dir.iterdir() if d.is_dir()),
                 key=lambda d: (order.index(d.name) if d.name in order else len(order), d.name))

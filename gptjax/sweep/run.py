@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 from tqdm.auto import tqdm
 
 from gptjax import checkpoint, cli, trainer
+from gptjax.files import write_json_atomic
 from gptjax.sweep.plan import (CONFIG_FILE, ERROR_LOG, STATUS_FILE, SWEEP_FILE, PlannedRun,
                                as_json, flatten, load_sweep_module, plan, sweep_variants)
 from gptjax.sweep.report import read_status, report
@@ -35,18 +36,11 @@ def _check_unchanged(run: PlannedRun, run_dir: Path) -> None:
                      'the changed sweep, or delete that run directory')
 
 
-def _write_json(path: Path, obj) -> None:
-  """Atomic, so a report reading while the sweep writes never sees half a file."""
-  tmp = path.with_name(path.name + '.tmp')
-  tmp.write_text(json.dumps(obj, indent=2) + '\n')
-  tmp.replace(path)
-
-
 def _write_status(run: PlannedRun, run_dir: Path, status: str, reason: str | None = None,
                   seconds: float = 0.0) -> dict:
   record = {'status': status, 'reason': reason, 'variant': run.variant, 'label': run.label,
             'seed': run.seed, 'factors': dict(run.factors), 'seconds': round(seconds, 1)}
-  _write_json(run_dir / STATUS_FILE, record)
+  write_json_atomic(run_dir / STATUS_FILE, record)
   return record
 
 
@@ -65,7 +59,7 @@ def _train(run: PlannedRun, run_dir: Path) -> dict:
   SIGTERM) propagates, after the trainer saved a checkpoint."""
   previous = read_status(run_dir).get('seconds') or 0.0
   run_dir.mkdir(parents=True, exist_ok=True)
-  _write_json(run_dir / CONFIG_FILE, as_json(run.config))
+  write_json_atomic(run_dir / CONFIG_FILE, as_json(run.config))
   _write_status(run, run_dir, 'running', seconds=previous)
   start = time.perf_counter()
   seconds = lambda: previous + time.perf_counter() - start  # noqa: E731
@@ -106,7 +100,7 @@ def run_sweep(config_path: str | Path, workdir: str | Path, sweep: str = 'defaul
   for run in runs:
     _check_unchanged(run, workdir / run.slug)
   workdir.mkdir(parents=True, exist_ok=True)
-  _write_json(workdir / SWEEP_FILE, {
+  write_json_atomic(workdir / SWEEP_FILE, {
       'config': str(config_path), 'sweep': sweep,
       'overrides': dict(overrides or {}), 'command': command,
       'runs': [{'slug': r.slug, 'variant': r.variant, 'label': r.label, 'seed': r.seed}
