@@ -31,7 +31,10 @@ import itertools
 import re
 from typing import Any, Mapping
 
-from gptjax.config import NORM_POSITIONS, NORMS, POSITIONS, MLPS, ModelConfig, base_config
+import ml_collections
+
+from gptjax.config import (MLPS, NORM_POSITIONS, NORMS, POSITIONS, ModelConfig, base_config,
+                           closest_key_hint)
 
 STEPS = 300
 BATCH_SIZE = 16
@@ -53,6 +56,10 @@ KEYS = {
     'seed': ((), 'an integer >= 0'),
 }
 ALIASES = {alias: key for key, (aliases, _) in KEYS.items() for alias in aliases}
+# Variant key -> the config field it sets (attn sets model.n_kv_heads, match_params model.d_ff).
+FIELDS = {'norm': 'model.norm', 'norm_position': 'model.norm_position', 'pos': 'model.position',
+          'mlp': 'model.mlp', 'lr': 'optim.lr', 'warmup': 'optim.warmup_steps',
+          'clip': 'optim.grad_clip', 'seed': 'seed'}
 
 SEEDS = (0, 1)
 
@@ -158,7 +165,7 @@ def variant_label(arg: str | None) -> str:
   return ','.join(parts) or 'baseline'
 
 
-def base() -> 'ml_collections.ConfigDict':
+def base() -> ml_collections.ConfigDict:
   """The baseline: GPT-2's recipe (pre-norm LayerNorm, learned positions, MHA, GELU) at CPU size."""
   config = base_config(vocab_size=257, vocab_pad_multiple=64, block_size=BLOCK_SIZE, n_layers=4,
                        d_model=128, n_heads=4)
@@ -177,12 +184,25 @@ def base() -> 'ml_collections.ConfigDict':
   return config
 
 
-def _set(config, dotted_key: str, value: Any) -> None:
-  *parents, name = dotted_key.split('.')
-  node = config
-  for parent in parents:
-    node = node[parent]
-  node[name] = value
+def _leaf_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+  keys = []
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      keys += _leaf_keys(value, f'{prefix}{key}.')
+    else:
+      keys.append(f'{prefix}{key}')
+  return keys
+
+
+def _update(config: ml_collections.ConfigDict, values: Mapping[str, Any]) -> None:
+  """config.update_from_flattened_dict(values), but a key the config lacks is an error naming
+  the closest real one: ml_collections would add it, and the misspelled setting would do nothing.
+  A value of the wrong type is ml_collections' TypeError, which names the field."""
+  known = _leaf_keys(config)
+  for key in values:
+    if key not in known:
+      raise ValueError(f'unknown config key {key!r}{closest_key_hint(key, known)}')
+  config.update_from_flattened_dict(dict(values))
 
 
 def _n_kv_heads(attn: str, n_heads: int) -> int:
@@ -235,25 +255,16 @@ def get_config(arg: str | None = None, overrides: Mapping[str, Any] | None = Non
   computed against the baseline at the overridden size."""
   variant = parse_variant(arg)
   config = base()
-  for key, value in (overrides or {}).items():
-    _set(config, key, value)
+  _update(config, overrides or {})
   baseline = ModelConfig.from_config(config.model)
 
-  model = config.model
-  for key, field in (('norm', 'norm'), ('norm_position', 'norm_position'), ('pos', 'position'),
-                     ('mlp', 'mlp')):
-    if key in variant:
-      model[field] = variant[key]
+  settings = {FIELDS[key]: value for key, value in variant.items() if key in FIELDS}
   if 'attn' in variant:
-    model.n_kv_heads = _n_kv_heads(variant['attn'], model.n_heads)
-  for key, field in (('lr', 'lr'), ('warmup', 'warmup_steps'), ('clip', 'grad_clip')):
-    if key in variant:
-      config.optim[field] = variant[key]
-  if 'seed' in variant:
-    config.seed = variant['seed']
+    settings['model.n_kv_heads'] = _n_kv_heads(variant['attn'], config.model.n_heads)
+  _update(config, settings)
 
-  cfg = ModelConfig.from_config(model)
+  cfg = ModelConfig.from_config(config.model)
   if variant.get('match_params', True) and cfg != baseline:
     from gptjax.flops import matmul_params
-    model.d_ff = matched_d_ff(cfg, matmul_params(baseline))
+    config.model.d_ff = matched_d_ff(cfg, matmul_params(baseline))
   return config

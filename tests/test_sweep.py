@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -140,6 +141,18 @@ def test_match_params_follows_overridden_sizes(ablation):
   assert (baseline.d_model, matched.d_model) == (64, 64)
   assert abs(flops.matmul_params(matched) - flops.matmul_params(baseline)) < 0.01 * \
       flops.matmul_params(baseline)
+
+
+@pytest.mark.parametrize('key, hint', [
+    ('train.stesp', "did you mean 'train.steps'?"),
+    ('trian.steps', "did you mean 'train.steps'?"),
+    ('model.n_layer', "did you mean 'model.n_layers'?"),
+])
+def test_a_misspelled_override_names_the_closest_key(ablation, key, hint):
+  with pytest.raises(ValueError, match=re.escape(f'unknown config key {key!r}; {hint}')):
+    ablation.get_config(None, {key: 3})
+  with pytest.raises(TypeError, match="'steps'"):
+    ablation.get_config(None, {'train.steps': 'many'})
 
 
 def test_ablation_names_each_runs_factors_the_baseline_included(ablation):
