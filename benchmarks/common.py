@@ -8,7 +8,6 @@ compute the same thing.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import statistics
@@ -16,6 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
+
+from gptjax.config import load_config_file
+from gptjax.tables import markdown_table
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 
@@ -62,10 +64,7 @@ def machine() -> str:
 
 def load_config(name: str):
   """configs/<name>.py's get_config(), as train.py would build it."""
-  spec = importlib.util.spec_from_file_location(f'config_{name}', CONFIGS / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return load_config_file(CONFIGS / f'{name}.py')
 
 
 def torch_threads() -> int:
@@ -88,25 +87,6 @@ def transformers_gpt2(cfg, params):
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence], title: str = '') -> str:
-  """A GitHub-flavoured Markdown table (what README shows), numbers right-aligned."""
-  cells = [[str(c) for c in row] for row in rows]
-  widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
-  numeric = [all(_is_number(r[i]) for r in cells) for i in range(len(header))]
-
-  def line(row):
-    return '| ' + ' | '.join(c.rjust(w) if n else c.ljust(w)
-                             for c, w, n in zip(row, widths, numeric)) + ' |'
-
-  rule = '|' + '|'.join(('-' * (w + 1) + ':') if n else ('-' * (w + 2))
-                        for w, n in zip(widths, numeric)) + '|'
-  lines = [title, ''] if title else []
-  return '\n'.join([*lines, line(header), rule, *map(line, cells)])
-
-
-def _is_number(text: str) -> bool:
-  text = text.replace(',', '').replace('%', '').replace('x', '').strip()
-  try:
-    float(text)
-    return True
-  except ValueError:
-    return text in ('', '—')
+  """The benchmark's Markdown table (what README shows), under its title line if it has one."""
+  table = markdown_table(header, rows)
+  return f'{title}\n\n{table}' if title else table
