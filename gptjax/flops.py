@@ -1,6 +1,6 @@
 """Parameter counts, training FLOPs per token, and model FLOPs utilisation (MFU).
 
-The counts come from the model itself (`init_params` under `jax.eval_shape`), never from a
+The counts come from the model itself (`gptjax.model.abstract_params`), never from a
 hand-written formula here, so they cannot drift from what `model.py` actually builds.
 """
 
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from gptjax.config import ModelConfig
-from gptjax.model import init_params
+from gptjax.model import abstract_params, param_paths
 
 
 def count_params(params: Any) -> int:
@@ -24,15 +24,10 @@ def count_params(params: Any) -> int:
   return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params))
 
 
-@functools.lru_cache(maxsize=None)
 def count_params_for_config(cfg: ModelConfig) -> int:
-  """Parameters `init_params(cfg)` would create, without allocating or compiling them.
-
-  Cached because tracing a large model takes a fraction of a second, and MFU is typically
-  recomputed at every logging step for the same config.
-  """
-  shapes = jax.eval_shape(lambda rng: init_params(cfg, rng), jax.random.PRNGKey(0))
-  return count_params(shapes)
+  """Parameters `init_params(cfg)` would create, without allocating or compiling them (the
+  shapes are cached: MFU is recomputed at every logging step for the same config)."""
+  return count_params(abstract_params(cfg))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,9 +147,8 @@ def param_table(params: Any) -> list[ParamRow]:
   rows always sum to `count_params(params)`.
   """
   groups: dict[tuple, tuple[str, list]] = {}
-  for key_path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    path = tuple(str(getattr(k, 'key', k)) for k in key_path)
-    key, module, name = _row_of(path)
+  for path, leaf in param_paths(params).items():
+    key, module, name = _row_of(tuple(path.split('/')))
     groups.setdefault(key, (module, []))[1].append((name, tuple(leaf.shape)))
   return [ParamRow(module, sum(math.prod(shape) for _, shape in shapes), tuple(shapes))
           for module, shapes in (groups[key] for key in sorted(groups))]

@@ -6,8 +6,8 @@ name into `(ModelConfig, params)`; `to_hf` writes params as a directory that
 reference implementation (DESIGN principle 6), so a checkpoint whose architecture gptjax cannot
 reproduce exactly is refused with the field that differs, never approximated.
 
-Names: one table per family (`_gpt2_weights`, `_llama_weights`) lists, for every leaf of our
-params tree, the HF tensor(s) it is made of; import and export both read the same table.
+Names: one table per family (`_gpt2_weights`, `_llama_weights`) lists, for every HF tensor, the
+leaves of our params tree it is made of; import and export both read the same table.
 transformers, torch and huggingface_hub are imported only inside the functions that need them.
 """
 
@@ -16,15 +16,17 @@ from __future__ import annotations
 import glob
 import importlib
 import json
+import math
 import os
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from gptjax.config import ModelConfig
-from gptjax.model import init_params
+from gptjax.model import abstract_params, param_paths
 
 
 def _package(module: str, pip_name: str, purpose: str):
@@ -134,60 +136,64 @@ def _llama_config(hf: Mapping[str, Any]) -> ModelConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Weight tables: our params path <- HF tensor name(s), the names without the base-model prefix
+# Weight tables: HF tensor name -> our params path(s), the names without the base-model prefix
 # ('transformer.' / 'model.'), which HF drops when a checkpoint is saved from the base model.
+# HF stores every weight as a matrix [in, out] (after the torch transpose) or a vector [out];
+# ours keep heads as axes ([C, H, D], [H, D, C]), so each of ours is that matrix reshaped.
 
 
 class Weight(NamedTuple):
-  path: tuple[str, ...]  # leaf of our params tree
-  hf_names: tuple[str, ...]  # several: concatenated along our last axis (fused q|k|v)
-  transpose: bool = False  # torch nn.Linear stores [out, in]; flax kernels are [in, out]
-  sizes: tuple[int, ...] | None = None  # lengths of the hf_names parts along our last axis
-
-
-_GPT2_BLOCK = (  # (our module, GPT-2's module, our name for its .weight)
-    (('attn_norm',), 'ln_1', 'scale'), (('attn', 'qkv'), 'attn.c_attn', 'kernel'),
-    (('attn', 'out'), 'attn.c_proj', 'kernel'), (('mlp_norm',), 'ln_2', 'scale'),
-    (('mlp', 'fc'), 'mlp.c_fc', 'kernel'), (('mlp', 'proj'), 'mlp.c_proj', 'kernel'))
+  hf_name: str
+  ours: tuple[str, ...]  # param paths; several: split along HF's output axis (GPT-2's q|k|v)
+  transpose: bool = False  # torch nn.Linear stores [out, in]; our kernels start with the input
+  in_axes: int = 1  # how many of our leading axes make HF's input axis (0 for a vector)
 
 
 def _gpt2_weights(cfg: ModelConfig) -> list[Weight]:
-  # GPT-2's Conv1D stores [in, out] like a flax kernel, and c_attn is already our fused q|k|v.
-  table = [Weight(('wte', 'embedding'), ('wte.weight',)),
-           Weight(('wpe', 'embedding'), ('wpe.weight',)),
-           Weight(('norm_f', 'scale'), ('ln_f.weight',)),
-           Weight(('norm_f', 'bias'), ('ln_f.bias',))]
+  # GPT-2's Conv1D stores [in, out] like our kernels; c_attn is q|k|v along its output axis.
+  table = [Weight('wte.weight', ('wte/embedding',)), Weight('wpe.weight', ('wpe/embedding',)),
+           Weight('ln_f.weight', ('norm_f/scale',), in_axes=0),
+           Weight('ln_f.bias', ('norm_f/bias',), in_axes=0)]
   for i in range(cfg.n_layers):
-    for ours, theirs, weight in _GPT2_BLOCK:
-      table += [Weight((f'blocks_{i}', *ours, weight), (f'h.{i}.{theirs}.weight',)),
-                Weight((f'blocks_{i}', *ours, 'bias'), (f'h.{i}.{theirs}.bias',))]
+    block, h = f'blocks_{i}', f'h.{i}'
+    qkv = tuple(f'{block}/attn/{name}' for name in ('query', 'key', 'value'))
+    table += [
+        Weight(f'{h}.attn.c_attn.weight', tuple(f'{p}/kernel' for p in qkv)),
+        Weight(f'{h}.attn.c_attn.bias', tuple(f'{p}/bias' for p in qkv), in_axes=0),
+        Weight(f'{h}.attn.c_proj.weight', (f'{block}/attn/out/kernel',), in_axes=2)]
+    for ours, theirs in (('attn_norm/scale', 'ln_1.weight'), ('attn_norm/bias', 'ln_1.bias'),
+                         ('attn/out/bias', 'attn.c_proj.bias'), ('mlp_norm/scale', 'ln_2.weight'),
+                         ('mlp_norm/bias', 'ln_2.bias'), ('mlp/fc/bias', 'mlp.c_fc.bias'),
+                         ('mlp/proj/bias', 'mlp.c_proj.bias')):
+      table.append(Weight(f'{h}.{theirs}', (f'{block}/{ours}',), in_axes=0))
+    table += [Weight(f'{h}.mlp.c_fc.weight', (f'{block}/mlp/fc/kernel',)),
+              Weight(f'{h}.mlp.c_proj.weight', (f'{block}/mlp/proj/kernel',))]
   if not cfg.tie_embeddings:
-    table.append(Weight(('lm_head',), ('lm_head.weight',)))
+    table.append(Weight('lm_head.weight', ('lm_head',)))
   return table
 
 
 def _llama_weights(cfg: ModelConfig) -> list[Weight]:
-  d = cfg.head_dim
-  qkv_sizes = (cfg.n_heads * d, cfg.n_kv_heads * d, cfg.n_kv_heads * d)
-  table = [Weight(('wte', 'embedding'), ('embed_tokens.weight',)),
-           Weight(('norm_f', 'scale'), ('norm.weight',))]
+  table = [Weight('embed_tokens.weight', ('wte/embedding',)),
+           Weight('norm.weight', ('norm_f/scale',), in_axes=0)]
   for i in range(cfg.n_layers):
     block, layer = f'blocks_{i}', f'layers.{i}'
-    qkv = [f'{layer}.self_attn.{x}_proj' for x in 'qkv']
-    table += [Weight((block, 'attn_norm', 'scale'), (f'{layer}.input_layernorm.weight',)),
-              Weight((block, 'mlp_norm', 'scale'), (f'{layer}.post_attention_layernorm.weight',)),
-              Weight((block, 'attn', 'qkv', 'kernel'), tuple(f'{n}.weight' for n in qkv),
-                     transpose=True, sizes=qkv_sizes)]
-    if cfg.qkv_bias:
-      table.append(Weight((block, 'attn', 'qkv', 'bias'), tuple(f'{n}.bias' for n in qkv),
-                          sizes=qkv_sizes))
-    for ours, theirs in ((('attn', 'out'), 'self_attn.o_proj'), (('mlp', 'gate'), 'mlp.gate_proj'),
-                         (('mlp', 'up'), 'mlp.up_proj'), (('mlp', 'down'), 'mlp.down_proj')):
-      table.append(Weight((block, *ours, 'kernel'), (f'{layer}.{theirs}.weight',), transpose=True))
-      if cfg.use_bias:
-        table.append(Weight((block, *ours, 'bias'), (f'{layer}.{theirs}.bias',)))
+    table += [Weight(f'{layer}.input_layernorm.weight', (f'{block}/attn_norm/scale',), in_axes=0),
+              Weight(f'{layer}.post_attention_layernorm.weight', (f'{block}/mlp_norm/scale',),
+                     in_axes=0)]
+    projections = [('attn/query', 'self_attn.q_proj', 1, cfg.qkv_bias),
+                   ('attn/key', 'self_attn.k_proj', 1, cfg.qkv_bias),
+                   ('attn/value', 'self_attn.v_proj', 1, cfg.qkv_bias),
+                   ('attn/out', 'self_attn.o_proj', 2, cfg.use_bias)]
+    projections += [(f'mlp/{name}', f'mlp.{name}_proj', 1, cfg.use_bias)
+                    for name in ('gate', 'up', 'down')]
+    for ours, theirs, in_axes, has_bias in projections:
+      table.append(Weight(f'{layer}.{theirs}.weight', (f'{block}/{ours}/kernel',),
+                          transpose=True, in_axes=in_axes))
+      if has_bias:
+        table.append(Weight(f'{layer}.{theirs}.bias', (f'{block}/{ours}/bias',), in_axes=0))
   if not cfg.tie_embeddings:
-    table.append(Weight(('lm_head',), ('lm_head.weight',)))  # [vocab, d_model] on both sides
+    table.append(Weight('lm_head.weight', ('lm_head',)))  # [vocab, d_model] on both sides
   return table
 
 
@@ -222,30 +228,35 @@ def _family(hf_config: Mapping[str, Any]) -> _Family:
 # Params trees
 
 
-def _leaves(tree: Mapping, prefix: tuple[str, ...] = ()):
-  for key in sorted(tree):
-    if isinstance(tree[key], Mapping):
-      yield from _leaves(tree[key], (*prefix, key))
-    else:
-      yield (*prefix, key), tree[key]
-
-
 def _check_params(cfg: ModelConfig, params: Mapping) -> None:
   """Raises ValueError naming the first path where params is not the tree `init_params` makes."""
-  expected = dict(_leaves(jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))))
-  got = dict(_leaves(params))
+  expected = param_paths(abstract_params(cfg))
+  got = param_paths(params)
   for path in sorted(expected.keys() | got.keys()):
     want = expected[path].shape if path in expected else 'absent'
     have = tuple(np.shape(got[path])) if path in got else 'absent'
     if want != have:
-      raise ValueError(f'params do not match the model config at {"/".join(path)}: '
+      raise ValueError(f'params do not match the model config at {path}: '
                        f'shape {have} where the config needs {want}')
 
 
-def _set(tree: dict, path: tuple[str, ...], value) -> None:
-  for key in path[:-1]:
-    tree = tree.setdefault(key, {})
-  tree[path[-1]] = value
+def _to_ours(w: Weight, tensor: np.ndarray, shapes: Mapping[str, tuple]) -> dict[str, np.ndarray]:
+  """One HF tensor -> our leaves: transposed to [in, out], split along out, reshaped."""
+  matrix = tensor.T if w.transpose else tensor
+  sizes = [math.prod(shapes[path][w.in_axes:]) for path in w.ours]
+  if matrix.shape[-1] != sum(sizes):
+    raise ValueError(f'checkpoint tensor {w.hf_name!r} has shape {tuple(tensor.shape)}, which '
+                     f'does not make {", ".join(w.ours)} of the config')
+  parts = np.split(matrix, np.cumsum(sizes)[:-1], axis=-1)
+  return {path: part.reshape(shapes[path]) for path, part in zip(w.ours, parts)}
+
+
+def _to_hf(w: Weight, leaves: list[np.ndarray]) -> np.ndarray:
+  """Our leaves -> one HF tensor: flattened to [in, out] (or [out]), joined, transposed."""
+  matrices = [leaf.reshape(math.prod(leaf.shape[:w.in_axes]), -1) if w.in_axes
+              else leaf.reshape(-1) for leaf in leaves]
+  matrix = np.concatenate(matrices, axis=-1) if len(matrices) > 1 else matrices[0]
+  return np.ascontiguousarray(matrix.T if w.transpose else matrix)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,20 +335,20 @@ def from_hf(model_or_path) -> tuple[ModelConfig, dict]:
                     f'not {type(model_or_path).__name__}')
 
   tensors = {k.removeprefix(family.prefix): v for k, v in tensors.items()}
-  params, used = {}, set()
+  shapes = {path: leaf.shape for path, leaf in param_paths(abstract_params(cfg)).items()}
+  flat, used = {}, set()
   for w in family.weights(cfg):
-    missing = [n for n in w.hf_names if n not in tensors]
-    if missing:
-      raise ValueError(f'checkpoint has no tensor {missing[0]!r} (for {"/".join(w.path)})')
-    parts = [jnp.asarray(tensors[n], jnp.float32) for n in w.hf_names]
-    parts = [p.T if w.transpose else p for p in parts]
-    _set(params, w.path, jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0])
-    used.update(w.hf_names)
+    if w.hf_name not in tensors:
+      raise ValueError(f'checkpoint has no tensor {w.hf_name!r} (for {", ".join(w.ours)})')
+    tensor = np.asarray(jnp.asarray(tensors[w.hf_name], jnp.float32))
+    flat.update(_to_ours(w, tensor, shapes))
+    used.add(w.hf_name)
   ignored = family.ignored + (('lm_head.weight',) if cfg.tie_embeddings else ())
   unused = sorted(k for k in tensors if k not in used and not k.endswith(ignored))
   if unused:
     raise ValueError(f'checkpoint tensors {unused[:3]} have no place in the gptjax model of its '
                      'config (weights and config.json disagree?)')
+  params = jax.tree.map(jnp.asarray, traverse_util.unflatten_dict(flat, sep='/'))
   _check_params(cfg, params)
   return cfg, params
 
@@ -421,19 +432,15 @@ def to_hf(cfg: ModelConfig, params: Mapping, out_dir: str | os.PathLike) -> str:
   # Weights as the HF architecture has them: GPT-2 always has every bias, and Llama's
   # attention_bias (set by use_bias) includes q/k/v; the ones we lack are written as zeros.
   hf_cfg = cfg.replace(qkv_bias=True) if cfg.use_bias else cfg
+  ours = param_paths(params)
+  every_bias = param_paths(abstract_params(cfg.replace(use_bias=True, qkv_bias=True)))
   tensors = {}
   for w in family.weights(hf_cfg):
-    node = params
-    for key in w.path[:-1]:
-      node = node[key]
-    if w.path[-1] in node:
-      value = np.asarray(node[w.path[-1]], np.float32)
-    else:  # a bias our config leaves out: zeros of the size of its kernel's (or scale's) output
-      value = np.zeros(np.shape(node.get('kernel', node.get('scale')))[-1:], np.float32)
-    parts = np.split(value, np.cumsum(w.sizes)[:-1], axis=-1) if w.sizes else [value]
-    for name, part in zip(w.hf_names, parts):
-      full_name = name if name == 'lm_head.weight' else family.prefix + name
-      tensors[full_name] = np.ascontiguousarray(part.T if w.transpose else part)
+    # A bias our config leaves out is zeros of the shape the HF architecture has for it.
+    leaves = [np.asarray(ours[p], np.float32) if p in ours
+              else np.zeros(every_bias[p].shape, np.float32) for p in w.ours]
+    full_name = w.hf_name if w.hf_name == 'lm_head.weight' else family.prefix + w.hf_name
+    tensors[full_name] = _to_hf(w, leaves)
   # Tied models store the embedding once, without lm_head.weight, as save_pretrained does.
   out_dir = os.fspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from gptjax.config import ModelConfig
-from gptjax.layers import MLP, Attention, LayerCache, attention_mask, make_norm
+from gptjax.layers import POSITIONS, MLP, Attention, LayerCache, attention_mask, make_norm
+from gptjax.layers.dense import normal_init
 
 
 class KVCache(NamedTuple):
@@ -62,21 +63,26 @@ def kv_cache_bytes(cfg: ModelConfig, batch_size: int = 1, max_len: int = 1) -> i
 
 
 class Block(nn.Module):
-  """Attention and MLP sublayers, each with a residual connection; pre- or post-norm."""
+  """Attention and MLP sublayers, each with a residual connection; pre- or post-norm.
+
+  train (dropout) and need_weights (sow attention maps) are attributes, not call arguments, so
+  that nn.remat sees them as the static Python values they are.
+  """
   cfg: ModelConfig
+  train: bool = False
+  need_weights: bool = False
 
   @nn.compact
-  def __call__(self, x, positions, mask, cache, cache_index, train, need_weights):
+  def __call__(self, x, positions, mask=None, cache=None, cache_index=None):
     cfg = self.cfg
-    attn = Attention(cfg, name='attn')
+    attn = Attention(cfg, self.train, self.need_weights, name='attn')
     mlp = MLP(cfg, name='mlp')
     attn_norm = make_norm(cfg, 'attn_norm')
     mlp_norm = make_norm(cfg, 'mlp_norm')
-    drop = nn.Dropout(cfg.resid_dropout, deterministic=not train)
+    drop = nn.Dropout(cfg.resid_dropout, deterministic=not self.train)
 
     def attend(h):
-      y, new_cache = attn(h, positions, mask, cache, cache_index, train=train,
-                          need_weights=need_weights)
+      y, new_cache = attn(h, positions, mask, cache, cache_index)
       return drop(y), new_cache
 
     if cfg.norm_position == 'pre':  # x + f(norm(x)): the residual stream is never normalised
@@ -92,27 +98,26 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+  """The embeddings and the head are built in setup, so `head` can be applied on its own (the
+  logit lens); the blocks in __call__, because their attributes depend on its arguments."""
   cfg: ModelConfig
 
   def setup(self):
     cfg = self.cfg
-    embed_init = nn.initializers.normal(cfg.init_std)
-    self.wte = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=embed_init,
+    self.wte = nn.Embed(cfg.vocab_size, cfg.d_model,
+                        embedding_init=normal_init(cfg.init_std, ('vocab', 'embed')),
                         dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype)
-    if cfg.position == 'learned':
-      self.wpe = nn.Embed(cfg.block_size, cfg.d_model, embedding_init=embed_init,
-                          dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype)
-    # Static args (train, need_weights) are positional 6 and 7, counting self as 0.
-    block_class = nn.remat(Block, static_argnums=(6, 7)) if cfg.remat else Block
-    self.blocks = [block_class(cfg) for _ in range(cfg.n_layers)]
+    position_embedding = POSITIONS[cfg.position].embedding
+    self.wpe = None if position_embedding is None else position_embedding(cfg)
     # Post-norm blocks already end in a norm, so only pre-norm models get a final one.
     if cfg.norm_position == 'pre':
       self.norm_f = make_norm(cfg, None)
     if not cfg.tie_embeddings:
-      self.lm_head = self.param('lm_head', nn.initializers.normal(cfg.init_std),
+      self.lm_head = self.param('lm_head', normal_init(cfg.init_std, ('vocab', 'embed')),
                                 (cfg.vocab_size, cfg.d_model), cfg.params_dtype)
     self.embd_dropout = nn.Dropout(cfg.embd_dropout)
 
+  @nn.compact
   def __call__(self, tokens, *, cache: KVCache | None = None, train: bool = False,
                need_weights: bool = False):
     """tokens [B, T] int -> logits [B, T, vocab_size] float32 (and the new cache if given one).
@@ -139,14 +144,15 @@ class GPT(nn.Module):
                             cache.first_valid)
 
     x = self.wte(tokens)  # [B, T, C]
-    if cfg.position == 'learned':
+    if self.wpe is not None:
       x = x + self.wpe(positions)
     x = self.embd_dropout(x, deterministic=not train)
 
+    block_class = nn.remat(Block) if cfg.remat else Block
     new_layers = []
-    for i, block in enumerate(self.blocks):
-      layer_cache = None if cache is None else cache.layers[i]
-      x, layer_cache = block(x, positions, mask, layer_cache, index, train, need_weights)
+    for i in range(cfg.n_layers):
+      block = block_class(cfg, train, need_weights, name=f'blocks_{i}')
+      x, layer_cache = block(x, positions, mask, None if cache is None else cache.layers[i], index)
       new_layers.append(layer_cache)
 
     # Decoding multiplies a few rows by the head, so a padded copy of it would cost more than
@@ -180,8 +186,13 @@ class GPT(nn.Module):
 
 def init_params(cfg: ModelConfig, rng: jax.Array) -> dict:
   """Freshly initialised parameters (GPT-2 scheme: N(0, 0.02), residual projections scaled)."""
+  return nn.meta.unbox(jax.jit(_boxed_init, static_argnums=0)(cfg, rng))
+
+
+def _boxed_init(cfg: ModelConfig, rng: jax.Array) -> dict:
+  """Params still wrapped in flax's logical-partitioning boxes (which carry the axis names)."""
   tokens = jnp.zeros((1, min(cfg.block_size, 8)), jnp.int32)
-  return jax.jit(GPT(cfg).init)(rng, tokens)['params']
+  return GPT(cfg).init(rng, tokens)['params']
 
 
 @functools.lru_cache(maxsize=None)
@@ -189,6 +200,16 @@ def abstract_params(cfg: ModelConfig) -> dict:
   """The params tree `init_params(cfg)` builds, as jax.ShapeDtypeStruct leaves: shapes without
   allocating or compiling anything (cached: a large model takes a fraction of a second to trace)."""
   return jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+
+
+@functools.lru_cache(maxsize=None)
+def param_axes(cfg: ModelConfig) -> dict[str, tuple[str | None, ...]]:
+  """{param path: logical axis names}, e.g. 'blocks_0/attn/query/kernel': ('embed', 'heads',
+  'head_dim'): what each axis of each parameter means, for sharding rules (names in
+  gptjax.layers.AXIS_NAMES; None for an axis no rule shards)."""
+  boxed = jax.eval_shape(lambda: _boxed_init(cfg, jax.random.key(0)))
+  specs = nn.get_partition_spec(boxed)
+  return {path: tuple(spec) for path, spec in param_paths(specs).items()}
 
 
 def param_path(key_path) -> str:

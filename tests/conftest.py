@@ -37,8 +37,9 @@ def random_params(params, seed=0):
       value = 1.0 + 0.2 * normal
     elif name == 'bias':
       value = 0.2 * normal
-    elif name == 'kernel':
-      value = normal / np.sqrt(leaf.shape[0])
+    elif name == 'kernel':  # the attention output [H, D, C] sums over two axes
+      fan_in = np.prod(leaf.shape[:-1]) if path[-2:-1] and path[-2].key == 'out' else leaf.shape[0]
+      value = normal / np.sqrt(fan_in)
     else:
       value = normal
     return value.astype(np.float32)

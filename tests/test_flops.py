@@ -201,8 +201,10 @@ def test_param_table_layout_of_gpt2():
   assert names == ['token embedding (wte)', 'position embedding (wpe)', *blocks,
                    'final norm (norm_f)', 'LM head (lm_head)']  # blocks_10 after blocks_9
   rows = {row.module: row for row in flops.param_table(params)}
-  assert rows['blocks_0.attn'].shapes == (('out.bias', (768,)), ('out.kernel', (768, 768)),
-                                          ('qkv.bias', (2304,)), ('qkv.kernel', (768, 2304)))
+  assert rows['blocks_0.attn'].shapes == (
+      ('key.bias', (12, 64)), ('key.kernel', (768, 12, 64)), ('out.bias', (768,)),
+      ('out.kernel', (12, 64, 768)), ('query.bias', (12, 64)), ('query.kernel', (768, 12, 64)),
+      ('value.bias', (12, 64)), ('value.kernel', (768, 12, 64)))
   assert rows['blocks_3.norms'].count == 4 * 768
   assert rows['LM head (lm_head)'].shapes == (('', (50257, 768)),)
 

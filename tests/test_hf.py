@@ -283,7 +283,7 @@ def test_export_rejects_params_of_another_config(tmp_path, randomize):
   small = ModelConfig(vocab_size=VOCAB, block_size=32, n_layers=2, d_model=64, n_heads=4,
                       mlp='swiglu', norm='rmsnorm', position='rope', use_bias=False)
   params = randomize(shapes(small))
-  with pytest.raises(ValueError, match='blocks_0/attn/qkv/kernel'):
+  with pytest.raises(ValueError, match='blocks_0/attn/key/kernel'):
     hf.to_hf(small.replace(n_kv_heads=2), params, tmp_path)
   with pytest.raises(ValueError, match='blocks_2'):
     hf.to_hf(small.replace(n_layers=3), params, tmp_path)

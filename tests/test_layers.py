@@ -2,6 +2,7 @@
 
 import logging
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -180,10 +181,13 @@ def np_attention(params, x, positions, cfg):
   b, t, _ = x.shape
   h, kv, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
   x = x.astype(np.float64)
-  qkv = x @ params['qkv']['kernel'] + params['qkv'].get('bias', 0.0)
-  q = qkv[..., :h * d].reshape(b, t, h, d)
-  k = qkv[..., h * d:(h + kv) * d].reshape(b, t, kv, d)
-  v = qkv[..., (h + kv) * d:].reshape(b, t, kv, d)
+
+  def project(name, heads):  # [C, N, D] kernels as the [C, N*D] matrices of the papers
+    p = params[name]
+    return (x @ p['kernel'].reshape(-1, heads * d) + p.get('bias', np.zeros(heads * d)).reshape(-1)
+            ).reshape(b, t, heads, d)
+
+  q, k, v = project('query', h), project('key', kv), project('value', kv)
   if cfg.position == 'rope':
     q, k = np_rope(q, positions, cfg.rope_theta), np_rope(k, positions, cfg.rope_theta)
   visible = np_visible(t, t, cfg.attention_window)
@@ -195,7 +199,8 @@ def np_attention(params, x, positions, cfg):
     probs = np_softmax(np.where(visible, scores, -np.inf))
     weights[:, head] = probs
     out[:, :, head] = np.einsum('bts,bsd->btd', probs, v[:, :, kv_head])
-  y = out.reshape(b, t, h * d) @ params['out']['kernel'] + params['out'].get('bias', 0.0)
+  y = (out.reshape(b, t, h * d) @ params['out']['kernel'].reshape(h * d, -1)
+       + params['out'].get('bias', 0.0))
   return y, weights
 
 
@@ -216,19 +221,22 @@ def test_attention_matches_numpy(tiny_config, randomize, overrides):
   x = normal(b, t, cfg.d_model)
   positions = np.broadcast_to(np.arange(t), (b, t))
   module = Attention(cfg)
-  shapes = jax.eval_shape(module.init, jax.random.key(0), x, positions, None)['params']
-  assert ('bias' in shapes['qkv']) == cfg.qkv_bias and ('bias' in shapes['out']) == cfg.use_bias
-  assert shapes['qkv']['kernel'].shape == (cfg.d_model, (cfg.n_heads + 2 * cfg.n_kv_heads)
-                                           * cfg.head_dim)
+  shapes = nn.meta.unbox(jax.eval_shape(module.init, jax.random.key(0), x, positions)['params'])
+  assert all(('bias' in shapes[name]) == cfg.qkv_bias for name in ('query', 'key', 'value'))
+  assert ('bias' in shapes['out']) == cfg.use_bias
+  c, h, kv, d = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+  assert shapes['query']['kernel'].shape == (c, h, d)  # heads are an axis of their own
+  assert shapes['key']['kernel'].shape == shapes['value']['kernel'].shape == (c, kv, d)
+  assert shapes['out']['kernel'].shape == (h, d, c)
   params = randomize(shapes)
 
   @jax.jit
   def explicit(params, x):
-    (y, _), state = module.apply({'params': params}, x, positions, None, need_weights=True,
-                                 mutable=['intermediates'])
+    (y, _), state = Attention(cfg, need_weights=True).apply(
+        {'params': params}, x, positions, mutable=['intermediates'])
     return y, state['intermediates']['attention_weights'][0]
 
-  fused = jax.jit(lambda params, x: module.apply({'params': params}, x, positions, None)[0])
+  fused = jax.jit(lambda params, x: module.apply({'params': params}, x, positions)[0])
 
   y_ref, w_ref = np_attention(params, x, positions, cfg)
   y_explicit, weights = explicit(params, x)
@@ -273,7 +281,7 @@ def test_resolve_attention_impl(tiny_config):
 def test_a_cudnn_model_runs_on_xla_here_with_one_notice(tiny_config, randomize, caplog):
   """A GPU config on a CPU: same logits as attention_impl='xla', and one warning line for the
   whole model (not one per layer)."""
-  layers._notice_cudnn_fallback.cache_clear()
+  layers.attention._notice_cudnn_fallback.cache_clear()
   cudnn = tiny_config(attention_impl='cudnn', n_layers=3)
   params = randomize(init_params(cudnn, jax.random.key(0)))
   tokens = jax.random.randint(jax.random.key(1), (2, 7), 0, cudnn.vocab_size)
@@ -314,7 +322,7 @@ def np_mlp(params, x, kind):
 def test_mlp_matches_numpy(tiny_config, randomize, mlp, use_bias):
   cfg = tiny_config(mlp=mlp, use_bias=use_bias, d_ff=48)
   x = normal(2, 5, cfg.d_model, scale=2.0)
-  shapes = jax.eval_shape(MLP(cfg).init, jax.random.key(0), x)['params']
+  shapes = nn.meta.unbox(jax.eval_shape(MLP(cfg).init, jax.random.key(0), x)['params'])
   names = {'gelu': {'fc', 'proj'}, 'swiglu': {'gate', 'up', 'down'}}[mlp]
   assert set(shapes) == names
   assert all(('bias' in shapes[n]) == use_bias for n in names)
@@ -322,3 +330,44 @@ def test_mlp_matches_numpy(tiny_config, randomize, mlp, use_bias):
   y = MLP(cfg).apply({'params': p}, x)
   assert y.shape == x.shape
   np.testing.assert_allclose(y, np_mlp(p, x, mlp), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registries and the dense layer
+
+
+def test_every_config_string_has_a_registry_entry_and_back():
+  """A variant is a table entry plus its config string: neither may exist without the other."""
+  from gptjax import config
+  assert set(layers.NORMS) == set(config.NORMS)
+  assert set(layers.POSITIONS) == set(config.POSITIONS)
+  assert set(layers.MLPS) == set(config.MLPS)
+  assert set(layers.KERNELS) == set(config.ATTENTION_IMPLS) - {'auto'}
+
+
+def test_explicit_kernel_model_equals_xla_and_fused_kernels_refuse_a_probs_hook(tiny_config,
+                                                                               randomize):
+  cfg = tiny_config(n_kv_heads=2, attention_window=5, attention_impl='explicit')
+  params = randomize(init_params(cfg, jax.random.key(0)))
+  tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, cfg.vocab_size)
+  explicit = GPT(cfg).apply({'params': params}, tokens)
+  xla = GPT(cfg.replace(attention_impl='xla')).apply({'params': params}, tokens)
+  np.testing.assert_allclose(explicit, xla, rtol=1e-5, atol=1e-5)
+  q = k = v = jnp.zeros((1, 3, 2, 4))
+  with pytest.raises(ValueError, match='explicit kernel'):
+    layers.KERNELS['xla'](q, k, v, None, lambda probs: probs)
+
+
+def test_dense_contracts_several_axes_like_the_flattened_matrix(randomize):
+  """[B, T, H, D] @ [H, D, C] is the [B, T, H*D] @ [H*D, C] matmul of the papers."""
+  x = normal(2, 3, 4, 5)
+  layer = layers.Dense(features=(6,), axes=('heads', 'head_dim', 'embed'), std=0.02,
+                       use_bias=True, dtype=jnp.float32, param_dtype=jnp.float32, n_contract=2)
+  params = randomize(nn.meta.unbox(jax.eval_shape(layer.init, jax.random.key(0), x)['params']))
+  assert params['kernel'].shape == (4, 5, 6) and params['bias'].shape == (6,)
+  y = layer.apply({'params': params}, x)
+  expected = x.reshape(2, 3, 20) @ params['kernel'].reshape(20, 6) + params['bias']
+  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+  wrong = layer.clone(axes=('heads', 'embed'))
+  with pytest.raises(ValueError, match='axis names'):
+    wrong.init(jax.random.key(0), x)

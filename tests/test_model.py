@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gptjax.model import GPT, KVCache, forward_with_intermediates, init_cache, init_params
+from gptjax.model import (GPT, KVCache, abstract_params, forward_with_intermediates, init_cache,
+                          init_params)
 from test_layers import np_attention, np_layernorm, np_mlp, np_rmsnorm
 
 # Every value of every knob appears at least once; the first two are GPT-2 and Llama in small.
@@ -54,12 +55,12 @@ def cfg(tiny_config, variant):
 
 
 def param_shapes(cfg):
-  return jax.eval_shape(GPT(cfg).init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params']
+  return abstract_params(cfg)
 
 
 def embedded(cfg, params, tokens):
   """The token embeddings, wte(tokens) [B, T, C], the input the causality test differentiates."""
-  return GPT(cfg).apply({'params': params}, tokens, method=lambda model, t: model.wte(t))
+  return jnp.asarray(params['wte']['embedding'])[tokens]
 
 
 def logits_given_embeddings(cfg, params, tokens, x):
@@ -333,21 +334,17 @@ def test_decoding_past_the_cache_end_is_nan_not_silently_wrong(tiny_config, refe
 
 def repeat_kv_heads(cfg, params):
   """The MHA parameters equivalent to a GQA/MQA model: kv head j copied to the query heads of its
-  group, j * G .. (j + 1) * G - 1, in the fused q|k|v kernel (and bias)."""
-  h, kv, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-  groups = h // kv
+  group, j * G .. (j + 1) * G - 1, in the key and value kernels [C, K, D] (and biases [K, D])."""
+  groups = cfg.n_heads // cfg.n_kv_heads
 
-  def expand(w):  # [..., (H + 2K) * D] -> [..., 3 * H * D]
-    q, k, v = np.split(np.asarray(w), [h * d, (h + kv) * d], axis=-1)
-    lead = w.shape[:-1]
-    k = np.repeat(k.reshape(*lead, kv, d), groups, axis=-2).reshape(*lead, h * d)
-    v = np.repeat(v.reshape(*lead, kv, d), groups, axis=-2).reshape(*lead, h * d)
-    return np.concatenate([q, k, v], axis=-1)
+  def expand(w):  # [..., K, D] -> [..., H, D]
+    return np.repeat(np.asarray(w), groups, axis=-2)
 
   mha = jax.tree.map(np.asarray, params)
   for name in params:
     if name.startswith('blocks_'):
-      mha[name]['attn']['qkv'] = {k: expand(w) for k, w in params[name]['attn']['qkv'].items()}
+      for kv in ('key', 'value'):
+        mha[name]['attn'][kv] = {k: expand(w) for k, w in params[name]['attn'][kv].items()}
   return mha
 
 
@@ -408,7 +405,7 @@ def test_init_scheme(tiny_config, mlp):
   jax.tree_util.tree_map_with_path(check, params)
   residual = {'gelu': {'out', 'proj'}, 'swiglu': {'out', 'down'}}[mlp]
   assert {p for p, s in seen if s == residual_std} == residual
-  assert {'wte', 'wpe', 'lm_head', 'qkv'} <= {p for p, s in seen if s == 0.02}
+  assert {'wte', 'wpe', 'lm_head', 'query', 'key', 'value'} <= {p for p, s in seen if s == 0.02}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,7 +483,7 @@ def test_remat_same_loss_and_grads(tiny_config, randomize):
 def test_bfloat16_compute(cfg, reference):
   params, f32_logits, _ = reference(cfg)
   bf16 = cfg.replace(dtype='bfloat16')
-  bf16_params = jax.eval_shape(GPT(bf16).init, jax.random.key(0), TOKENS)['params']
+  bf16_params = abstract_params(bf16)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(bf16_params))
   logits = np.asarray(forward_fn(bf16)(params, TOKENS))
   assert logits.dtype == np.float32
@@ -525,3 +522,32 @@ def test_forward_with_intermediates(cfg, reference):
   head = jax.jit(lambda p, x: GPT(cfg).apply({'params': p}, x, method=GPT.head))
   assert_logits_close(head(params, block_outputs[-1]), logits)  # the logit lens at the top
   assert not np.allclose(head(params, block_outputs[0]), logits, atol=1e-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The parameter tree: one spelling of names, shapes without compiling, logical axes
+
+
+@pytest.mark.parametrize('variant', ['gpt2', 'llama', 'untied_vocabpad'])
+def test_param_paths_abstract_params_and_axes_describe_the_same_tree(cfg):
+  from gptjax.layers import AXIS_NAMES
+  from gptjax.model import param_axes, param_paths
+  params = init_params(cfg, jax.random.key(0))
+  paths = param_paths(params)
+  shapes = param_paths(abstract_params(cfg))
+  axes = param_axes(cfg)
+  assert list(paths) == list(shapes) == list(axes)
+  assert all('/' in p or p == 'lm_head' for p in paths)
+  for path, leaf in paths.items():
+    assert leaf.shape == shapes[path].shape and leaf.dtype == shapes[path].dtype, path
+    assert len(axes[path]) == leaf.ndim, path
+    assert set(axes[path]) <= {*AXIS_NAMES, None}, path
+  h, kv, d, c = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_model
+  assert axes['blocks_0/attn/query/kernel'] == ('embed', 'heads', 'head_dim')
+  assert paths['blocks_0/attn/query/kernel'].shape == (c, h, d)
+  assert axes['blocks_1/attn/value/kernel'] == ('embed', 'kv_heads', 'head_dim')
+  assert paths['blocks_1/attn/value/kernel'].shape == (c, kv, d)
+  assert axes['blocks_0/attn/out/kernel'] == ('heads', 'head_dim', 'embed')
+  assert axes['wte/embedding'] == ('vocab', 'embed')
+  mlp_in = 'fc' if cfg.mlp == 'gelu' else 'gate'
+  assert axes[f'blocks_0/mlp/{mlp_in}/kernel'] == ('embed', 'mlp')

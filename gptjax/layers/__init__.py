@@ -1,0 +1,27 @@
+"""The pieces of a transformer block, one module per concern.
+
+  dense.py      the one dense layer: explicit input/output axes, init, dtypes, logical axis names
+  norms.py      LayerNorm, RMSNorm                        NORMS[cfg.norm]
+  positions.py  learned table, rotary, none               POSITIONS[cfg.position]
+  attention.py  q/k/v/out projections, masks, the cache   KERNELS[attention kernel]
+  mlp.py        GELU, SwiGLU                              MLPS[cfg.mlp]
+
+A variant is a function (or module) in one of these tables, keyed by its config string: adding
+one means one function, one table entry and the string in `gptjax.config`'s tuple of allowed
+values (a test checks that the tables and the tuples agree). Shapes in comments: B batch, T query
+length, S key length, H query heads, K kv heads, D head dim, C d_model, F MLP hidden width.
+"""
+
+from gptjax.layers.attention import (KERNELS, Attention, LayerCache, attention_mask,
+                                     attention_weights, cached_attention, resolve_attention_impl)
+from gptjax.layers.dense import AXIS_NAMES, Dense, dense, residual_std
+from gptjax.layers.mlp import MLP, MLPS
+from gptjax.layers.norms import NORMS, LayerNorm, RMSNorm, make_norm
+from gptjax.layers.positions import POSITIONS, Position, apply_rope, rope_frequencies
+
+__all__ = [
+    'AXIS_NAMES', 'Attention', 'Dense', 'KERNELS', 'LayerCache', 'LayerNorm', 'MLP', 'MLPS',
+    'NORMS', 'POSITIONS', 'Position', 'RMSNorm', 'apply_rope', 'attention_mask',
+    'attention_weights', 'cached_attention', 'dense', 'make_norm', 'residual_std',
+    'resolve_attention_impl', 'rope_frequencies',
+]

@@ -1,0 +1,210 @@
+"""Masked self-attention with n_kv_heads key/value heads (MHA, GQA or MQA).
+
+Projections keep heads as an axis: queries [C, H, D], keys and values [C, K, D], output
+[H, D, C]. The full-sequence computation softmax(q k^T / sqrt(D)) v is a kernel chosen by name
+from KERNELS; decoding over a KV cache has its own path (`cached_attention`), since it reads a
+cache laid out for one new token at a time.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gptjax.config import ModelConfig
+from gptjax.layers.dense import dense, residual_std
+from gptjax.layers.positions import POSITIONS
+
+
+class LayerCache(NamedTuple):
+  """One layer's keys and values: [B, K, S, D]. Only the n_kv_heads heads are stored.
+
+  Heads before slots: each decode step reads every head's keys as one contiguous [S, D] matrix,
+  so the attention dots run on the cache in place (a [B, S, K, D] cache was transposed whole,
+  every step).
+  """
+  k: jax.Array
+  v: jax.Array
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks and the explicit softmax
+
+
+def attention_mask(query_slots: jax.Array, key_slots: jax.Array, window: int | None,
+                   first_valid: jax.Array | None = None) -> jax.Array:
+  """Boolean [B or 1, 1, T, S]: may the query at slot t see the key at slot s?
+
+  Causal (s <= t), inside the sliding window (t - s < window), and not a left-padding slot
+  (s >= first_valid[b]). A query always sees itself, so a fully padded row never has an empty
+  softmax (which would be NaN).
+  """
+  t = query_slots[:, None]
+  s = key_slots[None, :]
+  visible = s <= t
+  if window is not None:
+    visible &= t - s < window
+  visible = visible[None, None]  # [1, 1, T, S]
+  if first_valid is not None:
+    not_padding = key_slots[None, None, None, :] >= first_valid[:, None, None, None]
+    visible &= not_padding | (t == s)[None, None]
+  return visible
+
+
+def attention_weights(q, k, mask) -> jax.Array:
+  """Explicit softmax(q k^T / sqrt(D)) [B, H, T, S] in float32 from q [B, T, H, D] and
+  k [B, S, K, D]; each kv head serves its group of H / K query heads."""
+  n_groups = q.shape[2] // k.shape[2]
+  k = jnp.repeat(k, n_groups, axis=2)  # [B, S, H, D]
+  logits = jnp.einsum('bthd,bshd->bhts', q, k, preferred_element_type=jnp.float32)
+  logits = logits / jnp.sqrt(jnp.float32(q.shape[-1]))
+  logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  return jax.nn.softmax(logits, axis=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Full-sequence kernels: (q [B, T, H, D], k and v [B, T, K, D], window, probs_hook) -> [B, T, H, D].
+# probs_hook sees (and may change) the probabilities [B, H, T, S] before they weight the values;
+# only a kernel that materialises them can take one.
+
+ProbsHook = Callable[[jax.Array], jax.Array]
+
+
+def explicit_kernel(q, k, v, window: int | None, probs_hook: ProbsHook | None = None):
+  """The probabilities as an array: attention maps for analysis and attention dropout need it;
+  also the plain reference the fused kernels are tested against."""
+  t, s = q.shape[1], k.shape[1]
+  probs = attention_weights(q, k, attention_mask(jnp.arange(t), jnp.arange(s), window))
+  if probs_hook is not None:
+    probs = probs_hook(probs)
+  v = jnp.repeat(v, q.shape[2] // v.shape[2], axis=2)  # [B, S, H, D]
+  return jnp.einsum('bhts,bshd->bthd', probs.astype(v.dtype), v)
+
+
+def fused_kernel(q, k, v, window: int | None, probs_hook: ProbsHook | None = None, *,
+                 implementation: str):
+  """jax.nn.dot_product_attention: native GQA, and causal/window flags that cuDNN turns into
+  skipped blocks of work. It never materialises the probabilities."""
+  if probs_hook is not None:
+    raise ValueError(f'the {implementation} attention kernel does not expose the attention '
+                     'probabilities; use the explicit kernel')
+  local_window = None if window is None else (window - 1, 0)
+  return jax.nn.dot_product_attention(q, k, v, is_causal=True, local_window_size=local_window,
+                                      implementation=implementation)
+
+
+KERNELS = {
+    'xla': functools.partial(fused_kernel, implementation='xla'),
+    'cudnn': functools.partial(fused_kernel, implementation='cudnn'),
+    'explicit': explicit_kernel,
+}
+
+
+def resolve_attention_impl(cfg: ModelConfig) -> str:
+  """The KERNELS entry cfg.attention_impl stands for on this machine.
+
+  'auto' picks cuDNN flash attention where it applies (GPU, half precision), else XLA. An
+  explicit 'cudnn' where cuDNN cannot run falls back to 'xla' with a one-line notice rather
+  than failing, so a GPU config still runs (slower, same numbers) on a laptop.
+  """
+  cudnn_possible = (jax.default_backend() == 'gpu'
+                    and cfg.compute_dtype in (jnp.bfloat16, jnp.float16))
+  if cfg.attention_impl == 'auto':
+    return 'cudnn' if cudnn_possible else 'xla'
+  if cfg.attention_impl == 'cudnn' and not cudnn_possible:
+    _notice_cudnn_fallback(jax.default_backend(), cfg.dtype)
+    return 'xla'
+  return cfg.attention_impl
+
+
+@functools.lru_cache(maxsize=None)
+def _notice_cudnn_fallback(backend: str, dtype: str) -> None:
+  """Once per (backend, dtype), not once per layer and trace."""
+  logging.warning('attention_impl=cudnn needs a GPU and dtype bfloat16/float16 (have %s, %s); '
+                  'using xla', backend, dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding over a cache
+
+
+def cached_attention(q, k, v, mask) -> jax.Array:
+  """softmax(q k^T / sqrt(D)) v over a cache: q [B, T, H, D], k and v [B, K, S, D], boolean mask
+  [B|1, 1, T, S] -> [B, T, H, D]. Each kv head serves its group of H / K query heads."""
+  b, t, h, d = q.shape
+  kv = k.shape[1]
+  q = q.reshape(b, t, kv, h // kv, d).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, D]
+  logits = jnp.einsum('bkgtd,bksd->bkgts', q, k, preferred_element_type=jnp.float32)
+  logits = logits / jnp.sqrt(jnp.float32(d))
+  logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)  # [B, 1, 1, T, S]
+  probs = jax.nn.softmax(logits, axis=-1)
+  y = jnp.einsum('bkgts,bksd->bkgtd', probs.astype(v.dtype), v)  # [B, K, G, T, D]
+  return y.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+
+
+def write_cache(cache: LayerCache, k, v, index) -> LayerCache:
+  """Writes a chunk's k, v [B, T, K, D] into the cache [B, K, S, D] at slot `index`."""
+  def write(slots, new):
+    new = new.astype(slots.dtype).transpose(0, 2, 1, 3)
+    return jax.lax.dynamic_update_slice(slots, new, (0, 0, index, 0))
+  return LayerCache(write(cache.k, k), write(cache.v, v))
+
+
+# ---------------------------------------------------------------------------------------------
+# The module
+
+
+class Attention(nn.Module):
+  """x [B, T, C] -> ([B, T, C], the updated LayerCache or None).
+
+  With a cache (decoding), mask is the boolean [B|1, 1, T, S] of which slots each query sees;
+  without one it is None and the sequence is causal (and windowed). train enables attention
+  dropout; need_weights sows the probabilities [B, H, T, S] as 'attention_weights' (the
+  full-sequence forward only). Both need the explicit kernel, so they select it.
+  """
+  cfg: ModelConfig
+  train: bool = False
+  need_weights: bool = False
+
+  @nn.compact
+  def __call__(self, x, positions, mask=None, cache: LayerCache | None = None, cache_index=None):
+    cfg = self.cfg
+    h, kv, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    q = dense(cfg, 'query', (h, d), ('embed', 'heads', 'head_dim'), use_bias=cfg.qkv_bias)(x)
+    k = dense(cfg, 'key', (kv, d), ('embed', 'kv_heads', 'head_dim'), use_bias=cfg.qkv_bias)(x)
+    v = dense(cfg, 'value', (kv, d), ('embed', 'kv_heads', 'head_dim'), use_bias=cfg.qkv_bias)(x)
+    rotate = POSITIONS[cfg.position].rotate
+    if rotate is not None:
+      q, k = rotate(q, positions, cfg), rotate(k, positions, cfg)  # [B, T, H|K, D]
+
+    if cache is not None:  # write this chunk at cache_index, then attend over the whole cache
+      cache = write_cache(cache, k, v, cache_index)
+      y = cached_attention(q, cache.k, cache.v, mask)
+    else:
+      y = self._kernel()(q, k, v, cfg.attention_window, self._probs_hook())
+    out = dense(cfg, 'out', cfg.d_model, ('heads', 'head_dim', 'embed'), std=residual_std(cfg),
+                n_contract=2)
+    return out(y), cache
+
+  def _dropout(self) -> bool:
+    return self.train and self.cfg.attn_dropout > 0
+
+  def _kernel(self):
+    explicit = self.need_weights or self._dropout()
+    return KERNELS['explicit' if explicit else resolve_attention_impl(self.cfg)]
+
+  def _probs_hook(self) -> ProbsHook | None:
+    if not (self.need_weights or self._dropout()):
+      return None
+
+    def hook(probs):
+      self.sow('intermediates', 'attention_weights', probs)
+      if self._dropout():
+        probs = nn.Dropout(self.cfg.attn_dropout)(probs, deterministic=False)
+      return probs
+    return hook
