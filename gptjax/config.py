@@ -1,9 +1,12 @@
-"""The model's typed, validated configuration.
+"""The typed, validated configuration of a model and of a training run.
 
 `config.model` in an ml_collections ConfigDict is the user-facing place for every architecture
-knob; `ModelConfig.from_config(config.model)` turns it into this frozen dataclass, checking every
+knob; `ModelConfig.from_config(config.model)` turns it into a frozen dataclass, checking every
 combination before anything is compiled, so a bad sweep point fails in milliseconds with a message
-that names the field instead of deep inside XLA.
+that names the field instead of deep inside XLA. The run's other sections (`config.optim`,
+`config.train`, `config.data`, `config.sharding`) are typed and checked the same way by
+OptimConfig, TrainConfig, DataConfig and ShardingConfig, and `base_config()` builds every section
+from these dataclasses, so each default is written once.
 """
 
 from __future__ import annotations
@@ -11,10 +14,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
+import typing
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import jax.numpy as jnp
+
+from gptjax.data import DEFAULT_VAL_PERCENT
+from gptjax.tokenizer import TOKENIZER_NAMES
 
 MLPS = ('gelu', 'swiglu')
 NORMS = ('layernorm', 'rmsnorm')
@@ -22,6 +29,7 @@ NORM_POSITIONS = ('pre', 'post')
 POSITIONS = ('learned', 'rope', 'none')
 ATTENTION_IMPLS = ('xla', 'cudnn', 'auto')
 DTYPES = ('float32', 'bfloat16', 'float16')
+SCHEDULES = ('cosine', 'linear', 'constant')
 
 
 def is_int(value: Any) -> bool:
@@ -196,9 +204,192 @@ class ModelConfig:
     return dataclasses.replace(self, **rederive, **changes)
 
 
-# Fields whose default is None ("derive it") still need a type, so that command-line overrides
-# such as --config.model.n_kv_heads=2 are parsed as ints rather than rejected.
-_OPTIONAL_FIELD_TYPES = {'n_kv_heads': int, 'd_ff': int, 'attention_window': int, 'qkv_bias': bool}
+def _is_positive_int(value: Any) -> bool:
+  return is_int(value) and value > 0
+
+
+def _is_nonempty_str(value: Any) -> bool:
+  return isinstance(value, str) and bool(value)
+
+
+def _choices(allowed) -> str:
+  return f'is not one of {", ".join(map(repr, allowed))}'
+
+
+class _Section:
+  """What the training sections share with ModelConfig: built from their part of the ConfigDict,
+  unknown keys refused with the closest known one suggested, every field checked, so that a typo
+  or a bad value fails before data is prepared or anything is compiled, naming `section.field`.
+  """
+
+  SECTION: ClassVar[str]
+
+  @classmethod
+  def from_config(cls, config: Mapping[str, Any]):
+    """Builds from `config.<SECTION>` (a ConfigDict or any mapping)."""
+    as_dict = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in as_dict:
+      if key not in known:
+        raise ValueError(f'unknown {cls.SECTION} config field {key!r}'
+                         f'{closest_key_hint(key, known)}')
+    return cls(**as_dict)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def _require(self, rules) -> None:
+    """rules: (field, ok, requirement) in order; the first one not ok raises."""
+    for name, ok, requirement in rules:
+      if not ok:
+        raise ValueError(f'{self.SECTION}.{name}={getattr(self, name)!r} {requirement}')
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig(_Section):
+  """`config.optim`: AdamW on a warmup + decay schedule, with global-norm clipping and gradient
+  accumulation. Defaults are nanoGPT's GPT-2 (124M) recipe; small configs override warmup_steps
+  and decay_steps."""
+
+  SECTION: ClassVar[str] = 'optim'
+
+  lr: float = 6e-4  # peak learning rate, reached at the end of warmup
+  min_lr_ratio: float = 0.1  # the schedule decays to lr * min_lr_ratio
+  warmup_steps: int = 2000
+  # Step at which the decay reaches min lr (counted from step 0, warmup included); None: the run's
+  # total number of steps.
+  decay_steps: int | None = None
+  schedule: str = 'cosine'
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  weight_decay: float = 0.1
+  # nanoGPT decays every matrix, the embedding tables included (wte is also the tied LM head).
+  decay_embeddings: bool = True
+  grad_clip: float | None = 1.0  # max global gradient norm; 0 or None: no clipping
+  grad_accum_steps: int = 1  # micro-batches per optimizer step
+
+  def __post_init__(self):
+    fraction = 'must be in [0, 1)'
+    self._require([
+        ('lr', is_number(self.lr) and self.lr > 0, 'must be > 0'),
+        ('min_lr_ratio', is_number(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1,
+         'must be in [0, 1]'),
+        ('warmup_steps', is_int(self.warmup_steps) and self.warmup_steps >= 0,
+         'must be an integer >= 0'),
+        ('decay_steps', self.decay_steps is None or _is_positive_int(self.decay_steps),
+         'must be None or a positive integer'),
+        ('schedule', self.schedule in SCHEDULES, _choices(SCHEDULES)),
+        ('b1', is_number(self.b1) and 0 <= self.b1 < 1, fraction),
+        ('b2', is_number(self.b2) and 0 <= self.b2 < 1, fraction),
+        ('eps', is_number(self.eps) and self.eps > 0, 'must be > 0'),
+        ('weight_decay', is_number(self.weight_decay) and self.weight_decay >= 0, 'must be >= 0'),
+        ('decay_embeddings', isinstance(self.decay_embeddings, bool), 'must be True or False'),
+        ('grad_clip', self.grad_clip is None or is_number(self.grad_clip) and self.grad_clip >= 0,
+         'must be None or >= 0 (0 and None disable clipping)'),
+        ('grad_accum_steps', _is_positive_int(self.grad_accum_steps), 'must be an integer >= 1'),
+    ])
+    # After the fields, so that both sides of the comparison are known to be integers.
+    self._require([('decay_steps', self.decay_steps is None or self.schedule == 'constant'
+                    or self.decay_steps >= self.warmup_steps,
+                    f'must be >= optim.warmup_steps={self.warmup_steps} '
+                    '(decay starts when warmup ends)')])
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(_Section):
+  """`config.train`: how long the loop runs, on what batches, and how often it logs, evaluates
+  and checkpoints."""
+
+  SECTION: ClassVar[str] = 'train'
+
+  steps: int = 1000
+  batch_size: int = 8  # global, in sequences, across devices and accumulation steps
+  seq_len: int | None = None  # None: model.block_size
+  log_every: int = 10
+  eval_every: int = 100
+  eval_batches: int = 8
+  ckpt_every: int = 500
+  keep_checkpoints: int = 3
+  init_from: str = 'scratch'  # 'scratch' | a workdir | 'hf:PATH_OR_NAME'
+
+  def __post_init__(self):
+    counts = ('steps', 'batch_size', 'log_every', 'eval_every', 'eval_batches', 'ckpt_every',
+              'keep_checkpoints')
+    self._require([
+        *((name, _is_positive_int(getattr(self, name)), 'must be a positive integer')
+          for name in counts),
+        ('seq_len', self.seq_len is None or _is_positive_int(self.seq_len),
+         'must be None (model.block_size) or a positive integer'),
+        ('init_from', _is_nonempty_str(self.init_from),
+         "must be 'scratch', a workdir or 'hf:PATH_OR_NAME'"),
+    ])
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(_Section):
+  """`config.data`: the corpus, its tokenizer and split, where the prepared tokens are cached,
+  and the order in which training batches are drawn."""
+
+  SECTION: ClassVar[str] = 'data'
+
+  corpus: str = 'stdlib'  # 'stdlib' | a local file or directory | 'shakespeare' | 'hf:NAME'
+  tokenizer: str = 'gpt2'  # 'gpt2' | 'bytes'
+  data_dir: str = 'data'  # prepared train.bin/val.bin are cached here, keyed by corpus
+  val_percent: int = DEFAULT_VAL_PERCENT  # of the corpus held out for validation
+  max_bytes: int | None = None  # use only this much of the corpus's text; None: all of it
+  # The order of training batches, separate from `seed` so that runs differing only in their init
+  # seed (an ablation's repeats) see exactly the same data.
+  seed: int = 0
+
+  def __post_init__(self):
+    self._require([
+        ('corpus', _is_nonempty_str(self.corpus),
+         "must be 'stdlib', 'shakespeare', a local path or 'hf:NAME[:CONFIG]'"),
+        ('tokenizer', self.tokenizer in TOKENIZER_NAMES, _choices(TOKENIZER_NAMES)),
+        ('data_dir', _is_nonempty_str(self.data_dir), 'must be a directory path'),
+        ('val_percent', is_int(self.val_percent) and 0 < self.val_percent < 100,
+         'must be an integer in 1..99'),
+        ('max_bytes', self.max_bytes is None or _is_positive_int(self.max_bytes),
+         'must be None or a positive integer'),
+        ('seed', is_int(self.seed) and self.seed >= 0, 'must be an integer >= 0'),
+    ])
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardingConfig(_Section):
+  """`config.sharding`: how parameters and optimizer state are placed on the devices (the batch
+  is always split across all of them)."""
+
+  SECTION: ClassVar[str] = 'sharding'
+
+  fsdp: bool = False  # shard params and optimizer state across devices too
+
+  def __post_init__(self):
+    self._require([('fsdp', isinstance(self.fsdp, bool), 'must be True or False')])
+
+
+def _section_dict(cls, overrides: dict[str, Any]) -> 'ml_collections.ConfigDict':
+  """Every field of the dataclass `cls` with its default or override, as a ConfigDict.
+
+  A field whose default is None ("derive it", "all of it") becomes a placeholder of its declared
+  type, so that a command-line override such as --config.train.seq_len=64 is parsed as an int
+  rather than rejected.
+  """
+  import ml_collections
+  from ml_collections import config_dict
+
+  types = typing.get_type_hints(cls)
+  section = ml_collections.ConfigDict()
+  for f in dataclasses.fields(cls):
+    value = overrides.pop(f.name, f.default)
+    if value is None:
+      (value_type,) = [t for t in typing.get_args(types[f.name]) if t is not type(None)]
+      value = config_dict.placeholder(value_type)
+    section[f.name] = value
+  if overrides:
+    cls.from_config(overrides)  # raises, naming the unknown field
+  return section
 
 
 def model_config_dict(**overrides) -> 'ml_collections.ConfigDict':
@@ -207,54 +398,38 @@ def model_config_dict(**overrides) -> 'ml_collections.ConfigDict':
   Config files start from this and override what their model changes, so a new ModelConfig field
   is automatically available to every config and every command line.
   """
-  import ml_collections
-  from ml_collections import config_dict
+  return _section_dict(ModelConfig, overrides)
 
-  model = ml_collections.ConfigDict()
-  for f in dataclasses.fields(ModelConfig):
-    value = overrides.pop(f.name, f.default)
-    if value is None and f.name in _OPTIONAL_FIELD_TYPES:
-      value = config_dict.placeholder(_OPTIONAL_FIELD_TYPES[f.name])
-    model[f.name] = value
-  if overrides:
-    ModelConfig.from_config(overrides)  # raises, naming the unknown field
-  return model
+
+def optim_config_dict(**overrides) -> 'ml_collections.ConfigDict':
+  """`config.optim`: every OptimConfig field, typed, with its default unless overridden."""
+  return _section_dict(OptimConfig, overrides)
+
+
+def train_config_dict(**overrides) -> 'ml_collections.ConfigDict':
+  """`config.train`: every TrainConfig field, typed, with its default unless overridden."""
+  return _section_dict(TrainConfig, overrides)
+
+
+def data_config_dict(**overrides) -> 'ml_collections.ConfigDict':
+  """`config.data`: every DataConfig field, typed, with its default unless overridden."""
+  return _section_dict(DataConfig, overrides)
+
+
+def sharding_config_dict(**overrides) -> 'ml_collections.ConfigDict':
+  """`config.sharding`: every ShardingConfig field, typed, with its default unless overridden."""
+  return _section_dict(ShardingConfig, overrides)
 
 
 def base_config(**model_overrides) -> 'ml_collections.ConfigDict':
   """Every section a training run reads, with defaults; config files override what they change."""
   import ml_collections
-  from ml_collections import config_dict
-
-  from gptjax.optim import default_optim_config
 
   config = ml_collections.ConfigDict()
   config.seed = 0  # parameter init and dropout
   config.model = model_config_dict(**model_overrides)
-
-  config.data = ml_collections.ConfigDict()
-  config.data.corpus = 'stdlib'  # 'stdlib' | a local file or directory | 'shakespeare' | 'hf:NAME'
-  config.data.tokenizer = 'gpt2'  # 'gpt2' | 'bytes'
-  config.data.data_dir = 'data'  # prepared train.bin/val.bin are cached here, keyed by corpus
-  config.data.val_percent = 5
-  config.data.max_bytes = config_dict.placeholder(int)
-  # The order of training batches, separate from `seed` so that runs differing only in their init
-  # seed (an ablation's repeats) see exactly the same data.
-  config.data.seed = 0
-
-  config.optim = default_optim_config()
-
-  config.train = ml_collections.ConfigDict()
-  config.train.steps = 1000
-  config.train.batch_size = 8  # global, in sequences, across devices and accumulation steps
-  config.train.seq_len = config_dict.placeholder(int)  # None: model.block_size
-  config.train.log_every = 10
-  config.train.eval_every = 100
-  config.train.eval_batches = 8
-  config.train.ckpt_every = 500
-  config.train.keep_checkpoints = 3
-  config.train.init_from = 'scratch'  # 'scratch' | a workdir | 'hf:PATH_OR_NAME'
-
-  config.sharding = ml_collections.ConfigDict()
-  config.sharding.fsdp = False  # shard params and optimizer state across devices too
+  config.data = data_config_dict()
+  config.optim = optim_config_dict()
+  config.train = train_config_dict()
+  config.sharding = sharding_config_dict()
   return config

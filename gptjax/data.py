@@ -39,6 +39,7 @@ from typing import Container, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from gptjax.files import write_json_atomic
 from gptjax.tokenizer import Tokenizer, get_tokenizer
 
 SHAKESPEARE_URL = (
@@ -355,12 +356,6 @@ def _write_tokens(docs: Iterable[str], tokenizer: Tokenizer, dtype: np.dtype, pa
   return counts
 
 
-def _write_json_atomic(path: Path, obj: dict) -> None:
-  tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
-  tmp.write_text(json.dumps(obj, indent=2) + '\n')
-  tmp.replace(path)
-
-
 def prepare(corpus: str, tokenizer_name: str, data_dir: str | os.PathLike, *,
             val_percent: int = DEFAULT_VAL_PERCENT, max_bytes: int | None = None,
             progress: bool = True) -> Path:
@@ -409,7 +404,7 @@ def prepare(corpus: str, tokenizer_name: str, data_dir: str | os.PathLike, *,
   finally:
     for path in tmp.values():
       path.unlink(missing_ok=True)
-  _write_json_atomic(out / 'meta.json', {
+  write_json_atomic(out / 'meta.json', {
       **request,
       'source': source.description,
       'n_vocab': tokenizer.n_vocab,

@@ -256,13 +256,13 @@ class HFTokenizer:
 # --------------------------------------------------------------------------- factory
 
 _TOKENIZERS = {'gpt2': GPT2Tokenizer, 'bytes': ByteTokenizer}
+TOKENIZER_NAMES = tuple(_TOKENIZERS)  # what config.data.tokenizer may name
 
 
 def get_tokenizer(name: str) -> Tokenizer:
   try:
     cls = _TOKENIZERS[name]
   except KeyError:
-    raise ValueError(
-        f"unknown tokenizer {name!r}; allowed: {', '.join(sorted(_TOKENIZERS))}"
-    ) from None
+    allowed = ', '.join(sorted(_TOKENIZERS))
+    raise ValueError(f'unknown tokenizer {name!r}; allowed: {allowed}') from None
   return cls()

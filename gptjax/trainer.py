@@ -24,11 +24,11 @@ import numpy as np
 import optax
 
 from gptjax import checkpoint, cli, data, flops, sharding
-from gptjax.config import ModelConfig
+from gptjax.config import DataConfig, ModelConfig, OptimConfig, ShardingConfig, TrainConfig
 from gptjax.logs import MetricWriter
-from gptjax.model import GPT, init_params
+from gptjax.model import GPT, abstract_params, init_params
 from gptjax.optim import (accumulate_gradients, learning_rate_schedule, make_optimizer,
-                          optimizer_metrics, validate_optim_config)
+                          optimizer_metrics)
 
 # Fields that only change how a model runs, not what it is: a fine-tuning config may set them.
 # (vocab_pad_multiple pads only the head's matmul; the parameters are the same.)
@@ -55,32 +55,41 @@ class Run:
   val_tokens: np.ndarray
   bytes_per_token: float
 
+  # The config's sections, typed, built on first use (setup() has already checked them).
+  @functools.cached_property
+  def optim(self) -> OptimConfig:
+    return OptimConfig.from_config(self.config.optim)
+
+  @functools.cached_property
+  def train(self) -> TrainConfig:
+    return TrainConfig.from_config(self.config.train)
+
+  @functools.cached_property
+  def data(self) -> DataConfig:
+    return DataConfig.from_config(self.config.data)
+
+  @functools.cached_property
+  def sharding(self) -> ShardingConfig:
+    return ShardingConfig.from_config(self.config.sharding)
+
 
 # ---------------------------------------------------------------------------------------------
 # Setup
 
 
-def _validate_train_config(train: ml_collections.ConfigDict) -> None:
-  for name in ('steps', 'batch_size', 'log_every', 'eval_every', 'eval_batches', 'ckpt_every',
-               'keep_checkpoints'):
-    value = train[name]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ValueError(f'train.{name}={value!r} must be a positive integer')
-
-
-def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+def model_config(model: ml_collections.ConfigDict, init_from: str) -> ModelConfig:
   """The run's ModelConfig; when fine-tuning, the architecture comes from the source."""
-  cfg = ModelConfig.from_config(config.model)
-  source = source_model_config(config.train.init_from)
+  cfg = ModelConfig.from_config(model)
+  source = source_model_config(init_from)
   if source is None:
     return cfg
   # A field the config leaves at its default defers to the source; one it sets must agree.
   defaults = ModelConfig()
   conflicts = [f'{k}={getattr(cfg, k)!r} (source has {getattr(source, k)!r})'
                for k in cfg.to_dict() if k not in RUNTIME_FIELDS
-               and getattr(cfg, k) != getattr(source, k) and getattr(cfg, k) != getattr(defaults, k)]
+               and getattr(cfg, k) not in (getattr(source, k), getattr(defaults, k))]
   if conflicts:
-    raise ValueError(f'config.model contradicts the model of init_from={config.train.init_from}: '
+    raise ValueError(f'config.model contradicts the model of init_from={init_from}: '
                      f'{", ".join(conflicts)}; drop those overrides')
   return source.replace(**{k: getattr(cfg, k) for k in RUNTIME_FIELDS})
 
@@ -101,26 +110,29 @@ def source_model_config(init_from: str) -> ModelConfig | None:
 
 
 def setup(config: ml_collections.ConfigDict) -> Run:
-  cfg = model_config(config)
-  validate_optim_config(config.optim)
-  _validate_train_config(config.train)
-  seq_len = config.train.seq_len or cfg.block_size
+  """Checks every section and their combinations, then prepares the data: a bad config fails
+  here, before any data is tokenized or anything compiled."""
+  optim, train = OptimConfig.from_config(config.optim), TrainConfig.from_config(config.train)
+  data_config = DataConfig.from_config(config.data)
+  ShardingConfig.from_config(config.sharding)
+  cfg = model_config(config.model, train.init_from)
+  seq_len = train.seq_len or cfg.block_size
   if seq_len > cfg.block_size and cfg.position == 'learned':
     raise ValueError(f'train.seq_len={seq_len} is longer than model.block_size='
                      f'{cfg.block_size}, the last learned position')
   mesh = sharding.make_mesh()
-  sharding.check_batch_divides(config.train.batch_size, mesh)
-  if config.train.batch_size % config.optim.grad_accum_steps:
-    raise ValueError(f'train.batch_size={config.train.batch_size} must be divisible by '
-                     f'optim.grad_accum_steps={config.optim.grad_accum_steps}')
+  sharding.check_batch_divides(train.batch_size, mesh)
+  if train.batch_size % optim.grad_accum_steps:
+    raise ValueError(f'train.batch_size={train.batch_size} must be divisible by '
+                     f'optim.grad_accum_steps={optim.grad_accum_steps}')
 
-  prepared = data.prepare(config.data.corpus, config.data.tokenizer, config.data.data_dir,
-                          val_percent=config.data.val_percent, max_bytes=config.data.max_bytes,
+  prepared = data.prepare(data_config.corpus, data_config.tokenizer, data_config.data_dir,
+                          val_percent=data_config.val_percent, max_bytes=data_config.max_bytes,
                           progress=jax.process_index() == 0)
   meta = data.read_meta(prepared)
   if meta['n_vocab'] > cfg.vocab_size:
     raise ValueError(f'model.vocab_size={cfg.vocab_size} is smaller than the '
-                     f'{config.data.tokenizer} tokenizer\'s {meta["n_vocab"]} tokens')
+                     f'{data_config.tokenizer} tokenizer\'s {meta["n_vocab"]} tokens')
   return Run(cfg, config, mesh, seq_len, data.load_split(prepared, 'train'),
              data.load_split(prepared, 'val'), data.bytes_per_token(prepared, 'val'))
 
@@ -137,9 +149,9 @@ def cross_entropy(cfg: ModelConfig, params, batch, rng=None, train: bool = False
 
 
 def make_train_step(run: Run, optimizer: optax.GradientTransformation, state_sharding):
-  cfg, config = run.cfg, run.config
-  schedule = learning_rate_schedule(config.optim, config.train.steps)
-  dropout_key = jax.random.key(config.seed)
+  cfg = run.cfg
+  schedule = learning_rate_schedule(run.optim, run.train.steps)
+  dropout_key = jax.random.key(run.config.seed)
 
   def loss_fn(params, batch, rng):
     return cross_entropy(cfg, params, batch, rng, train=True), {}
@@ -148,7 +160,7 @@ def make_train_step(run: Run, optimizer: optax.GradientTransformation, state_sha
     step = state['step']
     rng = jax.random.fold_in(dropout_key, step)
     loss, _, grads = accumulate_gradients(loss_fn, state['params'], batch,
-                                          config.optim.grad_accum_steps, rng)
+                                          run.optim.grad_accum_steps, rng)
     updates, opt_state = optimizer.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     metrics = {'loss': loss, 'lr': schedule(step),
@@ -164,9 +176,9 @@ def make_eval_step(cfg: ModelConfig):
 
 
 def evaluate_loss(run: Run, eval_step, params) -> float:
-  batches = data.eval_batches(run.val_tokens, batch_size=run.config.train.batch_size //
+  batches = data.eval_batches(run.val_tokens, batch_size=run.train.batch_size //
                               jax.process_count(), seq_len=run.seq_len,
-                              n_batches=run.config.train.eval_batches,
+                              n_batches=run.train.eval_batches,
                               process_index=jax.process_index(),
                               process_count=jax.process_count())
   losses = [eval_step(params, _device_batch(run, batch)) for batch in batches]
@@ -179,8 +191,8 @@ def _device_batch(run: Run, batch) -> dict:
 
 
 def _train_batch(run: Run, step: int) -> dict:
-  batch = data.get_batch(run.train_tokens, seed=run.config.data.seed, step=step,
-                         batch_size=run.config.train.batch_size // jax.process_count(),
+  batch = data.get_batch(run.train_tokens, seed=run.data.seed, step=step,
+                         batch_size=run.train.batch_size // jax.process_count(),
                          seq_len=run.seq_len, process_index=jax.process_index(),
                          process_count=jax.process_count())
   return _device_batch(run, batch)
@@ -191,18 +203,16 @@ def _train_batch(run: Run, step: int) -> dict:
 
 
 def _initial_params(run: Run, rng):
-  init_from = run.config.train.init_from
+  init_from = run.train.init_from
   if init_from == 'scratch':
     return init_params(run.cfg, rng)
   if init_from.startswith('hf:'):
     params = _load_hf(init_from[3:])[1]
     _load_hf.cache_clear()  # the run owns the params from here; do not keep a second copy
     return params
-  # A lambda: eval_shape would trace the (non-array) ModelConfig argument.
-  abstract = jax.eval_shape(lambda rng: init_params(run.cfg, rng), rng)
   replicated = sharding.replicated(run.mesh)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                          abstract)
+                          abstract_params(run.cfg))
   return checkpoint.restore_params(init_from, abstract)[0]
 
 
@@ -211,7 +221,7 @@ def initial_state(run: Run, optimizer, state_sharding):
     return {'params': params, 'opt_state': optimizer.init(params),
             'step': jnp.zeros((), jnp.int32)}
   rng = jax.random.key(run.config.seed)
-  if run.config.train.init_from == 'scratch':
+  if run.train.init_from == 'scratch':
     # Initialised inside one jit with the target shardings, so under FSDP no device ever holds
     # the whole model.
     return jax.jit(lambda key: make(init_params(run.cfg, key)),
@@ -220,12 +230,12 @@ def initial_state(run: Run, optimizer, state_sharding):
 
 
 def abstract_state(run: Run, optimizer):
-  def make(rng):
-    params = init_params(run.cfg, rng)
-    return {'params': params, 'opt_state': optimizer.init(params),
-            'step': jnp.zeros((), jnp.int32)}
-  shapes = jax.eval_shape(make, jax.random.key(0))
-  shardings = sharding.state_shardings(shapes, run.mesh, run.config.sharding.fsdp)
+  """The state's shapes and shardings, without allocating it: the target of a restore and of
+  the jitted initialisation."""
+  params = abstract_params(run.cfg)
+  shapes = {'params': params, 'opt_state': jax.eval_shape(optimizer.init, params),
+            'step': jax.ShapeDtypeStruct((), jnp.int32)}
+  shardings = sharding.state_shardings(shapes, run.mesh, run.sharding.fsdp)
   shardings['step'] = sharding.replicated(run.mesh)
   abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                           shapes, shardings)
@@ -318,11 +328,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, 
   run = setup(config)
   config_dict = config.to_dict()
   config_dict['model'] = run.cfg.to_dict()  # the resolved architecture, for sample.py and resume
-  optimizer = make_optimizer(config.optim, config.train.steps)
+  optimizer = make_optimizer(run.optim, run.train.steps)
   abstract, state_sharding = abstract_state(run, optimizer)
   train_step = make_train_step(run, optimizer, state_sharding)
   eval_step = make_eval_step(run.cfg)
-  train_cfg = config.train
+  train_cfg = run.train
 
   with contextlib.closing(checkpoint.manager(workdir, train_cfg.keep_checkpoints)) as mngr, \
        MetricWriter(workdir, enabled=jax.process_index() == 0) as writer, \

@@ -1,4 +1,5 @@
-"""ModelConfig: every invalid value fails early with a message naming the field; defaults resolve."""
+"""The typed config sections (ModelConfig, OptimConfig, TrainConfig, DataConfig, ShardingConfig):
+every invalid value fails early with a message naming the field; defaults resolve."""
 
 import dataclasses
 import re
@@ -134,7 +135,8 @@ def test_remat_none_is_not_a_bool():
 
 
 def test_from_config_unknown_field_suggests_the_close_one():
-  with pytest.raises(ValueError, match=r"unknown model config field 'n_head'; did you mean 'n_heads'\?"):
+  with pytest.raises(ValueError,
+                     match=r"unknown model config field 'n_head'; did you mean 'n_heads'\?"):
     ModelConfig.from_config({'n_head': 4})
   with pytest.raises(ValueError, match=r"'n_kv_head'.*did you mean 'n_kv_heads'"):
     ModelConfig.from_config(ml_collections.ConfigDict({'d_model': 64, 'n_kv_head': 2}))
@@ -294,3 +296,123 @@ def test_model_config_dict_none_default_fields_are_typed():
   assert (cfg.n_kv_heads, cfg.d_ff, cfg.attention_window, cfg.qkv_bias) == (2, 96, 8, False)
   with pytest.raises(TypeError):
     model.n_kv_heads = 'two'
+
+
+# ---------------------------------------------------------------------------------------------
+# The training sections: config.optim, config.train, config.data, config.sharding
+
+SECTIONS = {
+    'optim': (config_lib.OptimConfig, config_lib.optim_config_dict),
+    'train': (config_lib.TrainConfig, config_lib.train_config_dict),
+    'data': (config_lib.DataConfig, config_lib.data_config_dict),
+    'sharding': (config_lib.ShardingConfig, config_lib.sharding_config_dict),
+}
+
+
+def test_base_config_is_every_sections_defaults():
+  config = config_lib.base_config(d_model=64, n_heads=4)
+  assert set(config.keys()) == {'seed', 'model', *SECTIONS}
+  assert ModelConfig.from_config(config.model) == ModelConfig(d_model=64, n_heads=4)
+  for name, (section, _) in SECTIONS.items():
+    assert section.from_config(config[name]) == section()
+
+
+@pytest.mark.parametrize('name', sorted(SECTIONS))
+def test_section_config_dict_has_every_field_and_the_defaults(name):
+  section, config_dict = SECTIONS[name]
+  as_config = config_dict()
+  assert set(as_config.keys()) == {f.name for f in dataclasses.fields(section)}
+  assert section.from_config(as_config) == section()
+  assert section.from_config(section().to_dict()) == section()
+
+
+@pytest.mark.parametrize('name', sorted(SECTIONS))
+def test_section_unknown_field_suggests_the_close_one(name):
+  section, config_dict = SECTIONS[name]
+  field = dataclasses.fields(section)[0].name
+  with pytest.raises(ValueError, match=rf"^unknown {name} config field '{field}x'; did you mean "
+                                       rf"'{field}'\?$"):
+    section.from_config({f'{field}x': 1})
+  with pytest.raises(ValueError, match=rf"^unknown {name} config field '{field}x'"):
+    config_dict(**{f'{field}x': 1})
+
+
+def test_section_unknown_field_without_a_close_one_lists_all():
+  with pytest.raises(ValueError, match=r"^unknown train config field 'zzz'; known fields: ") as e:
+    config_lib.TrainConfig.from_config({'zzz': 1})
+  for field in dataclasses.fields(config_lib.TrainConfig):
+    assert field.name in str(e.value)
+
+
+def test_section_config_dict_overrides_and_none_default_fields_are_typed():
+  assert config_lib.train_config_dict(steps=7).steps == 7
+  # What --config.train.seq_len=64 and friends do: assign into a field whose default is None.
+  optim, train, data = (config_lib.optim_config_dict(), config_lib.train_config_dict(),
+                        config_lib.data_config_dict())
+  optim.decay_steps, train.seq_len, data.max_bytes = 3000, 64, 10_000
+  assert config_lib.OptimConfig.from_config(optim).decay_steps == 3000
+  assert config_lib.TrainConfig.from_config(train).seq_len == 64
+  assert config_lib.DataConfig.from_config(data).max_bytes == 10_000
+  with pytest.raises(TypeError):
+    train.seq_len = 'long'
+
+
+POSITIVE = 'must be a positive integer'
+INIT_FROM = "must be 'scratch', a workdir or 'hf:PATH_OR_NAME'"
+CORPUS = "must be 'stdlib', 'shakespeare', a local path or 'hf:NAME[:CONFIG]'"
+
+
+@pytest.mark.parametrize('section, field, value, requirement', [
+    ('train', 'steps', 0, POSITIVE),
+    ('train', 'batch_size', True, POSITIVE),
+    ('train', 'log_every', 2.0, POSITIVE),
+    ('train', 'eval_every', -1, POSITIVE),
+    ('train', 'eval_batches', '8', POSITIVE),
+    ('train', 'ckpt_every', None, POSITIVE),
+    ('train', 'keep_checkpoints', 0, POSITIVE),
+    ('train', 'seq_len', 0, 'must be None (model.block_size) or a positive integer'),
+    ('train', 'init_from', '', INIT_FROM),
+    ('train', 'init_from', None, INIT_FROM),
+    ('data', 'corpus', '', CORPUS),
+    ('data', 'tokenizer', 'gpt-2', "is not one of 'gpt2', 'bytes'"),
+    ('data', 'data_dir', '', 'must be a directory path'),
+    ('data', 'val_percent', 0, 'must be an integer in 1..99'),
+    ('data', 'val_percent', 100, 'must be an integer in 1..99'),
+    ('data', 'val_percent', 5.0, 'must be an integer in 1..99'),
+    ('data', 'max_bytes', 0, 'must be None or a positive integer'),
+    ('data', 'seed', -1, 'must be an integer >= 0'),
+    ('data', 'seed', True, 'must be an integer >= 0'),
+    ('sharding', 'fsdp', 1, 'must be True or False'),
+    ('sharding', 'fsdp', 'yes', 'must be True or False'),
+    ('optim', 'lr', '3e-4', 'must be > 0'),
+    ('optim', 'warmup_steps', 1.5, 'must be an integer >= 0'),
+])
+def test_section_errors_name_section_field_value_and_requirement(section, field, value,
+                                                                  requirement):
+  with pytest.raises(ValueError) as e:
+    SECTIONS[section][0].from_config({field: value})
+  assert str(e.value) == f'{section}.{field}={value!r} {requirement}'
+
+
+def test_every_allowed_tokenizer_exists():
+  from gptjax.tokenizer import get_tokenizer
+  for name in config_lib.TOKENIZER_NAMES:
+    assert config_lib.DataConfig(tokenizer=name).tokenizer == get_tokenizer(name).name == name
+
+
+def test_decay_ending_before_warmup_fails_when_the_config_is_built():
+  with pytest.raises(ValueError, match=r'^optim\.decay_steps=5 must be >= optim\.warmup_steps=10 '
+                                       r'\(decay starts when warmup ends\)$'):
+    config_lib.OptimConfig(warmup_steps=10, decay_steps=5)
+  # A constant schedule has no decay to start; None is resolved from the run's length later.
+  assert config_lib.OptimConfig(warmup_steps=10, decay_steps=5, schedule='constant')
+  assert config_lib.OptimConfig(warmup_steps=10).decay_steps is None
+
+
+@pytest.mark.parametrize('name', sorted(SECTIONS))
+def test_sections_are_frozen_and_hashable(name):
+  section = SECTIONS[name][0]
+  field = dataclasses.fields(section)[0].name
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    setattr(section(), field, None)
+  assert hash(section()) == hash(section())
