@@ -16,6 +16,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from gptjax.model import param_paths
+
 CHECKPOINT_DIR = 'checkpoints'
 
 
@@ -97,9 +99,9 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
 def restore_params(workdir, abstract_params, step: int | None = None):
   """Only the parameters of a run's checkpoint (for sampling, evaluation, fine-tuning).
 
-  `abstract_params`: the expected tree of jax.ShapeDtypeStruct (e.g. `jax.eval_shape` of
-  init_params); a leaf without a sharding is restored onto this process's first device. Returns
-  (params, step).
+  `abstract_params`: the expected tree of jax.ShapeDtypeStruct (e.g. gptjax.model.abstract_params
+  of the run's ModelConfig); a leaf without a sharding is restored onto this process's first
+  device. Returns (params, step).
   """
   step = _existing_step(workdir, step)
   path = _checkpoint_dir(workdir) / str(step) / 'state'
@@ -122,8 +124,7 @@ def _check_param_shapes(path: Path, abstract_params) -> None:
   """Raises, naming the parameters that differ, unless the stored params have the expected names
   and shapes: a readable message instead of a failure deep inside orbax's restore."""
   def shapes(tree) -> dict[str, tuple[int, ...]]:
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, 'shape'))
-    return {jax.tree_util.keystr(key): tuple(leaf.shape) for key, leaf in leaves}
+    return {name: tuple(leaf.shape) for name, leaf in param_paths(tree).items()}
 
   handler = ocp.PyTreeCheckpointHandler()
   try:
@@ -131,7 +132,7 @@ def _check_param_shapes(path: Path, abstract_params) -> None:
   finally:
     handler.close()
   expected = shapes(abstract_params)
-  differ = [f'params{k}: checkpoint {stored.get(k)} vs expected {expected.get(k)}'
+  differ = [f'{k}: checkpoint {stored.get(k)} vs expected {expected.get(k)}'
             for k in sorted(set(stored) | set(expected)) if stored.get(k) != expected.get(k)]
   if differ:
     # A few names locate the difference; all of them (every layer's) would bury it.

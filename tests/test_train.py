@@ -28,10 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gptjax import checkpoint, cli, data, trainer
+from gptjax import checkpoint, cli, data, model as model_lib, trainer
 from gptjax.config import ModelConfig
 from gptjax.logs import METRICS_FILE, read_metrics
-from gptjax.model import init_params
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_CONFIG = REPO / 'configs' / 'small.py'
@@ -142,8 +141,8 @@ def losses(workdir, name='loss') -> dict[int, float]:
 
 
 def abstract_params(model: dict):
-  cfg = ModelConfig.from_config(model)
-  return jax.eval_shape(lambda rng: init_params(cfg, rng), jax.random.key(0))
+  """The params tree of a checkpoint's saved `model` config, as shapes."""
+  return model_lib.abstract_params(ModelConfig.from_config(model))
 
 
 def saved_params(workdir, step=None):
@@ -245,8 +244,8 @@ def test_restore_params_reads_a_checkpoints_params_and_checks_their_shapes(finis
   assert val_loss == pytest.approx(losses(workdir, 'val_loss')[STEPS], rel=1e-5)
   # Another architecture's shapes are an error naming the parameter, not padded arrays.
   with pytest.raises(checkpoint.CheckpointError,
-                     match=r"params\['blocks_0'\]\['attn'\]\['out'\]\['kernel'\]: checkpoint "
-                           r"\(32, 32\) vs expected \(64, 64\); .*; and \d+ more\)$"):
+                     match=r"other parameters than expected \(blocks_0/attn/\w+/\w+: checkpoint "
+                           r"\([\d, ]+\) vs expected \([\d, ]+\); .*; and \d+ more\)$"):
     checkpoint.restore_params(workdir, abstract_params({**model, 'd_model': 64, 'd_ff': None}))
 
 
@@ -476,10 +475,30 @@ def test_bad_flag_is_one_line(cli_env, data_dir, tmp_path, flag, needle):
   assert not (tmp_path / 'run').exists()
 
 
-def test_invalid_value_names_the_field_before_anything_runs(cli_env, data_dir, tmp_path):
-  result = run_cli(train_command(data_dir, tmp_path / 'run', model__n_heads=3), cli_env)
-  assert_one_line_error(result, 'n_heads=3')
+@pytest.mark.parametrize('change, needle', [
+    ({'model__n_heads': 3}, 'n_heads=3'),
+    ({'data__tokenizer': 'gpt-2'}, "data.tokenizer='gpt-2' is not one of 'gpt2', 'bytes'"),
+    ({'optim__decay_steps': 1}, 'optim.decay_steps=1 must be >= optim.warmup_steps=2'),
+], ids=['model', 'data', 'optim'])
+def test_invalid_value_names_the_field_before_anything_runs(cli_env, data_dir, tmp_path, change,
+                                                           needle):
+  result = run_cli(train_command(data_dir, tmp_path / 'run', **change), cli_env)
+  assert_one_line_error(result, needle)
   assert not (tmp_path / 'run' / checkpoint.CHECKPOINT_DIR).exists()
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'train__init_from': None}, "train.init_from=None must be 'scratch', a workdir or "
+                                 "'hf:PATH_OR_NAME'"),
+    ({'train__seq_len': 0},
+     'train.seq_len=0 must be None (model.block_size) or a positive integer'),
+    ({'data__max_bytes': -1}, 'data.max_bytes=-1 must be None or a positive integer'),
+    ({'sharding__fsdp': None}, 'sharding.fsdp=None must be True or False'),
+], ids=['train.init_from', 'train.seq_len', 'data.max_bytes', 'sharding.fsdp'])
+def test_setup_checks_every_section(data_dir, change, message):
+  with pytest.raises(ValueError) as e:
+    trainer.setup(make_config(data_dir, **change))
+  assert str(e.value) == message
 
 
 def test_missing_data_path_is_named(cli_env, data_dir, tmp_path):
@@ -508,7 +527,10 @@ def test_valid_override_is_used_and_saved(cli_env, data_dir, tmp_path):
   assert model['n_kv_heads'] == 1
   params, step = saved_params(workdir)
   assert step == 2
-  assert params['blocks_0']['attn']['qkv']['kernel'].shape == (32, 32 + 2 * 16)  # 1 kv head
+  # d_model 32, 2 heads of 16: queries and the output 32 x 32 each, keys and values 32 x 16 each
+  # (1 kv head), plus their biases.
+  attention_size = sum(x.size for x in jax.tree.leaves(params['blocks_0']['attn']))
+  assert attention_size == 2 * (32 * 32 + 32) + 2 * (32 * 16 + 16)
 
 
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(cli_env, data_dir,
