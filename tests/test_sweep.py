@@ -3,7 +3,8 @@
 The sweep tests share one real sweep (module fixture) over configs/ablation.py shrunk to a 1-layer,
 d_model 32 byte model on 100 kB of the standard library, 2 steps per run: two seeds of the
 baseline and, between them, a run forced to diverge (lr 1e30, no clipping, no warmup). Each run
-compiles in a few seconds; the other tests reuse its directories.
+compiles in a few seconds; the other tests reuse its directories, and are marked slow with it
+(about 40 s together); `-m 'not slow'` keeps the variant, plan and failure-path tests.
 """
 
 import csv
@@ -221,6 +222,7 @@ def val_losses(run_dir):
   return {m['step']: m['val_loss'] for m in read_metrics(run_dir) if 'val_loss' in m}
 
 
+@pytest.mark.slow
 def test_sweep_trains_each_run_in_its_own_dir_and_goes_on_after_a_divergence(finished):
   workdir, statuses = finished
   assert [s['status'] for s in statuses] == ['done', 'diverged', 'done']
@@ -240,6 +242,7 @@ def test_sweep_trains_each_run_in_its_own_dir_and_goes_on_after_a_divergence(fin
   assert [r['slug'] for r in plan['runs']] == SLUGS
 
 
+@pytest.mark.slow
 def test_report_numbers_come_from_the_runs_own_metrics(finished):
   workdir, _ = finished
   for name in ('results.csv', 'results.md', 'runs.csv'):
@@ -288,6 +291,7 @@ def test_report_numbers_come_from_the_runs_own_metrics(finished):
   assert '![val loss curves](val_loss_curves.png)' in markdown
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_and_diverged_runs(finished, overrides, monkeypatch):
   workdir, statuses = finished
   before = {p: p.stat().st_mtime_ns for p in workdir.rglob('*')
@@ -300,6 +304,7 @@ def test_rerun_skips_finished_and_diverged_runs(finished, overrides, monkeypatch
   assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
+@pytest.mark.slow
 def test_a_changed_config_is_refused_instead_of_mixed_in(finished, overrides, tmp_path):
   workdir = Path(shutil.copytree(finished[0], tmp_path / 'sweep'))
   with pytest.raises(ValueError, match=r"train.steps=2 \(now 3\); use another --workdir"):
@@ -307,6 +312,7 @@ def test_a_changed_config_is_refused_instead_of_mixed_in(finished, overrides, tm
                     overrides={**overrides, 'train.steps': 3})
 
 
+@pytest.mark.slow
 def test_report_of_a_partial_sweep(finished, tmp_path):
   """One run still training (status running, no final eval yet), one not started."""
   workdir = Path(shutil.copytree(finished[0], tmp_path / 'sweep'))
@@ -330,7 +336,7 @@ def test_report_of_a_partial_sweep(finished, tmp_path):
     assert (workdir / name).exists()
 
 
-def test_interrupt_marks_the_run_and_stops_the_sweep(finished, overrides, tmp_path, monkeypatch):
+def test_interrupt_marks_the_run_and_stops_the_sweep(overrides, tmp_path, monkeypatch):
   workdir = tmp_path / 'sweep'
   def interrupted(config, run_dir):
     raise trainer.TrainingInterrupted('SIGINT at step 1: checkpoint saved')
@@ -357,6 +363,7 @@ def test_a_failing_run_is_recorded_with_its_reason(overrides, tmp_path, monkeypa
   assert 'Traceback' in (tmp_path / 'baseline_seed-7' / 'error.log').read_text()
 
 
+@pytest.mark.slow
 def test_command_line_applies_overrides_to_every_run_and_skips_finished(finished, overrides):
   workdir = finished[0]
   flags = [f'--config.{k}={v}' for k, v in overrides.items()]

@@ -1,6 +1,5 @@
-"""The sweep's command line: `python -m gptjax.sweep --config=FILE --workdir=DIR [--sweep=NAME |
---variant=V ...] [--config.KEY=VALUE ...] [--report_only]` (see the package docstring)."""
-
+# The sweep's command line. Its --help is absl's usage, which prints this module's __doc__: the
+# package's, so that the commands, the config file's interface and the workdir are all shown.
 from __future__ import annotations
 
 import sys
@@ -11,9 +10,12 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+import gptjax.sweep
 from gptjax import cli
 from gptjax.sweep.report import report
 from gptjax.sweep.run import run_sweep
+
+__doc__ = gptjax.sweep.__doc__
 
 
 def _command(argv: Sequence[str]) -> str:
