@@ -3,8 +3,9 @@
 `from_hf` turns a transformers model object, a directory saved with `save_pretrained`, or a Hub
 name into `(ModelConfig, params)`; `to_hf` writes params as a directory that
 `AutoModelForCausalLM.from_pretrained` loads. The point of both is logit parity with the
-reference implementation (the tests compare logits with transformers), so a checkpoint whose architecture gptjax cannot
-reproduce exactly is refused with the field that differs, never approximated.
+reference implementation (the tests compare logits with transformers'), so a checkpoint whose
+architecture gptjax cannot reproduce exactly is refused with the field that differs, never
+approximated.
 
 Names: one table per family (`_gpt2_weights`, `_llama_weights`) lists, for every HF tensor, the
 leaves of our params tree it is made of; import and export both read the same table.
