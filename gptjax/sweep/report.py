@@ -23,6 +23,7 @@ from gptjax.tables import format_bytes, format_si, markdown_table
 
 
 def read_status(run_dir: Path) -> dict:
+  """What the runner last recorded of a run; 'pending' for one it has not started."""
   return read_json(Path(run_dir) / STATUS_FILE) or {'status': 'pending', 'reason': None}
 
 
