@@ -1,11 +1,14 @@
 """Train a gptjax model (or, with --mode=eval, evaluate one).
 
-  python train.py --config=configs/small.py --workdir=runs/small
-  python train.py --config=configs/small.py --workdir=runs/small --config.model.n_kv_heads=2
+  python train.py --config=configs/small.py                  # into runs/small
+  python train.py --config=configs/ablation.py:norm=rmsnorm  # into runs/ablation_norm-rmsnorm
+  python train.py --config=configs/small.py --workdir=runs/kv2 --config.model.n_kv_heads=2
 
-Rerunning the same command resumes from the workdir's latest checkpoint. Ctrl-C (or SIGTERM)
-saves a checkpoint first. Multi-host: start one process per host with --coordinator_address,
---num_processes and --process_id.
+Without --workdir a run goes to runs/<config file stem>, plus its variant string if any (see
+gptjax.cli.default_workdir), and the first line printed says where. Rerunning the same command
+resumes from the workdir's latest checkpoint. Ctrl-C (or SIGTERM) saves a checkpoint first.
+Multi-host: start one process per host with --coordinator_address, --num_processes and
+--process_id.
 """
 
 import sys
@@ -18,7 +21,8 @@ from gptjax import cli
 
 config_flags.DEFINE_config_file('config', None, 'Training config file (configs/*.py).',
                                 lock_config=True)
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints and logs.')
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints and logs (default: '
+                    'runs/<config file stem>[_<variant>]).')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
                   'train, or eval: report loss, perplexity and bits-per-byte on the val split '
                   'without taking a step.')
@@ -31,10 +35,14 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments: {" ".join(argv[1:])} (flags are --name=value)')
-  if FLAGS.config is None:
+  config = cli.config_flag()
+  if config is None:
     sys.exit('error: --config is required, e.g. --config=configs/small.py')
-  if FLAGS.workdir is None:
-    sys.exit('error: --workdir is required, e.g. --workdir=runs/small')
+  workdir = FLAGS.workdir
+  if workdir is None:
+    workdir = cli.default_workdir(config_flags.get_config_filename(FLAGS['config']))
+    print(f'workdir: {workdir} (the default for this config; --workdir=DIR picks another)',
+          flush=True)
   absl_logging.set_verbosity(absl_logging.WARNING)  # keep JAX's backend probing off the screen
   # Imported after flag parsing so that --help and flag errors answer without loading JAX.
   from gptjax import sharding, trainer
@@ -43,10 +51,10 @@ def main(argv):
                                   FLAGS.process_id)
   try:
     if FLAGS.mode == 'eval':
-      result = trainer.evaluate(FLAGS.config, FLAGS.workdir)
+      result = trainer.evaluate(config, workdir)
       print(' '.join(f'{k} {v:.4f}' for k, v in result.items()))
     else:
-      result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+      result = trainer.train_and_evaluate(config, workdir)
       print('done: ' + ' '.join(f'{k} {v:.4g}' for k, v in result.items()
                                 if k in ('step', 'loss', 'val_loss')))
   except trainer.TrainingDiverged as e:

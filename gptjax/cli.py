@@ -1,15 +1,23 @@
 """Shared by the entry points: user mistakes end in one readable line and a non-zero exit code,
-never a traceback; a traceback means a bug in gptjax."""
+never a traceback (a traceback means a bug in gptjax); and where a run lives when no --workdir
+is given. Imports no JAX, so that --help and flag mistakes answer at once."""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
+from pathlib import Path
 
 from absl import app, flags
 
 # Raised for bad input anywhere (config validation, data, checkpoints, prompts).
 USER_ERRORS = (ValueError, FileNotFoundError)
 INTERRUPTED_EXIT_CODE = 130  # the shell's convention for "stopped by Ctrl-C"
+# train.py's runs go here unless --workdir says otherwise; sample.py looks here for the newest.
+RUNS_DIR = 'runs'
+# config_flags' words before the traceback of a config file whose get_config raised.
+CONFIG_FILE_RAISED = 'Error whilst parsing config file:'
 
 
 class Interrupted(RuntimeError):
@@ -30,7 +38,51 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    raise ValueError(f'{one_line(e)} (--helpshort lists the flags)') from None
+    raise ValueError(f'{flag_error(e)} (--helpshort lists the flags)') from None
+
+
+def flag_error(error: flags.Error) -> str:
+  """One line for a flag error. config_flags puts the whole traceback of a config file that
+  raised (a bad variant string, say) into its message: the user needs only the last line, the
+  exception itself, and not its type's name."""
+  head, raised, trace = str(error).partition(CONFIG_FILE_RAISED)
+  if raised and trace.strip():
+    return ' '.join((head + trace.strip().splitlines()[-1].split(': ', 1)[-1]).split())
+  return one_line(error)
+
+
+def config_flag(name: str = 'config'):
+  """The ConfigDict a config_flags flag holds, or None when it was not given.
+
+  A config file that could not be read does not fail the flag parsing: config_flags hands out a
+  stand-in that raises a several-line OSError on first use. This says it now, in one line.
+  """
+  config = flags.FLAGS[name].value
+  if config is None:
+    return None
+  try:
+    config.keys()
+  except OSError as e:
+    filename = flags.FLAGS[name].config_filename
+    path = filename.partition(':')[0]
+    problem = ('no such file' if not os.path.exists(path) else
+               'not a file' if not os.path.isfile(path) else one_line(e.__cause__ or e))
+    raise ValueError(f'--{name}={filename}: cannot load it: {problem}') from None
+  return config
+
+
+def default_workdir(config_arg: str) -> str:
+  """Where a run of --config=PATH[:VARIANT] goes when no --workdir is given: runs/<PATH's stem>,
+  with the variant string appended as a plain directory name ('=' becomes '-', ',' becomes '_',
+  so does any other character but letters, digits and '.+-'), so each variant has its own run:
+  'configs/ablation.py:norm=rmsnorm,pos=rope' -> 'runs/ablation_norm-rmsnorm_pos-rope'.
+  Rerunning the same --config resumes that run; --config.FIELD=VALUE overrides do not change the
+  name (a run refuses a checkpoint of another model, so such a run needs its own --workdir)."""
+  path, _, variant = config_arg.partition(':')
+  name = Path(path).stem
+  if variant:
+    name += '_' + re.sub(r'[^A-Za-z0-9.+-]', '_', variant.replace('=', '-').replace(',', '_'))
+  return os.path.join(RUNS_DIR, name)
 
 
 def run(main) -> None:
