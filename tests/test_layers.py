@@ -11,6 +11,8 @@ import pytest
 from gptjax import layers
 from gptjax.layers import MLP, Attention, LayerNorm, RMSNorm
 from gptjax.model import GPT, init_params
+from reference import (np_attention, np_layernorm, np_mlp, np_rmsnorm, np_rope,
+                       np_visible)
 
 RNG = np.random.default_rng(0)
 
@@ -21,18 +23,6 @@ def normal(*shape, scale=1.0):
 
 # ---------------------------------------------------------------------------------------------
 # Norms
-
-
-def np_layernorm(x, scale, bias, eps):
-  x = x.astype(np.float64)
-  mean = x.mean(-1, keepdims=True)
-  var = ((x - mean) ** 2).mean(-1, keepdims=True)
-  return (x - mean) / np.sqrt(var + eps) * scale + bias
-
-
-def np_rmsnorm(x, scale, eps):
-  x = x.astype(np.float64)
-  return x / np.sqrt((x ** 2).mean(-1, keepdims=True) + eps) * scale
 
 
 @pytest.mark.parametrize('use_bias', [True, False])
@@ -98,19 +88,6 @@ def test_make_norm(tiny_config, norm, expected):
 # Rotary positions
 
 
-def np_rope(x, positions, theta):
-  """Hugging Face Llama's formulation: x * cos + rotate_half(x) * sin, with the frequency table
-  repeated over the two halves. x [B, T, N, D], positions [B, T]."""
-  d = x.shape[-1]
-  inv_freq = 1.0 / theta ** (np.arange(0, d, 2, dtype=np.float64) / d)  # [D/2]
-  freqs = positions.astype(np.float64)[..., None] * inv_freq  # [B, T, D/2]
-  emb = np.concatenate([freqs, freqs], axis=-1)[:, :, None, :]  # [B, T, 1, D]
-  x = x.astype(np.float64)
-  x1, x2 = x[..., :d // 2], x[..., d // 2:]
-  rotate_half = np.concatenate([-x2, x1], axis=-1)
-  return x * np.cos(emb) + rotate_half * np.sin(emb)
-
-
 @pytest.mark.parametrize('theta', [10000.0, 500000.0, 10.0])
 def test_rope_matches_numpy(theta):
   x = normal(2, 7, 3, 16)
@@ -159,49 +136,6 @@ def test_rope_keeps_dtype_and_computes_in_float32():
 
 # ---------------------------------------------------------------------------------------------
 # Attention
-
-
-def np_softmax(s):
-  s = s - s.max(-1, keepdims=True)
-  e = np.exp(s)
-  return e / e.sum(-1, keepdims=True)
-
-
-def np_visible(t_len, s_len, window):
-  t = np.arange(t_len)[:, None]
-  s = np.arange(s_len)[None, :]
-  visible = s <= t
-  if window is not None:
-    visible &= t - s < window
-  return visible
-
-
-def np_attention(params, x, positions, cfg):
-  """Softmax attention head by head; query head h reads kv head h // (n_heads / n_kv_heads)."""
-  b, t, _ = x.shape
-  h, kv, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-  x = x.astype(np.float64)
-
-  def project(name, heads):  # [C, N, D] kernels as the [C, N*D] matrices of the papers
-    p = params[name]
-    return (x @ p['kernel'].reshape(-1, heads * d) + p.get('bias', np.zeros(heads * d)).reshape(-1)
-            ).reshape(b, t, heads, d)
-
-  q, k, v = project('query', h), project('key', kv), project('value', kv)
-  if cfg.position == 'rope':
-    q, k = np_rope(q, positions, cfg.rope_theta), np_rope(k, positions, cfg.rope_theta)
-  visible = np_visible(t, t, cfg.attention_window)
-  out = np.zeros((b, t, h, d))
-  weights = np.zeros((b, h, t, t))
-  for head in range(h):
-    kv_head = head // (h // kv)
-    scores = np.einsum('btd,bsd->bts', q[:, :, head], k[:, :, kv_head]) / np.sqrt(d)
-    probs = np_softmax(np.where(visible, scores, -np.inf))
-    weights[:, head] = probs
-    out[:, :, head] = np.einsum('bts,bsd->btd', probs, v[:, :, kv_head])
-  y = (out.reshape(b, t, h * d) @ params['out']['kernel'].reshape(h * d, -1)
-       + params['out'].get('bias', 0.0))
-  return y, weights
 
 
 ATTENTION_CASES = {
@@ -296,25 +230,6 @@ def test_a_cudnn_model_runs_on_xla_here_with_one_notice(tiny_config, randomize, 
 
 # ---------------------------------------------------------------------------------------------
 # Feed-forward
-
-
-def np_gelu_tanh(x):
-  return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
-
-
-def np_silu(x):
-  return x / (1.0 + np.exp(-x))
-
-
-def np_mlp(params, x, kind):
-  """GPT-2: proj(gelu(fc(x))); Llama: down(silu(gate(x)) * up(x))."""
-
-  def dense(name, h):
-    return h.astype(np.float64) @ params[name]['kernel'] + params[name].get('bias', 0.0)
-
-  if kind == 'gelu':
-    return dense('proj', np_gelu_tanh(dense('fc', x)))
-  return dense('down', np_silu(dense('gate', x)) * dense('up', x))
 
 
 @pytest.mark.parametrize('mlp', ['gelu', 'swiglu'])

@@ -11,7 +11,7 @@ import pytest
 
 from gptjax.model import (GPT, KVCache, abstract_params, forward_with_intermediates, init_cache,
                           init_params)
-from test_layers import np_attention, np_layernorm, np_mlp, np_rmsnorm
+from reference import np_forward
 
 # Every value of every knob appears at least once; the first two are GPT-2 and Llama in small.
 VARIANTS = {
@@ -151,36 +151,6 @@ def test_forward_shapes_and_dtypes(cfg, reference):
   assert ('lm_head' in params) == (not cfg.tie_embeddings)
   assert ('wpe' in params) == (cfg.position == 'learned')
   assert ('norm_f' in params) == (cfg.norm_position == 'pre')
-
-
-def np_forward(cfg, params, tokens):
-  """The whole model in NumPy float64 from the reference layers of test_layers.py: embeddings,
-  pre- or post-norm blocks, final norm, tied or untied head."""
-  b, t = tokens.shape
-  positions = np.broadcast_to(np.arange(t), (b, t))
-  x = params['wte']['embedding'][tokens].astype(np.float64)
-  if cfg.position == 'learned':
-    x = x + params['wpe']['embedding'][positions]
-
-  def norm(p, h):
-    if cfg.norm == 'rmsnorm':
-      return np_rmsnorm(h, p['scale'], cfg.norm_eps)
-    return np_layernorm(h, p['scale'], p.get('bias', 0.0), cfg.norm_eps)
-
-  for i in range(cfg.n_layers):
-    p = params[f'blocks_{i}']
-    attend = lambda h: np_attention(p['attn'], h, positions, cfg)[0]
-    feed_forward = lambda h: np_mlp(p['mlp'], h, cfg.mlp)
-    if cfg.norm_position == 'pre':
-      x = x + attend(norm(p['attn_norm'], x))
-      x = x + feed_forward(norm(p['mlp_norm'], x))
-    else:
-      x = norm(p['attn_norm'], x + attend(x))
-      x = norm(p['mlp_norm'], x + feed_forward(x))
-  if cfg.norm_position == 'pre':
-    x = norm(params['norm_f'], x)
-  head = params['wte']['embedding'] if cfg.tie_embeddings else params['lm_head']
-  return x @ head.T
 
 
 @variants
