@@ -1,15 +1,17 @@
 """Generate text with a gptjax model: a training run's checkpoint, Hugging Face weights, or an
 untrained model straight from a config.
 
+  python sample.py --prompt="def "                                # the newest run under runs/
   python sample.py --workdir=runs/small --prompt="def "           # latest checkpoint of a run
   python sample.py --workdir=runs/small --step=250 --num_samples=3
   python sample.py --hf=gpt2 --prompt="The meaning of life is" --temperature=0.8 --top_k=40
   python sample.py --config=configs/tiny.py --prompt="Hello, I am"  # random weights: gibberish
   echo "Once upon a time" | python sample.py --workdir=runs/small
 
-The prompt comes from --prompt, --prompt_file or stdin; with none the samples start from
-end-of-text (unconditional). One sample streams as it is generated; several are generated as one
-batch and printed one after another.
+With no --workdir, --hf or --config the model is the newest checkpoint of any run under runs/
+(where train.py puts a run by default); stderr says which. The prompt comes from --prompt,
+--prompt_file or stdin; with none the samples start from end-of-text (unconditional). One sample
+streams as it is generated; several are generated as one batch and printed one after another.
 """
 
 import os
@@ -23,7 +25,8 @@ from ml_collections import config_flags
 
 from gptjax import cli
 
-flags.DEFINE_string('workdir', None, 'Training run to sample from (its latest checkpoint).')
+flags.DEFINE_string('workdir', None, 'Training run to sample from (its latest checkpoint; '
+                    'default: the newest checkpoint under runs/).')
 flags.DEFINE_integer('step', None, 'With --workdir: the checkpoint step to sample from.')
 flags.DEFINE_string('hf', None, 'Hugging Face GPT-2/Llama-family model: a directory saved with '
                     'save_pretrained, or a Hub name (needs a network).')
@@ -42,23 +45,19 @@ flags.DEFINE_integer('max_len', None, 'KV cache size in tokens, prompt included 
                      'block_size). Rope models may go past block_size.')
 FLAGS = flags.FLAGS
 
-NOTHING_TO_SAMPLE = ('nothing to sample from: train a model first (python train.py '
-                     '--config=configs/small.py --workdir=runs/small) and run python sample.py '
-                     '--workdir=runs/small; or use --hf=PATH_OR_NAME (Hugging Face weights) or '
-                     '--config=configs/tiny.py (an untrained model)')
+NOTHING_TO_SAMPLE = (f'nothing to sample from: no run with a checkpoint under {cli.RUNS_DIR}/; '
+                     'train a model first (python train.py --config=configs/small.py) and run '
+                     'python sample.py again; or use --workdir=DIR (a training run elsewhere), '
+                     '--hf=PATH_OR_NAME (Hugging Face weights) or --config=configs/tiny.py (an '
+                     'untrained model)')
 EMPTY_PROMPT = ("{} is empty: to sample from end-of-text (unconditionally), leave the prompt out "
                 "or pass --prompt='<|endoftext|>'")
 
 
 def check_flags() -> None:
-  """Every mistake that needs no model, before JAX is even imported."""
-  sources = [f'--{name}' for name in ('workdir', 'hf', 'config') if FLAGS[name].value is not None]
-  if not sources:
-    raise ValueError(NOTHING_TO_SAMPLE)
-  if len(sources) > 1:
-    raise ValueError(f'{" and ".join(sources)} both given: sample from one model at a time')
-  if FLAGS.step is not None and FLAGS.workdir is None:
-    raise ValueError('--step picks a checkpoint of --workdir; give --workdir too')
+  """Every mistake in the sampling flags, before JAX is even imported (the model's flags are
+  checked where the model is loaded, gptjax.loading.load_model)."""
+  cli.config_flag()  # a config file that cannot be read, in one line
   if FLAGS.prompt is not None and FLAGS.prompt_file is not None:
     raise ValueError('--prompt and --prompt_file both given: use one')
   if not FLAGS.temperature >= 0:
@@ -107,34 +106,29 @@ def main(argv):
   if hasattr(signal, 'SIGPIPE'):
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
   check_flags()
-  text = read_prompt()
+  prompt_text = read_prompt()
   absl_logging.set_verbosity(absl_logging.ERROR)  # keep orbax's restore chatter off the screen
   # Imported after the checks so that mistakes and --help answer without loading JAX.
-  from gptjax import sampling
+  from gptjax import sampling, text
 
-  if FLAGS.workdir is not None:
-    sampler = sampling.load_workdir(FLAGS.workdir, FLAGS.step)
-  elif FLAGS.hf is not None:
-    sampler = sampling.load_hf(FLAGS.hf)
-  else:
-    sampler = sampling.init_random(FLAGS.config)
-  tokenizer = sampler.tokenizer
-  prompt = sampling.encode_prompt(text, tokenizer)
-  kept, warning = sampling.fit_prompt(sampler.cfg, prompt, FLAGS.max_new_tokens, FLAGS.max_len)
-  print(sampler.description, file=sys.stderr)
+  model = load_model()
+  tokenizer = model.tokenizer
+  prompt = text.encode_prompt(prompt_text, tokenizer)
+  kept, warning = fit_prompt(model.cfg, prompt)
+  print(model.description, file=sys.stderr)
   if warning:
     print(f'warning: {warning}', file=sys.stderr)
-  shown = '' if text is None else text if kept == prompt else tokenizer.decode(kept)
+  shown = '' if prompt_text is None else prompt_text if kept == prompt else tokenizer.decode(kept)
 
   def generate(prompts, on_token=None):
     return sampling.generate(
-        sampler.cfg, sampler.params, prompts, max_new_tokens=FLAGS.max_new_tokens,
+        model.cfg, model.params, prompts, max_new_tokens=FLAGS.max_new_tokens,
         temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p, seed=FLAGS.seed,
         eot_token=tokenizer.eot_token, max_len=FLAGS.max_len,
         valid_vocab_size=tokenizer.n_vocab, on_token=on_token)
 
   if FLAGS.num_samples == 1:
-    stream = sampling.TextStream(tokenizer, kept)
+    stream = text.TextStream(tokenizer, kept)
     write(shown)
     generate(kept, on_token=lambda tokens: write(stream.push(tokens[0])))
     write(stream.flush() + '\n')
@@ -142,7 +136,38 @@ def main(argv):
     rows = generate([kept] * FLAGS.num_samples)
     for i, row in enumerate(rows):
       print(f'---------- sample {i + 1} of {len(rows)} ----------')
-      print(shown + sampling.continuation(tokenizer, kept, row))
+      print(shown + text.continuation(tokenizer, kept, row))
+
+
+def load_model():
+  """The model the flags name; with none, the newest checkpoint under runs/, where train.py puts
+  a run that has no --workdir."""
+  from gptjax import loading
+
+  workdir, step = FLAGS.workdir, FLAGS.step
+  if all(FLAGS[name].value is None for name in ('workdir', 'step', 'hf', 'config')):
+    latest = loading.latest_checkpoint(cli.RUNS_DIR)
+    if latest is None:
+      raise ValueError(NOTHING_TO_SAMPLE)
+    workdir, step = latest
+    print(f'no --workdir, --hf or --config: sampling from {workdir} step {step}, the newest '
+          f'checkpoint under {cli.RUNS_DIR}/', file=sys.stderr)
+  return loading.load_model(workdir, step, FLAGS.hf, cli.config_flag())
+
+
+def fit_prompt(cfg, prompt: list[int]) -> tuple[list[int], str | None]:
+  """(prompt, warning): learned positions end at block_size, so a longer prompt loses its
+  beginning, with a warning. Other models read as far as the cache goes, --max_len, which here
+  defaults to block_size: a prompt past it is an error that says how to go further."""
+  from gptjax import sampling
+
+  if cfg.position == 'learned':
+    return sampling.fit_prompt(cfg, prompt, FLAGS.max_new_tokens, FLAGS.max_len, truncate=True)
+  try:
+    return sampling.fit_prompt(cfg, prompt, FLAGS.max_new_tokens, FLAGS.max_len or cfg.block_size)
+  except ValueError as e:
+    raise ValueError(f'{e}; a model with {cfg.position} positions can go past block_size: '
+                     f'raise --max_len (default: block_size={cfg.block_size})') from None
 
 
 def write(text: str) -> None:

@@ -20,7 +20,6 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import format_table, machine  # noqa: E402
@@ -70,10 +69,9 @@ def main():
   if args.allocate_only:
     print(json.dumps(allocate(cfg.replace(n_kv_heads=args.allocate_only), args.batch, CONTEXT)))
     return
-  itemsize = jnp.dtype(args.dtype).itemsize
   rows = []
-  for variant in kv_cache_variants(cfg, args.batch, CONTEXT, itemsize):
-    computed = variant.bytes  # gptjax.analysis.kv_cache_bytes, the formula above
+  for variant in kv_cache_variants(cfg, args.batch, CONTEXT):
+    computed = variant.bytes  # gptjax.model.kv_cache_bytes, the formula above
     measured = measure_in_fresh_process(variant.n_kv_heads, args.batch, args.dtype)
     allocated, gained = measured['allocated'], measured['gained']
     assert computed == allocated, (variant, computed, allocated)

@@ -9,9 +9,9 @@
   python -m gptjax.analysis kvcache    --config=configs/gpt124m.py --batch=8 --context=1024
 
 The model comes from a training run (--workdir, --step), Hugging Face weights (--hf) or a config
-file (--config: random weights, so the pictures show an untrained model), loaded exactly as
-sample.py loads it. Tables go to stdout; pictures are PNGs in --out_dir (default: WORKDIR/analysis
-for --workdir, else the current directory).
+file (--config: random weights, so the pictures show an untrained model), loaded by the same
+gptjax.loading.load_model as sample.py. Tables go to stdout; pictures are PNGs in --out_dir
+(default: WORKDIR/analysis for --workdir, else the current directory).
 
 Each subcommand is a pure function that computes the numbers (what the tests check) and a small
 printer or plotter around it.
@@ -36,8 +36,11 @@ from ml_collections import config_flags
 from gptjax import cli
 from gptjax.config import ModelConfig
 from gptjax.flops import count_params, format_param_table
-from gptjax.model import GPT, forward_with_intermediates
-from gptjax.sampling import Sampler, generate, mask_vocab
+from gptjax.loading import LoadedModel, load_model
+from gptjax.model import GPT, forward_with_intermediates, kv_cache_bytes
+from gptjax.sampling import fit_prompt, generate, mask_vocab
+from gptjax.tables import format_bytes, text_table
+from gptjax.text import encode_prompt
 from gptjax.tokenizer import Tokenizer
 
 DEFAULT_TEXT = 'Hello, world! Tokenizers split "unbelievably" long words: 12345 + 678.'
@@ -46,31 +49,11 @@ DEFAULT_WORDS = 'dog,cat,car,truck,king,queen'
 
 
 # ---------------------------------------------------------------------------------------------
-# Plain tables
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence], align: str) -> str:
-  """Aligned columns under a rule; align holds one 'l' or 'r' per column."""
-  cells = [[str(c) for c in row] for row in [header, *rows]]
-  widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-
-  def line(row):
-    return '  '.join(c.ljust(w) if a == 'l' else c.rjust(w)
-                     for c, w, a in zip(row, widths, align)).rstrip()
-
-  return '\n'.join([line(cells[0]), '-' * (sum(widths) + 2 * (len(widths) - 1)),
-                    *map(line, cells[1:])])
+# Numbers and tokens as table cells
 
 
 def _prob(p: float) -> str:
   return f'{p:.4f}' if p >= 1e-3 else f'{p:.2e}'
-
-
-def _bytes(n: float) -> str:
-  for unit in ('B', 'KiB', 'MiB', 'GiB'):
-    if n < 1024 or unit == 'GiB':
-      return f'{n:,.0f} {unit}' if unit == 'B' else f'{n:,.2f} {unit}'
-    n /= 1024
 
 
 def token_text(tokenizer: Tokenizer, token: int, width: int = 16) -> str:
@@ -96,24 +79,11 @@ def _head(cfg: ModelConfig, params, residual):
   return GPT(cfg).apply({'params': params}, residual, method=GPT.head)
 
 
-def fit_context(cfg: ModelConfig, tokens: list[int], new_tokens: int = 1
-                ) -> tuple[list[int], str | None]:
-  """(tokens, warning): learned positions end at block_size, so a longer prompt (plus the tokens
-  still to be generated) keeps only its last tokens; other models read any length."""
-  room = cfg.block_size - new_tokens + 1
-  if cfg.position != 'learned' or len(tokens) <= room:
-    return tokens, None
-  if room < 1:
-    raise ValueError(f'{new_tokens} new tokens do not fit the context of {cfg.block_size} '
-                     'positions (learned positions)')
-  return tokens[-room:], (f'the prompt ({len(tokens)} tokens) does not fit the context of '
-                          f'{cfg.block_size} positions: keeping its last {room} tokens')
-
-
-def encode(model: Sampler, text: str, new_tokens: int = 1) -> list[int]:
-  if not text:
-    raise ValueError('the prompt is empty: give --prompt="some text"')
-  tokens, warning = fit_context(model.cfg, model.tokenizer.encode(text), new_tokens)
+def encode(model: LoadedModel, text: str, new_tokens: int = 1) -> list[int]:
+  """The prompt's tokens, fitted to the context with room for new_tokens more; learned positions
+  end at block_size, so a longer prompt keeps only its last tokens (with a warning)."""
+  tokens, warning = fit_prompt(model.cfg, encode_prompt(text, model.tokenizer), new_tokens,
+                               truncate=True)
   if warning:
     print(f'warning: {warning}', file=sys.stderr)
   return tokens
@@ -139,7 +109,7 @@ def param_summary(cfg: ModelConfig, params) -> ParamSummary:
   return ParamSummary(total, embeddings, cfg.tie_embeddings, untied, untied - head)
 
 
-def show_params(model: Sampler) -> str:
+def show_params(model: LoadedModel) -> str:
   """The per-module table with totals and FLOPs/token (flops.format_param_table), and what
   tying the LM head to the token embedding saves."""
   s = param_summary(model.cfg, model.params)
@@ -147,7 +117,7 @@ def show_params(model: Sampler) -> str:
            '<- this model' if s.tied else ''),
           ('untied (own LM head)', f'{s.untied_total:,}', '' if s.tied else '<- this model')]
   return '\n\n'.join([format_param_table(model.params, model.cfg),
-                       format_table(('LM head', 'total params', ''), rows, 'lrl')])
+                       text_table(('LM head', 'total params', ''), rows, 'lrl')])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,10 +136,10 @@ def token_rows(tokenizer: Tokenizer, text: str) -> list[TokenRow]:
           for i, t in enumerate(tokenizer.encode(text))]
 
 
-def show_tokens(model: Sampler, text: str) -> str:
+def show_tokens(model: LoadedModel, text: str) -> str:
   rows = token_rows(model.tokenizer, text)
-  table = format_table(('index', 'id', 'bytes', 'text'),
-                       [(r.index, r.id, repr(r.bytes), repr(r.text)) for r in rows], 'rrll')
+  table = text_table(('index', 'id', 'bytes', 'text'),
+                     [(r.index, r.id, repr(r.bytes), repr(r.text)) for r in rows], 'rrll')
   round_trip = model.tokenizer.decode([r.id for r in rows]) == text
   return '\n'.join([
       f'text: {text!r}',
@@ -215,21 +185,21 @@ def greedy_continuation(cfg: ModelConfig, params, tokens: list[int], steps: int,
   return [(t, float(p)) for t, p in zip(new, chosen)]
 
 
-def show_next(model: Sampler, prompt: str, top_k: int, steps: int) -> str:
+def show_next(model: LoadedModel, prompt: str, top_k: int, steps: int) -> str:
   cfg, tok = model.cfg, model.tokenizer
-  tokens = encode(model, prompt, steps)
+  tokens = encode(model, prompt, max(steps, 1))  # the next token is read even with no steps
   nxt = next_token(cfg, model.params, tokens, top_k, tok.n_vocab)
   top = nxt.logits[nxt.top_ids[0]]
   z = float(np.exp(nxt.logits[:tok.n_vocab] - top).sum())
   rows = [(rank + 1, i, token_text(tok, i), f'{nxt.logits[i]:.3f}', f'{nxt.logits[i] - top:.3f}',
            _prob(np.exp(nxt.logits[i] - top)), _prob(nxt.probs[i]),
            '<- greedy' if i == nxt.greedy else '') for rank, i in enumerate(nxt.top_ids)]
-  table = format_table(('rank', 'id', 'token', 'logit', 'logit-max', 'exp', 'probability', ''),
-                       rows, 'rrlrrrrl')
+  table = text_table(('rank', 'id', 'token', 'logit', 'logit-max', 'exp', 'probability', ''),
+                     rows, 'rrlrrrrl')
   steps_rows = greedy_continuation(cfg, model.params, tokens, steps, tok.n_vocab)
-  continuation = format_table(('step', 'id', 'token', 'probability'),
-                              [(s + 1, t, token_text(tok, t), _prob(p))
-                               for s, (t, p) in enumerate(steps_rows)], 'rrlr')
+  continuation = text_table(('step', 'id', 'token', 'probability'),
+                            [(s + 1, t, token_text(tok, t), _prob(p))
+                             for s, (t, p) in enumerate(steps_rows)], 'rrlr')
   text = tok.decode(tokens + [t for t, _ in steps_rows])
   return '\n'.join([
       f'prompt: {tok.decode(tokens)!r} ({len(tokens)} tokens)',
@@ -278,7 +248,7 @@ def plot_attention(maps: np.ndarray, labels: Sequence[str], path: str) -> str:
   return path
 
 
-def show_attention(model: Sampler, prompt: str, out_dir: str) -> str:
+def show_attention(model: LoadedModel, prompt: str, out_dir: str) -> str:
   tok = model.tokenizer
   tokens = encode(model, prompt)
   maps = attention_maps(model.cfg, model.params, tokens)
@@ -292,7 +262,7 @@ def show_attention(model: Sampler, prompt: str, out_dir: str) -> str:
       f'prompt: {len(tokens)} tokens; maps [layers {maps.shape[0]}, heads {maps.shape[1]}, '
       f'query {maps.shape[2]}, key {maps.shape[3]}]: each row sums to 1, zero above the diagonal',
       f'wrote {path}', '', f'where the last token {labels[-1]} looks most:',
-      format_table(('layer', 'head', 'key token', 'weight'), rows, 'rrlr')])
+      text_table(('layer', 'head', 'key token', 'weight'), rows, 'rrlr')])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,12 +288,12 @@ def logit_lens(cfg: ModelConfig, params, block_outputs: jax.Array) -> np.ndarray
   return np.asarray(_head(cfg, params, block_outputs))
 
 
-def show_layers(model: Sampler, prompt: str, positions: str) -> str:
+def show_layers(model: LoadedModel, prompt: str, positions: str) -> str:
   cfg, tok = model.cfg, model.tokenizer
   tokens = encode(model, prompt)
   _, outputs, _ = _intermediates(cfg, model.params, jnp.asarray([tokens], jnp.int32))
   stats = layer_statistics(outputs)
-  stats_table = format_table(
+  stats_table = text_table(
       ('block', '|x| (mean over positions)', 'mean', 'std'),
       [(i, f'{stats.norm[i]:.3f}', f'{stats.mean[i]:+.4f}', f'{stats.std[i]:.4f}')
        for i in range(cfg.n_layers)], 'rrrr')
@@ -332,14 +302,14 @@ def show_layers(model: Sampler, prompt: str, positions: str) -> str:
   top = np.asarray(lens.argmax(-1))  # [L, T]
   if positions == 'last':
     final = int(top[-1, -1])
-    lens_table = format_table(
+    lens_table = text_table(
         ('block', 'top-1', 'p(top-1)', f'p({token_text(tok, final)})'),
         [(i, token_text(tok, int(top[i, -1])), _prob(float(lens[i, -1, top[i, -1]])),
           _prob(float(lens[i, -1, final]))) for i in range(cfg.n_layers)], 'rlrr')
     where = f'at the last position (after {token_text(tok, tokens[-1])})'
   else:
     header = ['block'] + [f'{t}:{token_text(tok, x, 10)}' for t, x in enumerate(tokens)]
-    lens_table = format_table(
+    lens_table = text_table(
         header, [[i] + [token_text(tok, int(x), 10) for x in top[i]]
                  for i in range(cfg.n_layers)], 'r' + 'l' * len(tokens))
     where = 'at every position (columns: the input token there; cells: the predicted next one)'
@@ -366,7 +336,7 @@ def word_vectors(params, tokenizer: Tokenizer, words: Sequence[str]) -> list[Wor
   for word in words:
     tokens = tokenizer.encode(word)
     if not tokens:
-      raise ValueError(f'--words: {word!r} encodes to no tokens')
+      raise ValueError(f'the word {word!r} encodes to no tokens')
     out.append(WordVector(word, tokens, wte[tokens].mean(axis=0)))
   return out
 
@@ -399,7 +369,7 @@ def plot_similarity(similarity: np.ndarray, labels: Sequence[str], path: str) ->
   return path
 
 
-def show_embeddings(model: Sampler, words: Sequence[str], out_dir: str) -> str:
+def show_embeddings(model: LoadedModel, words: Sequence[str], out_dir: str) -> str:
   tok = model.tokenizer
   vectors = word_vectors(model.params, tok, words)
   similarity = cosine_similarity(np.stack([v.vector for v in vectors]))
@@ -408,9 +378,9 @@ def show_embeddings(model: Sampler, words: Sequence[str], out_dir: str) -> str:
             f'{label}: splits into {len(v.tokens)} tokens '
             f'{", ".join(token_text(tok, t) for t in v.tokens)} (their embeddings averaged)'
             for label, v in zip(labels, vectors)]
-  table = format_table(['', *labels], [[label, *(f'{x:+.3f}' for x in row)]
-                                       for label, row in zip(labels, similarity)],
-                       'l' + 'r' * len(labels))
+  table = text_table(['', *labels], [[label, *(f'{x:+.3f}' for x in row)]
+                                     for label, row in zip(labels, similarity)],
+                     'l' + 'r' * len(labels))
   path = plot_similarity(similarity, labels, os.path.join(out_dir, 'embeddings.png'))
   return '\n'.join([*splits, '', 'cosine similarity of the input embeddings:', table, '',
                     f'wrote {path}'])
@@ -420,26 +390,20 @@ def show_embeddings(model: Sampler, words: Sequence[str], out_dir: str) -> str:
 # kvcache: what caching keys and values costs in memory and buys in speed
 
 
-def kv_cache_bytes(n_layers: int, n_kv_heads: int, head_dim: int, batch: int, context: int,
-                   bytes_per_element: int) -> int:
-  """Keys and values (2) of every layer, kv head, head dimension, row and position."""
-  return 2 * n_layers * n_kv_heads * head_dim * batch * context * bytes_per_element
-
-
 class CacheSize(NamedTuple):
   variant: str
   n_kv_heads: int
   bytes: int
 
 
-def kv_cache_variants(cfg: ModelConfig, batch: int, context: int,
-                      bytes_per_element: int) -> list[CacheSize]:
-  """The cache of this model's shape as MHA, GQA with every n_kv_heads dividing n_heads, MQA."""
+def kv_cache_variants(cfg: ModelConfig, batch: int, context: int) -> list[CacheSize]:
+  """The cache of this model's shape, in its compute dtype, as MHA, GQA with every n_kv_heads
+  dividing n_heads, and MQA."""
   h = cfg.n_heads
   kv_heads = [h, *(k for k in range(h - 1, 1, -1) if h % k == 0), 1] if h > 1 else [1]
   names = {h: 'MHA', 1: 'MQA'}
-  return [CacheSize(names.get(k, 'GQA'), k, kv_cache_bytes(cfg.n_layers, k, cfg.head_dim, batch,
-                                                           context, bytes_per_element))
+  return [CacheSize(names.get(k, 'GQA'), k, kv_cache_bytes(cfg.replace(n_kv_heads=k), batch,
+                                                           context))
           for k in kv_heads]
 
 
@@ -456,25 +420,24 @@ def generation_speed(cfg: ModelConfig, params, tokens: list[int], batch: int, ne
   return batch * new_tokens / (time.perf_counter() - start)
 
 
-def show_kvcache(model: Sampler, batch: int, context: int | None, new_tokens: int,
+def show_kvcache(model: LoadedModel, batch: int, context: int | None, new_tokens: int,
                  kv_dtype: str | None, prompt: str) -> str:
   cfg = model.cfg
   context = context or cfg.block_size
   dtype = jnp.dtype(kv_dtype or cfg.dtype)
-  sizes = kv_cache_variants(cfg, batch, context, dtype.itemsize)
+  sizes = kv_cache_variants(cfg.replace(dtype=dtype.name), batch, context)
   mha = sizes[0].bytes
-  rows = [(s.variant, s.n_kv_heads, _bytes(s.bytes // (batch * context)), _bytes(s.bytes),
-           f'{s.bytes / mha:.3f}', '<- this model' if s.n_kv_heads == cfg.n_kv_heads else '')
-          for s in sizes]
-  table = format_table(('variant', 'n_kv_heads', 'per token', 'total', 'x MHA', ''), rows,
-                       'lrrrrl')
+  rows = [(s.variant, s.n_kv_heads, format_bytes(s.bytes // (batch * context)),
+           format_bytes(s.bytes), f'{s.bytes / mha:.3f}',
+           '<- this model' if s.n_kv_heads == cfg.n_kv_heads else '') for s in sizes]
+  table = text_table(('variant', 'n_kv_heads', 'per token', 'total', 'x MHA', ''), rows, 'lrrrrl')
   if cfg.position == 'learned' and context > cfg.block_size:
     table += (f'\nnote: context {context} is past block_size={cfg.block_size}, the last '
               'position this model (learned positions) has an embedding for')
   tokens = encode(model, prompt, new_tokens)
   cached, uncached = (generation_speed(cfg, model.params, tokens, batch, new_tokens, use_cache)
                       for use_cache in (True, False))
-  speeds = format_table(('decoding', 'tokens/s'), [
+  speeds = text_table(('decoding', 'tokens/s'), [
       ('with KV cache', f'{cached:,.1f}'),
       ('without (full forward each step)', f'{uncached:,.1f}')], 'lr')
   return '\n'.join([
@@ -518,12 +481,10 @@ def define_flags() -> None:
 
 FLAGS = flags.FLAGS
 
-NO_MODEL = ('no model to analyse: give --workdir=DIR (a training run), --hf=PATH (Hugging Face '
-            'weights) or --config=configs/tiny.py (random weights)')
-
 
 def check_args(argv: Sequence[str]) -> str:
-  """The subcommand, after every check that needs no model."""
+  """The subcommand, after every check of the flags but the model's (gptjax.loading.load_model
+  checks those)."""
   valid = ', '.join(SUBCOMMANDS)
   if len(argv) < 2:
     raise ValueError(f'give a subcommand: one of {valid}')
@@ -532,18 +493,6 @@ def check_args(argv: Sequence[str]) -> str:
   if len(argv) > 2:
     raise ValueError(f'unexpected arguments: {" ".join(argv[2:])} (text goes in --text or '
                      '--prompt)')
-  sources = [f'--{name}' for name in ('workdir', 'hf', 'config') if FLAGS[name].value is not None]
-  if not sources:
-    raise ValueError(NO_MODEL)
-  if len(sources) > 1:
-    raise ValueError(f'{" and ".join(sources)} both given: analyse one model at a time')
-  if FLAGS.config is not None:
-    try:
-      FLAGS.config.model  # config_flags defers a file that failed to load until first use
-    except OSError as e:
-      raise ValueError(f'--config: {e}') from None
-  if FLAGS.step is not None and FLAGS.workdir is None:
-    raise ValueError('--step picks a checkpoint of --workdir; give --workdir too')
   for name, least in (('top_k', 1), ('steps', 0), ('batch', 1), ('context', 1),
                       ('new_tokens', 1)):
     if FLAGS[name].value is not None and FLAGS[name].value < least:
@@ -552,16 +501,6 @@ def check_args(argv: Sequence[str]) -> str:
     raise ValueError(f'--words={",".join(FLAGS.words)}: give two or more non-empty words, '
                      'e.g. --words=dog,cat,car')
   return argv[1]
-
-
-def load_model() -> Sampler:
-  from gptjax import sampling
-
-  if FLAGS.workdir is not None:
-    return sampling.load_workdir(FLAGS.workdir, FLAGS.step)
-  if FLAGS.hf is not None:
-    return sampling.load_hf(FLAGS.hf)
-  return sampling.init_random(FLAGS.config)
 
 
 def output_dir() -> str:
@@ -574,7 +513,7 @@ def output_dir() -> str:
 def main(argv):
   command = check_args(argv)
   absl_logging.set_verbosity(absl_logging.ERROR)  # keep orbax's restore chatter off the screen
-  model = load_model()
+  model = load_model(FLAGS.workdir, FLAGS.step, FLAGS.hf, cli.config_flag())
   print(model.description, file=sys.stderr)
   reports = {
       'params': lambda: show_params(model),

@@ -13,25 +13,22 @@ As in flax's lm1b sampler the model is a parameter (`model_fn`, default `gpt_for
 loop can be tested with a fake model whose next token is known. `on_token` streams: the loop
 hands each step's tokens to the host (an ordered `jax.debug.callback`) as it goes.
 
-The end of the module is what sample.py needs around generate: a model with its tokenizer (from
-a training run, Hugging Face weights or a random init), the prompt fitted to the context, and
-`TextStream`, which turns streamed tokens into text one whole character at a time.
+Where the model comes from is gptjax.loading; turning text into a prompt and tokens back into
+text is gptjax.text.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import os
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gptjax.config import ModelConfig
-from gptjax.model import GPT, KVCache, init_cache, init_params
-from gptjax.tokenizer import HFTokenizer, Tokenizer, get_tokenizer
+from gptjax.config import ModelConfig, is_int
+from gptjax.model import GPT, KVCache, init_cache
+from gptjax.text import cut_after_eot
 
 # Cache sizes are rounded up to a multiple of this so that nearby prompt lengths share one
 # compilation of the decode loop.
@@ -39,8 +36,6 @@ CACHE_BUCKET = 64
 # Cumulative probabilities are float32 sums: mass within this of top_p counts as reaching it, so a
 # distribution that reaches p exactly keeps the same set whatever the rounding.
 TOP_P_TOLERANCE = 1e-6
-# What decoding shows for bytes that do not (yet) form a whole UTF-8 character.
-REPLACEMENT_CHAR = '\ufffd'
 
 # model_fn(cfg, params, tokens [B, T], cache) -> (logits [B, T, V], cache) when given a KVCache,
 # and logits [B, T, V] of a plain causal forward from slot 0 when cache is None.
@@ -229,7 +224,8 @@ def _next_power_of_two(n: int) -> int:
 
 
 def _is_int(x) -> bool:
-  return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+  """config.is_int, and numpy integers too: token ids are often read out of an array."""
+  return is_int(x) or isinstance(x, np.integer)
 
 
 def _as_prompts(prompt_tokens, vocab_size: int) -> tuple[list[list[int]], bool]:
@@ -286,30 +282,36 @@ def _validate(cfg, max_new_tokens, temperature, top_k, top_p, eot_token, valid_v
     raise ValueError(f'seed={seed!r} must be an integer')
 
 
-def _fit_to_capacity(cfg, prompts, max_new_tokens, max_len, truncate_prompt):
-  """Checks that the longest prompt plus the new tokens fit; left-truncates prompts if asked.
+def fit_prompt(cfg: ModelConfig, prompt: list[int], max_new_tokens: int,
+               max_len: int | None = None, truncate: bool = False
+               ) -> tuple[list[int], str | None]:
+  """(prompt, warning): the prompt, left-truncated if asked and need be, so that it fits.
 
-  The model reads the prompt and every new token but the last: len + max_new_tokens - 1 slots.
+  The model reads the prompt and every new token but the last: len(prompt) + max_new_tokens - 1
+  positions. Their limit is max_len (the cache size) when given, else block_size for learned
+  positions (there is no embedding past it); a model with other positions and no max_len reads
+  any length. A prompt past the limit keeps only its last tokens when `truncate` (the warning
+  says so) and is an error otherwise.
   """
   if max_len is not None:
     capacity, limit = max_len, f'max_len={max_len}'
   elif cfg.position == 'learned':
     capacity, limit = cfg.block_size, f'block_size={cfg.block_size} (learned positions)'
   else:
-    return prompts
-  longest = max(map(len, prompts))
-  if longest + max_new_tokens - 1 <= capacity:
-    return prompts
+    return prompt, None
+  needed = len(prompt) + max_new_tokens - 1
+  if needed <= capacity:
+    return prompt, None
   keep = capacity - max_new_tokens + 1
   if keep < 1:
     raise ValueError(f'max_new_tokens={max_new_tokens} does not fit {limit}: at most '
                      f'{capacity} new tokens after a 1-token prompt')
-  if not truncate_prompt:
-    raise ValueError(f'a prompt of {longest} tokens + max_new_tokens={max_new_tokens} needs '
-                     f'{longest + max_new_tokens - 1} positions, past {limit}; shorten the '
-                     f'prompt or max_new_tokens, or pass truncate_prompt=True to keep each '
-                     f"prompt's last {keep} tokens")
-  return [p[-keep:] for p in prompts]
+  too_long = (f'a prompt of {len(prompt)} tokens + max_new_tokens={max_new_tokens} needs '
+              f'{needed} positions, past {limit}')
+  if not truncate:
+    raise ValueError(f'{too_long}; shorten the prompt or max_new_tokens, or truncate the prompt '
+                     f'to its last {keep} tokens')
+  return prompt[-keep:], f'{too_long}: keeping only its last {keep} tokens'
 
 
 def _cache_size(cfg, needed: int, max_len: int | None) -> int:
@@ -347,7 +349,7 @@ def generate(cfg: ModelConfig, params, prompt_tokens, *, max_new_tokens: int,
   prompts, is_batch = _as_prompts(prompt_tokens, cfg.vocab_size)
   _validate(cfg, max_new_tokens, temperature, top_k, top_p, eot_token, valid_vocab_size,
             max_len, seed)
-  prompts = _fit_to_capacity(cfg, prompts, max_new_tokens, max_len, truncate_prompt)
+  prompts = [fit_prompt(cfg, p, max_new_tokens, max_len, truncate_prompt)[0] for p in prompts]
 
   greedy = temperature == 0
   strategy = Strategy(greedy=greedy,
@@ -387,170 +389,6 @@ def generate(cfg: ModelConfig, params, prompt_tokens, *, max_new_tokens: int,
   if on_token is not None:
     jax.effects_barrier()  # every callback has run when generate returns
 
-  rows = [_cut_after_eot(row, eot_token) for row in np.asarray(out).tolist()]
+  rows = [cut_after_eot(row, eot_token) for row in np.asarray(out).tolist()]
   return rows if is_batch else rows[0]
 
-
-def _cut_after_eot(tokens: list[int], eot_token: int | None) -> list[int]:
-  if eot_token is not None and eot_token in tokens:
-    return tokens[:tokens.index(eot_token) + 1]
-  return tokens
-
-
-# ---------------------------------------------------------------------------------------------
-# What sample.py needs around generate: a model with its tokenizer, the prompt, streamed text.
-
-
-class Sampler(NamedTuple):
-  """A model ready to sample from, with the tokenizer its vocabulary belongs to."""
-  cfg: ModelConfig
-  params: Any
-  tokenizer: Tokenizer
-  description: str  # where the weights come from, for the user
-
-
-def _sampler(cfg: ModelConfig, params, tokenizer: Tokenizer, source: str) -> Sampler:
-  if tokenizer.n_vocab > cfg.vocab_size:
-    raise ValueError(f'{source} has vocab_size={cfg.vocab_size}, smaller than the '
-                     f'{tokenizer.name} tokenizer\'s {tokenizer.n_vocab} tokens')
-  from gptjax.flops import count_params
-  description = (f'{source}: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, '
-                 f'{cfg.position} positions, {count_params(params):,} parameters, '
-                 f'{tokenizer.name} tokenizer')
-  return Sampler(cfg, params, tokenizer, description)
-
-
-def _abstract_params(cfg: ModelConfig):
-  return jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
-
-
-def load_workdir(workdir, step: int | None = None) -> Sampler:
-  """The checkpoint of a training run (the latest one unless `step` is given), rebuilt from the
-  config saved with it."""
-  from gptjax import checkpoint
-
-  saved = checkpoint.load_config(workdir, step)
-  cfg = ModelConfig.from_config(saved['model'])
-  params, step = checkpoint.restore_params(workdir, _abstract_params(cfg), step)
-  return _sampler(cfg, params, get_tokenizer(saved['data']['tokenizer']),
-                  f'{workdir} step {step}')
-
-
-def load_hf(path_or_name: str) -> Sampler:
-  """Hugging Face GPT-2 or Llama-family weights. GPT-2 checkpoints share one vocabulary, our
-  offline 'gpt2' tokenizer; the others bring their own, loaded with transformers."""
-  from gptjax.hf import from_hf
-
-  path = os.path.expanduser(path_or_name)
-  if os.path.isabs(path) or path.startswith('.'):  # meant as a directory, not a Hub name
-    if not os.path.isdir(path):
-      raise ValueError(f'--hf={path_or_name}: no such directory (a Hugging Face model saved '
-                       'with save_pretrained, or a Hub name such as gpt2)')
-  try:
-    cfg, params = from_hf(path)
-    tokenizer = (get_tokenizer('gpt2') if _hf_model_type(path) == 'gpt2'
-                 else HFTokenizer.from_pretrained(path))
-  except (OSError, ImportError) as e:  # a missing file, no network, no transformers
-    raise ValueError(f'cannot load --hf={path_or_name}: {e}') from None
-  return _sampler(cfg, params, tokenizer, f'{path_or_name} (Hugging Face)')
-
-
-def _hf_model_type(path_or_name: str) -> str:
-  if os.path.isdir(path_or_name):
-    config_file = os.path.join(path_or_name, 'config.json')
-  else:  # a Hub name: from_hf has just downloaded it, so this reads the local cache
-    from huggingface_hub import hf_hub_download
-    config_file = hf_hub_download(path_or_name, 'config.json')
-  with open(config_file) as f:
-    return json.load(f).get('model_type')
-
-
-def init_random(config) -> Sampler:
-  """An untrained model from a config file's model section (weights from config.seed)."""
-  cfg = ModelConfig.from_config(config.model)
-  params = init_params(cfg, jax.random.key(config.seed))
-  return _sampler(cfg, params, get_tokenizer(config.data.tokenizer),
-                  f'random init (seed {config.seed})')
-
-
-def encode_prompt(text: str | None, tokenizer: Tokenizer) -> list[int]:
-  """The prompt's tokens; no prompt (None) starts from end-of-text: an unconditional sample.
-
-  A tokenizer that opens every text with a start token (Llama's BOS) starts from that instead.
-  """
-  tokens = tokenizer.encode('' if text is None else text)
-  if text is None and not tokens:
-    if tokenizer.eot_token is None:
-      raise ValueError(f'the {tokenizer.name} tokenizer has no end-of-text token to start an '
-                       'unconditional sample from; give a prompt')
-    tokens = [tokenizer.eot_token]
-  if not tokens:
-    raise ValueError('the prompt encodes to no tokens')
-  return tokens
-
-
-def fit_prompt(cfg: ModelConfig, prompt: list[int], max_new_tokens: int,
-               max_len: int | None = None) -> tuple[list[int], str | None]:
-  """(prompt, warning): the prompt, left-truncated if need be so it fits the context.
-
-  The context holds max_len positions (default block_size). A model with learned positions has
-  none beyond block_size, so a longer prompt loses its beginning (and the warning says so); a
-  rope (or position-free) model reads any length the cache holds, so a prompt that does not fit
-  is an error naming --max_len, which sets the cache size.
-  """
-  capacity = max_len or cfg.block_size
-  needed = len(prompt) + max_new_tokens - 1  # the last new token is never fed back
-  if needed <= capacity:
-    return prompt, None
-  if cfg.position != 'learned':
-    cache = f'--max_len={max_len}' if max_len else f'--max_len defaults to block_size={capacity}'
-    raise ValueError(f'a prompt of {len(prompt)} tokens + --max_new_tokens={max_new_tokens} '
-                     f'needs {needed} positions, more than the cache holds ({cache}); a model '
-                     f'with {cfg.position} positions can go past block_size: raise --max_len, '
-                     'or shorten the prompt or --max_new_tokens')
-  keep = capacity - max_new_tokens + 1
-  if keep < 1:
-    raise ValueError(f'--max_new_tokens={max_new_tokens} does not fit the model\'s context of '
-                     f'{capacity} positions (learned positions); use at most {capacity}')
-  return prompt[-keep:], (f'the prompt ({len(prompt)} tokens) + --max_new_tokens='
-                          f'{max_new_tokens} do not fit the context of {capacity} positions '
-                          f'(learned positions): keeping only its last {keep} tokens')
-
-
-class TextStream:
-  """The text of tokens arriving one at a time, released in whole characters.
-
-  One character can span several tokens (its UTF-8 bytes split between byte-level tokens): until
-  the last byte arrives the decoded text ends in U+FFFD. So each push decodes everything so far,
-  the context included (some tokenizers decode a token differently after another, e.g.
-  SentencePiece's leading space), and returns what is new, holding back trailing U+FFFD. The
-  first eot_token ends the stream (it is not part of the text).
-  """
-
-  def __init__(self, tokenizer: Tokenizer, context: Sequence[int] = ()):
-    self._tokenizer = tokenizer
-    self._tokens = list(context)
-    self._released = len(tokenizer.decode(self._tokens).rstrip(REPLACEMENT_CHAR))
-    self.done = False
-
-  def push(self, token: int) -> str:
-    if self.done or token == self._tokenizer.eot_token:
-      self.done = True
-      return ''
-    self._tokens.append(int(token))
-    return self._release(self._tokenizer.decode(self._tokens).rstrip(REPLACEMENT_CHAR))
-
-  def flush(self) -> str:
-    """The rest, U+FFFD included: the tokens ended in the middle of a character."""
-    return self._release(self._tokenizer.decode(self._tokens))
-
-  def _release(self, text: str) -> str:
-    new = text[self._released:]
-    self._released = max(self._released, len(text))
-    return new
-
-
-def continuation(tokenizer: Tokenizer, prompt: Sequence[int], new_tokens: Sequence[int]) -> str:
-  """The text that new_tokens add after the prompt (up to the first end-of-text)."""
-  stream = TextStream(tokenizer, prompt)
-  return ''.join(stream.push(t) for t in new_tokens) + stream.flush()

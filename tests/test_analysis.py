@@ -14,8 +14,9 @@ import pytest
 from gptjax import analysis
 from gptjax.config import ModelConfig
 from gptjax.flops import count_params
-from gptjax.model import GPT, forward_with_intermediates, init_params
-from gptjax.sampling import Sampler, generate
+from gptjax.loading import LoadedModel
+from gptjax.model import GPT, forward_with_intermediates, init_params, kv_cache_bytes
+from gptjax.sampling import generate
 from gptjax.tokenizer import ByteTokenizer, get_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,10 +27,10 @@ TINY = dict(vocab_size=263, d_model=32, n_heads=4, n_layers=2, block_size=32)
 PROMPT = 'héllo, wörld'  # multi-byte characters: tokens that are parts of one character
 
 
-def tiny_model(randomize, **overrides) -> Sampler:
+def tiny_model(randomize, **overrides) -> LoadedModel:
   cfg = ModelConfig(**{**TINY, **overrides})
   params = randomize(init_params(cfg, jax.random.key(0)))
-  return Sampler(cfg, params, ByteTokenizer(), 'tiny test model')
+  return LoadedModel(cfg, params, ByteTokenizer(), 'tiny test model')
 
 
 @pytest.fixture(scope='module')
@@ -217,8 +218,9 @@ def test_word_vectors_and_cosine_similarity(model, tmp_path):
 
 def test_kv_cache_sizes_follow_the_formula(randomize):
   cfg = ModelConfig(**{**TINY, 'n_heads': 8, 'd_model': 64})
-  assert analysis.kv_cache_bytes(12, 12, 64, 1, 1024, 2) == 2 * 12 * 12 * 64 * 1024 * 2
-  sizes = analysis.kv_cache_variants(cfg, batch=3, context=20, bytes_per_element=4)
+  gpt2_bf16 = ModelConfig(dtype='bfloat16')  # 12 layers, 12 heads of 64 dims
+  assert kv_cache_bytes(gpt2_bf16, 1, 1024) == 2 * 12 * 12 * 64 * 1024 * 2
+  sizes = analysis.kv_cache_variants(cfg, batch=3, context=20)  # float32: 4 bytes
   assert [(s.variant, s.n_kv_heads) for s in sizes] == [
       ('MHA', 8), ('GQA', 4), ('GQA', 2), ('MQA', 1)]
   for s in sizes:
@@ -231,7 +233,7 @@ def test_kv_cache_formula_is_what_the_model_allocates(randomize):
   cfg = ModelConfig(**{**TINY, 'n_kv_heads': 2, 'dtype': 'bfloat16'})
   cache = init_cache(cfg, batch_size=3, max_len=20)
   allocated = sum(x.nbytes for layer in cache.layers for x in layer)
-  assert allocated == analysis.kv_cache_bytes(cfg.n_layers, 2, cfg.head_dim, 3, 20, 2)
+  assert allocated == kv_cache_bytes(cfg, batch_size=3, max_len=20)
 
 
 def test_show_kvcache_measures_both_decoders(model):
@@ -254,6 +256,7 @@ def analyse(*args):
                         env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
 
 
+@pytest.mark.slow
 def test_cli_attention_on_configs_tiny_writes_a_png(tmp_path):
   result = analyse('attention', f'--config={REPO / "configs/tiny.py"}',
                    '--config.model.n_layers=2', f'--out_dir={tmp_path / "out"}',
@@ -264,6 +267,7 @@ def test_cli_attention_on_configs_tiny_writes_a_png(tmp_path):
   assert "where the last token ' there' looks most" in result.stdout
 
 
+@pytest.mark.slow
 def test_cli_tokens_round_trips_the_text():
   text = 'Tokenizers split "unbelievably" long words'
   result = analyse('tokens', '--config=configs/tiny.py', f'--text={text}')
@@ -284,10 +288,13 @@ def test_cli_tokens_round_trips_the_text():
     (['next', '--config=configs/tiny.py', '--top_k=0'], ['--top_k=0 must be >= 1']),
     (['params', '--config=configs/tiny.py', '--config.model.n_layer=2'], ['n_layer']),
     (['embeddings', '--config=configs/tiny.py', '--words=dog'], ['two or more']),
-    (['params'], ['--workdir', '--hf', '--config']),
+    (['params'], ['no model given', 'workdir', 'hf', 'config']),
     (['params', '--config=configs/tiny.py', '--hf=gpt2'], ['one model at a time']),
+    (['params', '--config=configs/tiny.py', '--step=2'], ['step=2', 'give its workdir']),
+    (['params', '--config=configs/nope.py'], ['--config=configs/nope.py', 'no such file']),
     (['params', '--config=configs/tiny.py', 'extra'], ['unexpected arguments: extra']),
 ])
+@pytest.mark.slow
 def test_cli_mistakes_are_one_line(args, fragments):
   result = analyse(*args)
   assert result.returncode != 0

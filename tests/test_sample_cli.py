@@ -1,28 +1,32 @@
-"""sample.py end to end, as a user runs it: one tiny training run (two checkpoints) shared by all
-tests, and a tiny Hugging Face GPT-2 saved with save_pretrained."""
+"""sample.py end to end, as a user runs it: one tiny training run (two checkpoints) shared by most
+tests, a tiny Hugging Face GPT-2 saved with save_pretrained, and the product card's commands
+with no --workdir and no model flag (train.py into runs/, sample.py from there)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from gptjax.sampling import continuation
+from gptjax.text import continuation
 from gptjax.tokenizer import get_tokenizer
+
+pytestmark = pytest.mark.slow  # every test here starts train.py or sample.py
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = 'def '
 
 
-def run(script, *args, input=None):
+def run(script, *args, input=None, cwd=REPO):
   # stdin is /dev/null unless a test pipes a prompt in, as a terminal-less user would.
-  return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=REPO,
+  return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd,
                         input=input, stdin=None if input is not None else subprocess.DEVNULL,
                         capture_output=True, text=True, timeout=120)
 
 
-def sample(*args, input=None):
-  return run('sample.py', *args, input=input)
+def sample(*args, input=None, cwd=REPO):
+  return run('sample.py', *args, input=input, cwd=cwd)
 
 
 def ok(result) -> str:
@@ -40,17 +44,22 @@ def assert_user_error(result, *fragments):
     assert fragment in lines[0]
 
 
+def tiny_training(data_dir) -> tuple[str, ...]:
+  """Overrides of configs/small.py: a 1-layer byte-level model (learned positions) trained for 2
+  steps, checkpointed after each."""
+  return ('--config.train.steps=2', '--config.train.ckpt_every=1', '--config.train.batch_size=2',
+          '--config.train.eval_batches=1', '--config.model.n_layers=1',
+          '--config.model.d_model=32', '--config.model.n_heads=2',
+          '--config.data.max_bytes=100000', f'--config.data.data_dir={data_dir}',
+          '--config.optim.warmup_steps=1', '--config.model.position=learned')
+
+
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
-  """A 1-layer byte-level model (learned positions) trained for 2 steps, checkpointed after each."""
   root = tmp_path_factory.mktemp('sample_cli')
   workdir = root / 'run'
   ok(run('train.py', '--config=configs/small.py', f'--workdir={workdir}',
-         '--config.train.steps=2', '--config.train.ckpt_every=1', '--config.train.batch_size=2',
-         '--config.train.eval_batches=1', '--config.model.n_layers=1',
-         '--config.model.d_model=32', '--config.model.n_heads=2',
-         '--config.data.max_bytes=100000', f'--config.data.data_dir={root / "data"}',
-         '--config.optim.warmup_steps=1', '--config.model.position=learned'))
+         *tiny_training(root / 'data')))
   return workdir
 
 
@@ -126,7 +135,7 @@ def test_a_prompt_longer_than_learned_positions_is_left_truncated_with_a_warning
     (['--top_k=0'], ['--top_k=0', '>= 1']),
     (['--max_new_tokens=0'], ['--max_new_tokens=0']),
     (['--num_samples=0'], ['--num_samples=0']),
-    (['--hf=gpt2'], ['--workdir and --hf']),
+    (['--hf=gpt2'], ['workdir and hf both given', 'one model at a time']),
     (['--prompt='], ['--prompt is empty', 'leave the prompt out', '<|endoftext|>']),
     (['--step=7'], ['no checkpoint for step 7', 'available: 1, 2']),
 ])
@@ -144,9 +153,19 @@ def test_an_empty_prompt_file_or_stdin_is_refused(workdir, tmp_path):
 
 
 def test_no_model_says_what_to_run_first(tmp_path):
-  assert_user_error(sample('--prompt=hi'), 'python train.py --config=configs/small.py')
+  (tmp_path / 'runs' / 'empty').mkdir(parents=True)  # a run that never saved a checkpoint
+  assert_user_error(sample('--prompt=hi', cwd=tmp_path), 'no run with a checkpoint under runs/',
+                    'python train.py --config=configs/small.py')
   assert_user_error(sample(f'--workdir={tmp_path}', '--prompt=hi'),
                     f'python train.py --config=configs/small.py --workdir={tmp_path}')
+
+
+def test_a_config_file_that_cannot_be_read_is_one_line():
+  for script in ('sample.py', 'train.py'):
+    assert_user_error(run(script, '--config=configs/nope.py'), '--config=configs/nope.py',
+                      'no such file')
+  assert_user_error(run('train.py', '--config=configs/ablation.py:norm=bogus'),
+                    "variant norm='bogus' is not one of")
 
 
 def test_a_rope_prompt_must_fit_max_len():
@@ -199,3 +218,19 @@ def test_hf_gpt2_greedy_matches_transformers(hf_gpt2):
   assert ok(result) == expected + '\n'
   assert 'gpt2 tokenizer' in result.stderr
 
+
+
+# ---------------------------------------------------------------------------------------------
+# The product card's commands: train.py without --workdir, sample.py without a model flag
+
+
+def test_train_goes_to_runs_by_default_and_sample_finds_the_run(tmp_path):
+  train = ('train.py', f'--config={REPO / "configs/small.py"}', *tiny_training(tmp_path / 'data'))
+  first = ok(run(*train, cwd=tmp_path))
+  assert first.splitlines()[0].startswith(f'workdir: {os.path.join("runs", "small")} ')
+  assert (tmp_path / 'runs' / 'small' / 'checkpoints' / '2').is_dir()
+  result = sample(f'--prompt={PROMPT}', '--max_new_tokens=5', cwd=tmp_path)
+  assert ok(result).startswith(PROMPT)
+  assert f'sampling from {os.path.join("runs", "small")} step 2' in result.stderr
+  again = ok(run(*train, cwd=tmp_path)).splitlines()  # resumes: nothing left to train
+  assert again[0] == first.splitlines()[0] and again[-1].startswith('done: step 2 val_loss')

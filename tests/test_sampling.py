@@ -1,14 +1,16 @@
 """Sampling: logit processors, the decode loop driven by fake models, and cache parity on tiny
-real models."""
+real models; the prompt fitted to the context; gptjax.text's prompts and streams; loading a
+Hugging Face model with its own tokenizer."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gptjax import sampling
+from gptjax import loading, sampling
 from gptjax.config import ModelConfig
-from gptjax.model import GPT
+from gptjax.model import abstract_params
+from gptjax.text import REPLACEMENT_CHAR, TextStream, continuation, encode_prompt
 
 # ---------------------------------------------------------------------------------------------
 # Fake models (module level, so the sampler's compile cache sees the same function every time).
@@ -223,14 +225,13 @@ def tiny_model(n_layers=1, **variant):
   from ties, so greedy choices are robust to float rounding differences between the paths."""
   cfg = ModelConfig(vocab_size=61, block_size=64, n_layers=n_layers, d_model=32, n_heads=4,
                     **variant)
-  shapes = jax.eval_shape(GPT(cfg).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
   rng = np.random.default_rng(0)
 
   def draw(path, leaf):
     noise = rng.normal(0.0, 0.3, leaf.shape).astype(np.float32)
     return 1.0 + noise if path[-1].key == 'scale' else noise  # norm scales around 1
 
-  return cfg, jax.tree_util.tree_map_with_path(draw, shapes['params'])
+  return cfg, jax.tree_util.tree_map_with_path(draw, abstract_params(cfg))
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
@@ -324,7 +325,7 @@ def test_streamed_samples_equal_the_returned_ones_on_a_real_model():
 
 
 def _pieces(tokenizer, tokens, context=()):
-  stream = sampling.TextStream(tokenizer, context)
+  stream = TextStream(tokenizer, context)
   return [stream.push(t) for t in tokens] + [stream.flush()]
 
 
@@ -338,7 +339,7 @@ def test_text_stream_releases_whole_characters_only():
   assert _pieces(tokenizer, tokenizer.encode('é!') + [tokenizer.eot_token, 65],
                  context=tokenizer.encode('x')) == ['', 'é', '!', '', '', '']
   # a sample cut in the middle of a character ends in U+FFFD, released by flush
-  assert _pieces(tokenizer, tokenizer.encode('€')[:2]) == ['', '', sampling.REPLACEMENT_CHAR]
+  assert _pieces(tokenizer, tokenizer.encode('€')[:2]) == ['', '', REPLACEMENT_CHAR]
 
 
 def test_text_stream_on_gpt2_tokens_that_split_a_character():
@@ -349,36 +350,55 @@ def test_text_stream_on_gpt2_tokens_that_split_a_character():
   assert len(tokens) > len(text.split())  # some characters span several tokens
   pieces = _pieces(tokenizer, tokens, context=tokenizer.encode('Hi'))
   assert ''.join(pieces) == text
-  assert not any(sampling.REPLACEMENT_CHAR in p for p in pieces)
-  assert sampling.continuation(tokenizer, tokenizer.encode('Hi'),
-                               tokens + [tokenizer.eot_token]) == text
+  assert not any(REPLACEMENT_CHAR in p for p in pieces)
+  assert continuation(tokenizer, tokenizer.encode('Hi'),
+                      tokens + [tokenizer.eot_token]) == text
 
 
 # ---------------------------------------------------------------------------------------------
-# sample.py's prompt handling
+# The prompt and its text
 
 
 def test_encode_prompt_starts_unconditional_samples_from_eot():
   from gptjax.tokenizer import get_tokenizer
   tokenizer = get_tokenizer('gpt2')
-  assert sampling.encode_prompt(None, tokenizer) == [tokenizer.eot_token]
-  assert sampling.encode_prompt('Hello', tokenizer) == tokenizer.encode('Hello')
+  assert encode_prompt(None, tokenizer) == [tokenizer.eot_token]
+  assert encode_prompt('Hello', tokenizer) == tokenizer.encode('Hello')
+  with pytest.raises(ValueError, match='the prompt is empty'):
+    encode_prompt('', tokenizer)
 
 
-def test_fit_prompt_truncates_learned_positions_and_refuses_rope():
+def test_fit_prompt_truncates_only_when_asked_and_only_where_there_is_a_limit():
   learned = FAKE_CFG.replace(block_size=16)
   prompt = list(range(12))
   assert sampling.fit_prompt(learned, prompt, max_new_tokens=5) == (prompt, None)
-  kept, warning = sampling.fit_prompt(learned, prompt, max_new_tokens=8)
+  kept, warning = sampling.fit_prompt(learned, prompt, max_new_tokens=8, truncate=True)
   assert kept == prompt[-9:] and 'keeping only its last 9 tokens' in warning
-  kept, warning = sampling.fit_prompt(learned, prompt, max_new_tokens=4, max_len=10)
-  assert kept == prompt[-7:] and 'context of 10 positions' in warning
-  with pytest.raises(ValueError, match='--max_new_tokens=17'):
-    sampling.fit_prompt(learned, prompt, max_new_tokens=17)
-  rope = learned.replace(position='rope')
-  with pytest.raises(ValueError, match='--max_len'):
-    sampling.fit_prompt(rope, prompt, max_new_tokens=8)
+  assert 'block_size=16 (learned positions)' in warning
+  kept, warning = sampling.fit_prompt(learned, prompt, max_new_tokens=4, max_len=10,
+                                      truncate=True)
+  assert kept == prompt[-7:] and 'past max_len=10' in warning
+  with pytest.raises(ValueError, match='needs 19 positions, past block_size=16'):
+    sampling.fit_prompt(learned, prompt, max_new_tokens=8)
+  with pytest.raises(ValueError, match='max_new_tokens=17 does not fit'):
+    sampling.fit_prompt(learned, prompt, max_new_tokens=17, truncate=True)
+  rope = learned.replace(position='rope')  # no position table: only a cache size limits
+  assert sampling.fit_prompt(rope, prompt, max_new_tokens=8) == (prompt, None)
+  with pytest.raises(ValueError, match='past max_len=16'):
+    sampling.fit_prompt(rope, prompt, max_new_tokens=8, max_len=16)
   assert sampling.fit_prompt(rope, prompt, max_new_tokens=8, max_len=19) == (prompt, None)
+
+
+def test_library_errors_name_parameters_not_flags():
+  rope = FAKE_CFG.replace(block_size=16, position='rope')
+  for call in (lambda: sampling.fit_prompt(rope, list(range(12)), 8, max_len=16),
+               lambda: fake_generate([1, 2], max_len=65),
+               lambda: loading.load_model(workdir='runs/x', hf='gpt2'),
+               lambda: loading.load_model(step=3),
+               lambda: loading.load_model()):
+    with pytest.raises(ValueError) as error:
+      call()
+    assert '--' not in str(error.value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,12 +470,12 @@ def test_load_hf_gives_a_llama_checkpoint_its_own_tokenizer(tmp_path):
   model.save_pretrained(tmp_path)
   tokenizer.save_pretrained(tmp_path)
 
-  sampler = sampling.load_hf(str(tmp_path))
+  sampler = loading.load_hf(str(tmp_path))
   ours = sampler.tokenizer
   assert isinstance(ours, HFTokenizer)
   assert (ours.n_vocab, ours.eot_token) == (len(tokenizer), 1)
-  assert sampling.encode_prompt(None, ours) == [0]  # unconditional samples start from BOS
-  prompt = sampling.encode_prompt('the lazy fox', ours)
+  assert encode_prompt(None, ours) == [0]  # unconditional samples start from BOS
+  prompt = encode_prompt('the lazy fox', ours)
   assert prompt[0] == 0 and ours.decode(prompt) == 'the lazy fox'
 
   new = sampling.generate(sampler.cfg, sampler.params, prompt, max_new_tokens=10, temperature=0,

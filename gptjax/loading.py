@@ -1,0 +1,126 @@
+"""The three places a model comes from, for sample.py and gptjax.analysis alike.
+
+  load_model(workdir='runs/small')          # a training run's latest checkpoint
+  load_model(workdir='runs/small', step=250)
+  load_model(hf='gpt2')                     # Hugging Face GPT-2 / Llama-family weights
+  load_model(config=config)                 # a config's model, randomly initialised
+
+Each gives the model with the tokenizer its vocabulary belongs to, and one line saying what it is.
+`latest_checkpoint` finds the run whose checkpoint was written last, for commands that need no
+workdir to be named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+
+from gptjax import checkpoint
+from gptjax.config import ModelConfig
+from gptjax.flops import count_params
+from gptjax.model import abstract_params, init_params
+from gptjax.tokenizer import HFTokenizer, Tokenizer, get_tokenizer
+
+
+class LoadedModel(NamedTuple):
+  """A model ready to run, with the tokenizer its vocabulary belongs to."""
+  cfg: ModelConfig
+  params: Any
+  tokenizer: Tokenizer
+  description: str  # where the weights come from, for the user
+
+
+def load_model(workdir=None, step: int | None = None, hf: str | None = None,
+               config=None) -> LoadedModel:
+  """The one model that exactly one of workdir (a training run, at `step` or its latest
+  checkpoint), hf (Hugging Face weights) or config (a config's model, randomly initialised)
+  names; the arguments mirror the command lines' flags."""
+  if step is not None and workdir is None:
+    raise ValueError(f'step={step} picks a checkpoint of a training run: give its workdir too')
+  given = [name for name, value in (('workdir', workdir), ('hf', hf), ('config', config))
+           if value is not None]
+  if not given:
+    raise ValueError('no model given: name a training run (workdir), Hugging Face weights (hf) '
+                     'or a config to initialise randomly (config)')
+  if len(given) > 1:
+    both = 'both' if len(given) == 2 else 'all'
+    raise ValueError(f'{" and ".join(given)} {both} given: load one model at a time')
+  if workdir is not None:
+    return load_workdir(workdir, step)
+  if hf is not None:
+    return load_hf(hf)
+  return init_random(config)
+
+
+def load_workdir(workdir, step: int | None = None) -> LoadedModel:
+  """The checkpoint of a training run (the latest one unless `step` is given), rebuilt from the
+  config saved with it."""
+  saved = checkpoint.load_config(workdir, step)
+  cfg = ModelConfig.from_config(saved['model'])
+  params, step = checkpoint.restore_params(workdir, abstract_params(cfg), step)
+  return _loaded(cfg, params, get_tokenizer(saved['data']['tokenizer']), f'{workdir} step {step}')
+
+
+def load_hf(path_or_name: str) -> LoadedModel:
+  """Hugging Face GPT-2 or Llama-family weights. GPT-2 checkpoints share one vocabulary, our
+  offline 'gpt2' tokenizer; the others bring their own, loaded with transformers."""
+  from gptjax.hf import from_hf
+
+  path = os.path.expanduser(path_or_name)
+  if (os.path.isabs(path) or path.startswith('.')) and not os.path.isdir(path):
+    # Meant as a directory, not a Hub name: say so rather than ask the Hub for it.
+    raise ValueError(f'Hugging Face model {path_or_name}: no such directory (a model saved '
+                     'with save_pretrained, or a Hub name such as gpt2)')
+  try:
+    cfg, params = from_hf(path)
+    tokenizer = (get_tokenizer('gpt2') if _hf_model_type(path) == 'gpt2'
+                 else HFTokenizer.from_pretrained(path))
+  except (OSError, ImportError) as e:  # a missing file, no network, no transformers
+    raise ValueError(f'cannot load Hugging Face model {path_or_name}: {e}') from None
+  return _loaded(cfg, params, tokenizer, f'{path_or_name} (Hugging Face)')
+
+
+def init_random(config) -> LoadedModel:
+  """An untrained model from a config's model section (weights from config.seed)."""
+  cfg = ModelConfig.from_config(config.model)
+  params = init_params(cfg, jax.random.key(config.seed))
+  return _loaded(cfg, params, get_tokenizer(config.data.tokenizer),
+                 f'random init (seed {config.seed})')
+
+
+def latest_checkpoint(runs_dir) -> tuple[Path, int] | None:
+  """(workdir, step) of the newest checkpoint of any run in runs_dir (runs_dir/*/), by the time
+  its step directory was written; None when there is none."""
+  newest = None
+  for workdir in sorted(Path(runs_dir).glob('*/')):
+    step = checkpoint.latest_step(workdir)
+    if step is None:
+      continue
+    written = (workdir / checkpoint.CHECKPOINT_DIR / str(step)).stat().st_mtime
+    if newest is None or written > newest[0]:
+      newest = (written, workdir, step)
+  return None if newest is None else newest[1:]
+
+
+def _loaded(cfg: ModelConfig, params, tokenizer: Tokenizer, source: str) -> LoadedModel:
+  if tokenizer.n_vocab > cfg.vocab_size:
+    raise ValueError(f'{source} has vocab_size={cfg.vocab_size}, smaller than the '
+                     f'{tokenizer.name} tokenizer\'s {tokenizer.n_vocab} tokens')
+  description = (f'{source}: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, '
+                 f'{cfg.position} positions, {count_params(params):,} parameters, '
+                 f'{tokenizer.name} tokenizer')
+  return LoadedModel(cfg, params, tokenizer, description)
+
+
+def _hf_model_type(path_or_name: str) -> str:
+  if os.path.isdir(path_or_name):
+    config_file = os.path.join(path_or_name, 'config.json')
+  else:  # a Hub name: from_hf has just downloaded it, so this reads the local cache
+    from huggingface_hub import hf_hub_download
+    config_file = hf_hub_download(path_or_name, 'config.json')
+  with open(config_file) as f:
+    return json.load(f).get('model_type')
