@@ -217,9 +217,10 @@ def _choices(allowed) -> str:
 
 
 class _Section:
-  """What the training sections share with ModelConfig: built from their part of the ConfigDict,
-  unknown keys refused with the closest known one suggested, every field checked, so that a typo
-  or a bad value fails before data is prepared or anything is compiled, naming `section.field`.
+  """What the training sections share. Like ModelConfig, each is built from its part of the
+  ConfigDict with unknown keys refused (the closest known one suggested) and every field checked,
+  so that a typo or a bad value fails before data is prepared or anything is compiled, with a
+  message naming `section.field`.
   """
 
   SECTION: ClassVar[str]
@@ -285,7 +286,7 @@ class OptimConfig(_Section):
         ('eps', is_number(self.eps) and self.eps > 0, 'must be > 0'),
         ('weight_decay', is_number(self.weight_decay) and self.weight_decay >= 0, 'must be >= 0'),
         ('decay_embeddings', isinstance(self.decay_embeddings, bool), 'must be True or False'),
-        ('grad_clip', self.grad_clip is None or is_number(self.grad_clip) and self.grad_clip >= 0,
+        ('grad_clip', self.grad_clip is None or (is_number(self.grad_clip) and self.grad_clip >= 0),
          'must be None or >= 0 (0 and None disable clipping)'),
         ('grad_accum_steps', _is_positive_int(self.grad_accum_steps), 'must be an integer >= 1'),
     ])
@@ -384,7 +385,9 @@ def _section_dict(cls, overrides: dict[str, Any]) -> 'ml_collections.ConfigDict'
   for f in dataclasses.fields(cls):
     value = overrides.pop(f.name, f.default)
     if value is None:
-      (value_type,) = [t for t in typing.get_args(types[f.name]) if t is not type(None)]
+      # `int | None` -> int; a plain `int` set to None stays an int field (and fails validation).
+      value_type = next((t for t in typing.get_args(types[f.name]) if t is not type(None)),
+                        types[f.name])
       value = config_dict.placeholder(value_type)
     section[f.name] = value
   if overrides:

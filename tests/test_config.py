@@ -355,6 +355,9 @@ def test_section_config_dict_overrides_and_none_default_fields_are_typed():
   assert config_lib.DataConfig.from_config(data).max_bytes == 10_000
   with pytest.raises(TypeError):
     train.seq_len = 'long'
+  # None where None means nothing is refused when the section is built, not by the builder.
+  with pytest.raises(ValueError, match=r'^train\.steps=None must be a positive integer$'):
+    config_lib.TrainConfig.from_config(config_lib.train_config_dict(steps=None))
 
 
 POSITIVE = 'must be a positive integer'
