@@ -8,8 +8,8 @@ for speed and the padded logits are dropped inside the model, so they are never 
 parameter count equals Hugging Face's GPT2LMHeadModel (124,439,808).
 
 Run (on accelerators; lower --config.optim.grad_accum_steps as memory allows):
-  python train.py --config=configs/gpt124m.py --workdir=runs/gpt124m \
-      --config.data.corpus=hf:HuggingFaceFW/fineweb:sample-10BT
+  python train.py --config=configs/gpt124m.py \
+      --config.data.corpus=hf:HuggingFaceFW/fineweb:sample-10BT   # into runs/gpt124m
 """
 
 from gptjax.config import base_config

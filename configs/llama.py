@@ -3,7 +3,7 @@
 the embedded standard-library corpus, sized for a CPU.
 
 Run:
-  python train.py --config=configs/llama.py --workdir=runs/llama
+  python train.py --config=configs/llama.py   # into runs/llama
   python sample.py --workdir=runs/llama --prompt="import "
 """
 

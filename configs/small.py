@@ -4,7 +4,7 @@ the Python standard library's own source (the embedded corpus: no download), 4 l
 0.36 lower validation loss than learned positions at this size and budget; see the README).
 
 Run:
-  python train.py --config=configs/small.py --workdir=runs/small
+  python train.py --config=configs/small.py   # into runs/small
   python sample.py --workdir=runs/small --prompt="def "
 """
 

@@ -3,7 +3,7 @@ runs anywhere in seconds.
 
 Run:
   python sample.py --config=configs/tiny.py --prompt="Hello, I am"   # random weights
-  python train.py --config=configs/tiny.py --workdir=runs/tiny
+  python train.py --config=configs/tiny.py                           # into runs/tiny
 """
 
 from gptjax.config import base_config
