@@ -20,6 +20,9 @@ from typing import Any, ClassVar, Mapping
 
 import jax.numpy as jnp
 
+if typing.TYPE_CHECKING:  # ml_collections itself is imported where a ConfigDict is built
+  import ml_collections
+
 from gptjax.data import DEFAULT_VAL_PERCENT
 from gptjax.tokenizer import TOKENIZER_NAMES
 

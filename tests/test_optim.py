@@ -150,8 +150,12 @@ def test_adamw_matches_numpy_reference():
   params = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
   grads_per_step = [{k: (scale * rng.normal(size=s)).astype(np.float32) for k, s in shapes.items()}
                     for scale in (5.0, 0.1, 2.0, 0.3)]  # steps 1 and 3 are clipped
-  tree = lambda flat: {'wte': {'embedding': flat['wte']}, 'dense': {'kernel': flat['kernel'],
-                       'bias': flat['bias']}, 'norm': {'scale': flat['scale']}}
+
+  def tree(flat):
+    return {'wte': {'embedding': flat['wte']},
+            'dense': {'kernel': flat['kernel'], 'bias': flat['bias']},
+            'norm': {'scale': flat['scale']}}
+
   config = optim_config(lr=1e-2, warmup_steps=2, decay_steps=3, schedule='linear',
                         min_lr_ratio=0.5, b1=0.8, b2=0.9, eps=1e-6, weight_decay=0.3,
                         grad_clip=1.0, decay_embeddings=False)
@@ -254,7 +258,9 @@ def test_accumulate_folds_rng_per_micro_batch():
 
 
 def test_accumulate_rejects_bad_split():
-  loss_fn = lambda params, batch, rng: ((params * batch).sum(), ())
+  def loss_fn(params, batch, rng):
+    return (params * batch).sum(), ()
+
   with pytest.raises(ValueError, match='not divisible by n_micro=4'):
     accumulate_gradients(loss_fn, jnp.float32(1.0), jnp.ones((6,)), 4, jax.random.key(0))
   with pytest.raises(ValueError, match='n_micro'):

@@ -244,8 +244,8 @@ def test_restore_params_reads_a_checkpoints_params_and_checks_their_shapes(finis
   assert val_loss == pytest.approx(losses(workdir, 'val_loss')[STEPS], rel=1e-5)
   # Another architecture's shapes are an error naming the parameter, not padded arrays.
   with pytest.raises(checkpoint.CheckpointError,
-                     match=r"other parameters than expected \(blocks_0/attn/\w+/\w+: checkpoint "
-                           r"\([\d, ]+\) vs expected \([\d, ]+\); .*; and \d+ more\)$"):
+                     match=r'other parameters than expected \(blocks_0/attn/\w+/\w+: checkpoint '
+                           r'\([\d, ]+\) vs expected \([\d, ]+\); .*; and \d+ more\)$'):
     checkpoint.restore_params(workdir, abstract_params({**model, 'd_model': 64, 'd_ff': None}))
 
 
