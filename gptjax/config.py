@@ -30,7 +30,7 @@ MLPS = ('gelu', 'swiglu')
 NORMS = ('layernorm', 'rmsnorm')
 NORM_POSITIONS = ('pre', 'post')
 POSITIONS = ('learned', 'rope', 'none')
-ATTENTION_IMPLS = ('xla', 'cudnn', 'auto')
+ATTENTION_IMPLS = ('xla', 'cudnn', 'explicit', 'auto')
 DTYPES = ('float32', 'bfloat16', 'float16')
 SCHEDULES = ('cosine', 'linear', 'constant')
 
@@ -126,7 +126,9 @@ class ModelConfig:
   resid_dropout: float = 0.0
   dtype: str = 'float32'  # compute dtype of matmuls and activations
   param_dtype: str = 'float32'
-  attention_impl: str = 'auto'  # 'auto': cuDNN flash attention where it applies, else XLA
+  # Full-sequence attention kernel (gptjax.layers.KERNELS); 'auto': cuDNN flash attention where
+  # it applies, else XLA; 'explicit' materialises the probabilities (the plain reference).
+  attention_impl: str = 'auto'
   init_std: float = 0.02
   remat: bool = False  # recompute each block in the backward pass: less memory, ~1/3 more compute
 
