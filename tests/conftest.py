@@ -1,7 +1,10 @@
-"""Shared fixtures: a tiny config and O(1) random weights for the model tests; one XLA
-compilation cache for every entry point the tests run in a subprocess."""
+"""Shared fixtures and constants: a tiny config and its variants, O(1) random weights, tiny
+Hugging Face models built locally, no network, and one XLA compilation cache for every entry
+point the tests run in a subprocess. Test modules import the constants (`from conftest import
+TINY`); pytest puts this directory on sys.path."""
 
 import os
+import socket
 
 import jax
 import numpy as np
@@ -12,6 +15,53 @@ from gptjax.config import ModelConfig
 # Small enough that every compile takes about a second on a 2-core CPU; 61 is prime, so no
 # shape coincides with another by accident (vocab_pad_multiple=64 really pads).
 TINY = dict(vocab_size=61, d_model=32, n_heads=4, n_layers=2, block_size=16)
+
+# Every value of every knob appears at least once; the first two are GPT-2 and Llama in small.
+VARIANTS = {
+    'gpt2': dict(),  # pre-norm, LayerNorm, learned, MHA, GELU, tied, biases
+    'llama': dict(norm='rmsnorm', position='rope', n_kv_heads=2, mlp='swiglu',
+                  tie_embeddings=False, use_bias=False),
+    'post_layernorm_mqa': dict(norm_position='post', n_kv_heads=1),
+    'post_rmsnorm_rope_window': dict(norm_position='post', norm='rmsnorm', position='rope',
+                                     attention_window=3),
+    'nopos_gqa_window': dict(position='none', n_kv_heads=2, attention_window=3),
+    'rope_mqa_swiglu_window_remat': dict(position='rope', n_kv_heads=1, mlp='swiglu',
+                                         attention_window=3, remat=True),
+    'untied_vocabpad': dict(tie_embeddings=False, vocab_pad_multiple=64),
+    'post_nobias_remat': dict(norm_position='post', use_bias=False, remat=True),
+    'nopos_rmsnorm_swiglu_untied': dict(position='none', norm='rmsnorm', mlp='swiglu',
+                                        tie_embeddings=False),
+    'rope_gqa_qkvbias_vocabpad': dict(position='rope', n_kv_heads=2, use_bias=False,
+                                      qkv_bias=True, vocab_pad_multiple=64),
+    'learned_window_gqa_swiglu': dict(attention_window=3, n_kv_heads=2, mlp='swiglu'),
+}
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+  """Any socket connection fails, as on a machine without a network: code that would download
+  must say so in one line, and code that needs no network must not try."""
+  def refuse(*args, **kwargs):
+    raise OSError('network disabled in tests')
+
+  monkeypatch.setattr(socket.socket, 'connect', refuse)
+  monkeypatch.setattr(socket, 'create_connection', refuse)
+
+
+def hf_model(model_type: str, perturb: float = 0.3, seed: int = 0, **fields):
+  """A tiny transformers causal LM of `model_type` ('gpt2', 'llama', ...) built locally from a
+  config (no network), every parameter, norm scales and biases included, moved by
+  N(0, perturb^2): logits far from ties, and a mapping that swaps, transposes or drops a tensor
+  cannot hide behind ones and zeros."""
+  torch = pytest.importorskip('torch')
+  transformers = pytest.importorskip('transformers')
+  config = transformers.AutoConfig.for_model(model_type, **fields)
+  torch.manual_seed(seed)
+  model = transformers.AutoModelForCausalLM.from_config(config)
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(perturb * torch.randn_like(p))
+  return model.eval()
 
 
 @pytest.fixture

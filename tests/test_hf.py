@@ -7,7 +7,6 @@ or drops a tensor cannot hide behind ones and zeros.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -19,6 +18,7 @@ import pytest
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
+from conftest import hf_model as tiny_hf_model  # noqa: E402
 from gptjax import hf  # noqa: E402
 from gptjax.config import ModelConfig  # noqa: E402
 from gptjax.model import GPT, init_params  # noqa: E402
@@ -48,23 +48,13 @@ CASES = {  # name: (model_type, config overrides)
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-  def refuse(*args, **kwargs):
-    raise OSError('network disabled in tests')
-
-  monkeypatch.setattr(socket.socket, 'connect', refuse)
-  monkeypatch.setattr(socket, 'create_connection', refuse)
+def _offline(no_network):
+  """Every test here runs without a network."""
 
 
 def hf_model(name: str, seed: int = 0):
   model_type, overrides = CASES[name]
-  config = transformers.AutoConfig.for_model(model_type, **overrides)
-  torch.manual_seed(seed)
-  model = transformers.AutoModelForCausalLM.from_config(config)
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.1 * torch.randn_like(p))
-  return model.eval()
+  return tiny_hf_model(model_type, perturb=0.1, seed=seed, **overrides)
 
 
 def hf_logits(model) -> np.ndarray:

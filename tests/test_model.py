@@ -11,27 +11,9 @@ import pytest
 
 from gptjax.model import (GPT, KVCache, abstract_params, forward_with_intermediates, init_cache,
                           init_params)
+from conftest import VARIANTS
 from reference import np_forward
 
-# Every value of every knob appears at least once; the first two are GPT-2 and Llama in small.
-VARIANTS = {
-    'gpt2': dict(),  # pre-norm, LayerNorm, learned, MHA, GELU, tied, biases
-    'llama': dict(norm='rmsnorm', position='rope', n_kv_heads=2, mlp='swiglu',
-                  tie_embeddings=False, use_bias=False),
-    'post_layernorm_mqa': dict(norm_position='post', n_kv_heads=1),
-    'post_rmsnorm_rope_window': dict(norm_position='post', norm='rmsnorm', position='rope',
-                                     attention_window=3),
-    'nopos_gqa_window': dict(position='none', n_kv_heads=2, attention_window=3),
-    'rope_mqa_swiglu_window_remat': dict(position='rope', n_kv_heads=1, mlp='swiglu',
-                                         attention_window=3, remat=True),
-    'untied_vocabpad': dict(tie_embeddings=False, vocab_pad_multiple=64),
-    'post_nobias_remat': dict(norm_position='post', use_bias=False, remat=True),
-    'nopos_rmsnorm_swiglu_untied': dict(position='none', norm='rmsnorm', mlp='swiglu',
-                                        tie_embeddings=False),
-    'rope_gqa_qkvbias_vocabpad': dict(position='rope', n_kv_heads=2, use_bias=False,
-                                      qkv_bias=True, vocab_pad_multiple=64),
-    'learned_window_gqa_swiglu': dict(attention_window=3, n_kv_heads=2, mlp='swiglu'),
-}
 variants = pytest.mark.parametrize('variant', VARIANTS)
 
 B, T = 3, 16  # T == block_size of the tiny config
