@@ -23,9 +23,6 @@ import jax.numpy as jnp
 if typing.TYPE_CHECKING:  # ml_collections itself is imported where a ConfigDict is built
   import ml_collections
 
-from gptjax.data import DEFAULT_VAL_PERCENT
-from gptjax.tokenizer import TOKENIZER_NAMES
-
 MLPS = ('gelu', 'swiglu')
 NORMS = ('layernorm', 'rmsnorm')
 NORM_POSITIONS = ('pre', 'post')
@@ -33,6 +30,8 @@ POSITIONS = ('learned', 'rope', 'none')
 ATTENTION_IMPLS = ('xla', 'cudnn', 'explicit', 'auto')
 DTYPES = ('float32', 'bfloat16', 'float16')
 SCHEDULES = ('cosine', 'linear', 'constant')
+TOKENIZER_NAMES = ('gpt2', 'bytes')  # gptjax.tokenizer.get_tokenizer builds each
+DEFAULT_VAL_PERCENT = 5  # of a corpus held out for validation
 
 
 def is_int(value: Any) -> bool:

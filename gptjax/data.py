@@ -39,13 +39,13 @@ from typing import Container, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from gptjax.config import DEFAULT_VAL_PERCENT
 from gptjax.files import write_json_atomic
 from gptjax.tokenizer import Tokenizer, get_tokenizer
 
 SHAKESPEARE_URL = (
     'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 )
-DEFAULT_VAL_PERCENT = 5
 TEXT_SUFFIXES = ('.txt', '.md', '.rst', '.py')
 # Third-party packages differ between machines, the test suites contain deliberately broken
 # and generated files, and pydoc_data/config-*/_sysconfigdata* are generated or build-specific.

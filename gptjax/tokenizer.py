@@ -256,7 +256,6 @@ class HFTokenizer:
 # --------------------------------------------------------------------------- factory
 
 _TOKENIZERS = {'gpt2': GPT2Tokenizer, 'bytes': ByteTokenizer}
-TOKENIZER_NAMES = tuple(_TOKENIZERS)  # what config.data.tokenizer may name
 
 
 def get_tokenizer(name: str) -> Tokenizer:
