@@ -95,9 +95,41 @@ def swiglu_hidden_size(d_model: int, multiple_of: int = 256) -> int:
   return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
 
 
+class _Section:
+  """What every section shares: each is built from its part of the ConfigDict with unknown keys
+  refused (the closest known one suggested) and every field checked, so that a typo or a bad
+  value fails before data is prepared or anything is compiled, with a message naming the field
+  (`section.field` for the training sections).
+  """
+
+  SECTION: ClassVar[str]
+
+  @classmethod
+  def from_config(cls, config: Mapping[str, Any]):
+    """Builds from `config.<SECTION>` (a ConfigDict or any mapping)."""
+    as_dict = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in as_dict:
+      if key not in known:
+        raise ValueError(f'unknown {cls.SECTION} config field {key!r}'
+                         f'{closest_key_hint(key, known)}')
+    return cls(**as_dict)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def _require(self, rules) -> None:
+    """rules: (field, ok, requirement) in order; the first one not ok raises."""
+    for name, ok, requirement in rules:
+      if not ok:
+        raise ValueError(f'{self.SECTION}.{name}={getattr(self, name)!r} {requirement}')
+
+
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
   """Every architecture knob of the decoder. Defaults are GPT-2 small (124M)."""
+
+  SECTION: ClassVar[str] = 'model'
 
   vocab_size: int = 50257  # rows of the embedding table: the tokenizer's vocabulary
   # The LM head matmul is padded to a multiple of this (e.g. 64: 50257 -> 50304) for speed; the
@@ -190,19 +222,6 @@ class ModelConfig:
   def params_dtype(self) -> jnp.dtype:
     return jnp.dtype(self.param_dtype)
 
-  @classmethod
-  def from_config(cls, config: Mapping[str, Any]) -> 'ModelConfig':
-    """Builds from `config.model` (a ConfigDict or any mapping)."""
-    as_dict = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
-    known = [f.name for f in dataclasses.fields(cls)]
-    for key in as_dict:
-      if key not in known:
-        raise ValueError(f'unknown model config field {key!r}{closest_key_hint(key, known)}')
-    return cls(**as_dict)
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
   def replace(self, **changes) -> 'ModelConfig':
     rederive = {name: None for name in self._defaulted if name not in changes}
     return dataclasses.replace(self, **rederive, **changes)
@@ -218,36 +237,6 @@ def _is_nonempty_str(value: Any) -> bool:
 
 def _choices(allowed) -> str:
   return f'is not one of {", ".join(map(repr, allowed))}'
-
-
-class _Section:
-  """What the training sections share. Like ModelConfig, each is built from its part of the
-  ConfigDict with unknown keys refused (the closest known one suggested) and every field checked,
-  so that a typo or a bad value fails before data is prepared or anything is compiled, with a
-  message naming `section.field`.
-  """
-
-  SECTION: ClassVar[str]
-
-  @classmethod
-  def from_config(cls, config: Mapping[str, Any]):
-    """Builds from `config.<SECTION>` (a ConfigDict or any mapping)."""
-    as_dict = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
-    known = [f.name for f in dataclasses.fields(cls)]
-    for key in as_dict:
-      if key not in known:
-        raise ValueError(f'unknown {cls.SECTION} config field {key!r}'
-                         f'{closest_key_hint(key, known)}')
-    return cls(**as_dict)
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  def _require(self, rules) -> None:
-    """rules: (field, ok, requirement) in order; the first one not ok raises."""
-    for name, ok, requirement in rules:
-      if not ok:
-        raise ValueError(f'{self.SECTION}.{name}={getattr(self, name)!r} {requirement}')
 
 
 @dataclasses.dataclass(frozen=True)
