@@ -5,11 +5,12 @@ is given. Imports no JAX, so that --help and flag mistakes answer at once."""
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 
 from absl import app, flags
+
+from gptjax.files import directory_name
 
 # Raised for bad input anywhere (config validation, data, checkpoints, prompts).
 USER_ERRORS = (ValueError, FileNotFoundError)
@@ -73,15 +74,15 @@ def config_flag(name: str = 'config'):
 
 def default_workdir(config_arg: str) -> str:
   """Where a run of --config=PATH[:VARIANT] goes when no --workdir is given: runs/<PATH's stem>,
-  with the variant string appended as a plain directory name ('=' becomes '-', ',' becomes '_',
-  so does any other character but letters, digits and '.+-'), so each variant has its own run:
+  with the variant string appended as a plain directory name (files.directory_name), so each
+  variant has its own run:
   'configs/ablation.py:norm=rmsnorm,pos=rope' -> 'runs/ablation_norm-rmsnorm_pos-rope'.
   Rerunning the same --config resumes that run; --config.FIELD=VALUE overrides do not change the
   name (a run refuses a checkpoint of another model, so such a run needs its own --workdir)."""
   path, _, variant = config_arg.partition(':')
   name = Path(path).stem
   if variant:
-    name += '_' + re.sub(r'[^A-Za-z0-9.+-]', '_', variant.replace('=', '-').replace(',', '_'))
+    name += '_' + directory_name(variant)
   return os.path.join(RUNS_DIR, name)
 
 

@@ -1,9 +1,11 @@
-"""Small files that must never be seen half-written: status, metadata, reports."""
+"""Small files that must never be seen half-written (status, metadata, reports), and the names
+of run directories."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +28,10 @@ def read_json(path: str | os.PathLike) -> Any | None:
     return json.loads(Path(path).read_text())
   except (FileNotFoundError, json.JSONDecodeError):
     return None
+
+
+def directory_name(text: str) -> str:
+  """A variant string as a plain directory name: '=' becomes '-', ',' becomes '_', and so does
+  any other character but letters, digits and '.+-' ('norm=rmsnorm,pos=rope' ->
+  'norm-rmsnorm_pos-rope'): readable, and safe on every filesystem and in a shell."""
+  return re.sub(r'[^A-Za-z0-9.+-]', '_', text.replace('=', '-').replace(',', '_'))

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import ml_collections
 
 from gptjax.config import load_config_module
+from gptjax.files import directory_name
 
 # A sweep's workdir: the plan, and per run (in <slug>/) its exact config, status and trace.
 SWEEP_FILE = 'sweep.json'
@@ -48,8 +48,7 @@ def sweep_variants(module, name: str) -> list[str]:
 
 def slugify(label: str, seed: int) -> str:
   """'norm=rmsnorm,pos=rope', 1 -> 'norm-rmsnorm_pos-rope_seed-1' (a plain directory name)."""
-  name = re.sub(r'[^A-Za-z0-9.+-]', '_', label.replace('=', '-').replace(',', '_'))
-  return f'{name}_seed-{seed}'
+  return f'{directory_name(label)}_seed-{seed}'
 
 
 def _label(module, variant: str) -> str:
