@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from gptjax.config import ModelConfig
 from gptjax.model import abstract_params, param_paths
+from gptjax.tables import text_table
 
 
 def count_params(params: Any) -> int:
@@ -184,15 +185,12 @@ def format_param_table(params: Any, cfg: ModelConfig | None = None) -> str:
         ('FLOPs/token, training total', f'{split["total"]:,.0f}',
          f'forward only: {split["total"] / 3:,.0f}'),
     ]
-  header = ('module', 'params', 'shapes')
-  width_name = max(len(r[0]) for r in [header, *lines, *summary])
-  width_count = max(len(r[1]) for r in [header, *lines, *summary])
-
-  def fmt(row):
-    return f'{row[0]:<{width_name}}  {row[1]:>{width_count}}  {row[2]}'.rstrip()
-
-  rule = '-' * (width_name + width_count + 2)
-  return '\n'.join([fmt(header), rule, *map(fmt, lines), rule, *map(fmt, summary)])
+  # The rule spans module and count: the shapes (or notes) trail each line as free text.
+  table = text_table(('module', 'params'), [line[:2] for line in lines], 'lr',
+                     footer=[line[:2] for line in summary]).split('\n')
+  notes = ['shapes', None, *(line[2] for line in lines), None, *(line[2] for line in summary)]
+  return '\n'.join(row if note is None else f'{row.ljust(len(table[1]))}  {note}'.rstrip()
+                   for row, note in zip(table, notes))
 
 
 # Dense bf16 peaks from the vendors' datasheets (no sparsity), by jax's device_kind.

@@ -18,18 +18,22 @@ def _cells(header: Sequence, rows: Sequence[Sequence]) -> tuple[list[list[str]],
   return cells, widths
 
 
-def text_table(header: Sequence, rows: Sequence[Sequence], align: str | None = None) -> str:
+def text_table(header: Sequence, rows: Sequence[Sequence], align: str | None = None,
+               footer: Sequence[Sequence] = ()) -> str:
   """Aligned columns under a rule; align holds one 'l' or 'r' per column (default: numbers
-  right, text left)."""
-  cells, widths = _cells(header, rows)
-  align = align or _default_align(cells)
+  right, text left). Footer rows (totals) come after a second rule, aligned with the rest."""
+  cells, widths = _cells(header, [*rows, *footer])
+  align = align or _default_align(cells[:len(cells) - len(footer)])
+  rule = '-' * (sum(widths) + 2 * (len(widths) - 1))
 
   def line(row):
     return '  '.join(c.ljust(w) if a == 'l' else c.rjust(w)
                      for c, w, a in zip(row, widths, align)).rstrip()
 
-  return '\n'.join([line(cells[0]), '-' * (sum(widths) + 2 * (len(widths) - 1)),
-                    *map(line, cells[1:])])
+  body = [line(row) for row in cells[1:]]
+  if footer:
+    body.insert(len(rows), rule)
+  return '\n'.join([line(cells[0]), rule, *body])
 
 
 def markdown_table(header: Sequence, rows: Sequence[Sequence], align: str | None = None) -> str:
