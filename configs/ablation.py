@@ -26,7 +26,6 @@ initialisation and dropout alone, and a difference between variants is not a dif
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import re
 from typing import Any, Mapping
@@ -34,7 +33,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from gptjax.config import (MLPS, NORM_POSITIONS, NORMS, POSITIONS, ModelConfig, base_config,
-                           closest_key_hint)
+                           closest_key, closest_key_hint)
 
 STEPS = 300
 BATCH_SIZE = 16
@@ -139,8 +138,8 @@ def parse_variant(arg: str | None) -> dict[str, Any]:
       raise ValueError(f'variant item {item.strip()!r} is not KEY=VALUE; keys: {_allowed_keys()}')
     key = ALIASES.get(key.lower(), key.lower())
     if key not in KEYS:
-      close = difflib.get_close_matches(key, [*KEYS, *ALIASES], n=1)
-      hint = f'did you mean {close[0]!r}? ' if close else ''
+      close = closest_key(key, [*KEYS, *ALIASES])
+      hint = f'did you mean {close!r}? ' if close else ''
       raise ValueError(f'unknown variant key {key!r}; {hint}keys: {_allowed_keys()}')
     if key in variant:
       raise ValueError(f'variant key {key!r} is given twice in {arg!r}')

@@ -43,11 +43,16 @@ def is_number(value: Any) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def closest_key(key: str, known) -> str | None:
+  """The known key a misspelled one most likely meant ('lr' for 'lrr'), or None."""
+  close = difflib.get_close_matches(key, list(known), n=1)
+  return close[0] if close else None
+
+
 def closest_key_hint(key: str, known) -> str:
   """'; did you mean 'lr'?' for a misspelled key, else the list of known keys."""
-  known = list(known)
-  close = difflib.get_close_matches(key, known, n=1)
-  return f'; did you mean {close[0]!r}?' if close else f'; known fields: {", ".join(known)}'
+  close = closest_key(key, known)
+  return f'; did you mean {close!r}?' if close else f'; known fields: {", ".join(known)}'
 
 
 def load_config_module(path: str | Path):

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gptjax.config import ModelConfig
+from gptjax.config import ModelConfig, is_int
 from gptjax.model import abstract_params, param_paths
 from gptjax.tables import text_table
 
@@ -58,7 +58,7 @@ def matmul_params(cfg: ModelConfig) -> int:
 def attended_keys(cfg: ModelConfig, seq_len: int | None = None) -> int:
   """T of the attention term: the sequence length, capped by the sliding window."""
   t = cfg.block_size if seq_len is None else seq_len
-  if isinstance(t, bool) or not isinstance(t, int) or t <= 0:
+  if not is_int(t) or t <= 0:
     raise ValueError(f'seq_len={seq_len!r} must be a positive integer')
   if cfg.position == 'learned' and t > cfg.block_size:
     raise ValueError(f'seq_len={t} is longer than block_size={cfg.block_size}, the last '

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gptjax.config import ModelConfig, is_int
+from gptjax.config import ModelConfig, is_int, is_number
 from gptjax.model import GPT, KVCache, init_cache
 from gptjax.text import cut_after_eot
 
@@ -258,13 +258,11 @@ def _validate(cfg, max_new_tokens, temperature, top_k, top_p, eot_token, valid_v
               max_len, seed):
   if not _is_int(max_new_tokens) or max_new_tokens < 1:
     raise ValueError(f'max_new_tokens={max_new_tokens!r} must be an integer >= 1')
-  if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-      temperature >= 0 and np.isfinite(temperature)):
+  if not is_number(temperature) or not (temperature >= 0 and np.isfinite(temperature)):
     raise ValueError(f'temperature={temperature!r} must be a finite number >= 0 (0: greedy)')
   if top_k is not None and (not _is_int(top_k) or top_k < 1):
     raise ValueError(f'top_k={top_k!r} must be None or an integer >= 1')
-  if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))
-                            or not 0 < top_p <= 1):
+  if top_p is not None and (not is_number(top_p) or not 0 < top_p <= 1):
     raise ValueError(f'top_p={top_p!r} must be None or a number in (0, 1]')
   if valid_vocab_size is not None and (not _is_int(valid_vocab_size)
                                        or not 1 <= valid_vocab_size <= cfg.vocab_size):
