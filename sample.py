@@ -25,13 +25,16 @@ from ml_collections import config_flags
 
 from gptjax import cli
 
-flags.DEFINE_string('workdir', None, 'Training run to sample from (its latest checkpoint; '
-                    'default: the newest checkpoint under runs/).')
+flags.DEFINE_string(
+    'workdir', None, 'Training run to sample from (its latest checkpoint; '
+    'default: the newest checkpoint under runs/).')
 flags.DEFINE_integer('step', None, 'With --workdir: the checkpoint step to sample from.')
-flags.DEFINE_string('hf', None, 'Hugging Face GPT-2/Llama-family model: a directory saved with '
-                    'save_pretrained, or a Hub name (needs a network).')
-config_flags.DEFINE_config_file('config', None, 'Config file: sample from its model, randomly '
-                                'initialised (to look at an untrained model).', lock_config=True)
+flags.DEFINE_string(
+    'hf', None, 'Hugging Face GPT-2/Llama-family model: a directory saved with '
+    'save_pretrained, or a Hub name (needs a network).')
+config_flags.DEFINE_config_file(
+    'config', None, 'Config file: sample from its model, randomly '
+    'initialised (to look at an untrained model).', lock_config=True)
 flags.DEFINE_string('prompt', None, 'Text to continue (default: stdin if piped, else start from '
                     'end-of-text).')
 flags.DEFINE_string('prompt_file', None, 'File whose text to continue.')
@@ -41,8 +44,9 @@ flags.DEFINE_float('temperature', 0.8, 'Sampling temperature; 0 means greedy.')
 flags.DEFINE_integer('top_k', None, 'Sample only among the k most likely tokens.')
 flags.DEFINE_float('top_p', None, 'Sample only among the smallest set of tokens with mass >= p.')
 flags.DEFINE_integer('seed', 0, 'Sampling seed: the same seed gives the same text.')
-flags.DEFINE_integer('max_len', None, 'KV cache size in tokens, prompt included (default: '
-                     'block_size). Rope models may go past block_size.')
+flags.DEFINE_integer(
+    'max_len', None, 'KV cache size in tokens, prompt included (default: '
+    'block_size). Rope models may go past block_size.')
 FLAGS = flags.FLAGS
 
 NOTHING_TO_SAMPLE = (f'nothing to sample from: no run with a checkpoint under {cli.RUNS_DIR}/; '
@@ -121,11 +125,10 @@ def main(argv):
   shown = '' if prompt_text is None else prompt_text if kept == prompt else tokenizer.decode(kept)
 
   def generate(prompts, on_token=None):
-    return sampling.generate(
-        model.cfg, model.params, prompts, max_new_tokens=FLAGS.max_new_tokens,
-        temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p, seed=FLAGS.seed,
-        eot_token=tokenizer.eot_token, max_len=FLAGS.max_len,
-        valid_vocab_size=tokenizer.n_vocab, on_token=on_token)
+    return sampling.generate(model.cfg, model.params, prompts, max_new_tokens=FLAGS.max_new_tokens,
+                             temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
+                             seed=FLAGS.seed, eot_token=tokenizer.eot_token, max_len=FLAGS.max_len,
+                             valid_vocab_size=tokenizer.n_vocab, on_token=on_token)
 
   if FLAGS.num_samples == 1:
     stream = text.TextStream(tokenizer, kept)
@@ -150,8 +153,9 @@ def load_model():
     if latest is None:
       raise ValueError(NOTHING_TO_SAMPLE)
     workdir, step = latest
-    print(f'no --workdir, --hf or --config: sampling from {workdir} step {step}, the newest '
-          f'checkpoint under {cli.RUNS_DIR}/', file=sys.stderr)
+    print(
+        f'no --workdir, --hf or --config: sampling from {workdir} step {step}, the newest '
+        f'checkpoint under {cli.RUNS_DIR}/', file=sys.stderr)
   return loading.load_model(workdir, step, FLAGS.hf, cli.config_flag())
 
 

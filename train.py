@@ -21,11 +21,13 @@ from gptjax import cli
 
 config_flags.DEFINE_config_file('config', None, 'Training config file (configs/*.py).',
                                 lock_config=True)
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints and logs (default: '
-                    'runs/<config file stem>[_<variant>]).')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
-                  'train, or eval: report loss, perplexity and bits-per-byte on the val split '
-                  'without taking a step.')
+flags.DEFINE_string(
+    'workdir', None, 'Directory for checkpoints and logs (default: '
+    'runs/<config file stem>[_<variant>]).')
+flags.DEFINE_enum(
+    'mode', 'train', ['train', 'eval'],
+    'train, or eval: report loss, perplexity and bits-per-byte on the val split '
+    'without taking a step.')
 flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (multi-host runs).')
 flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-host runs).')
 flags.DEFINE_integer('process_id', None, 'Index of this process (multi-host runs).')
@@ -47,16 +49,15 @@ def main(argv):
   # Imported after flag parsing so that --help and flag errors answer without loading JAX.
   from gptjax import sharding, trainer
 
-  sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                  FLAGS.process_id)
+  sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   try:
     if FLAGS.mode == 'eval':
       result = trainer.evaluate(config, workdir)
       print(' '.join(f'{k} {v:.4f}' for k, v in result.items()))
     else:
       result = trainer.train_and_evaluate(config, workdir)
-      print('done: ' + ' '.join(f'{k} {v:.4g}' for k, v in result.items()
-                                if k in ('step', 'loss', 'val_loss')))
+      print('done: ' + ' '.join(f'{k} {v:.4g}'
+                                for k, v in result.items() if k in ('step', 'loss', 'val_loss')))
   except trainer.TrainingDiverged as e:
     sys.exit(f'error: {e}')
 

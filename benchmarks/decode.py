@@ -23,8 +23,12 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (format_table, load_config, machine, median_seconds,  # noqa: E402
-                    transformers_gpt2)
+from common import (
+    format_table,
+    load_config,
+    machine,
+    median_seconds,  # noqa: E402
+    transformers_gpt2)
 from machine import read_bandwidth  # noqa: E402
 
 from gptjax.config import ModelConfig  # noqa: E402
@@ -53,7 +57,6 @@ class Gptjax:
 
 class Transformers:
   """GPT2LMHeadModel.generate, greedy, with its KV cache, never stopping early."""
-
   def __init__(self, cfg: ModelConfig, params):
     import torch
 
@@ -91,8 +94,8 @@ def main():
   weight_bytes = count_params(params) * 4
   prompts = np.random.default_rng(0).integers(0, GPT2_VOCAB, (args.batch, PROMPT_TOKENS))
   one = prompts[:1]
-  cached, uncached, peer = Gptjax(cfg, params, True), Gptjax(cfg, params, False), Transformers(
-      cfg, params)
+  cached, uncached, peer = Gptjax(cfg, params, True), Gptjax(cfg, params,
+                                                             False), Transformers(cfg, params)
 
   # Same tokens first: the cached loop is the reference for the others.
   reference = cached.generate(prompts, NEW_TOKENS)
@@ -123,13 +126,14 @@ def main():
     ours = speeds[('gptjax, KV cache', n, batch)]
     rows.append((name, n, batch, f'{speed:,.1f}', f'{speed / ours:.2f}x',
                  f'{100 * weight_bytes * speed / bandwidth:.0f}%' if batch == 1 else '—'))
-  print(format_table(
-      ('decoding (greedy)', 'new tokens', 'batch', 'tokens/s', 'vs gptjax cache',
-       'of memory bandwidth'), rows,
-      title=(f'Decoding, GPT-2 124M float32, prompt {PROMPT_TOKENS} tokens ({machine()}); '
-             f'tokens/s counts every row; batch 1 reads the {weight_bytes / 1e6:,.0f} MB of '
-             f'weights once per token, against the measured {bandwidth / 1e9:,.1f} GB/s '
-             f'({bandwidth_source}); medians of {args.repeats}')))
+  print(
+      format_table(
+          ('decoding (greedy)', 'new tokens', 'batch', 'tokens/s', 'vs gptjax cache',
+           'of memory bandwidth'), rows,
+          title=(f'Decoding, GPT-2 124M float32, prompt {PROMPT_TOKENS} tokens ({machine()}); '
+                 f'tokens/s counts every row; batch 1 reads the {weight_bytes / 1e6:,.0f} MB of '
+                 f'weights once per token, against the measured {bandwidth / 1e9:,.1f} GB/s '
+                 f'({bandwidth_source}); medians of {args.repeats}')))
 
 
 if __name__ == '__main__':

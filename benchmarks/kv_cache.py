@@ -52,8 +52,11 @@ def allocate(cfg, batch: int, context: int) -> dict[str, int]:
 
 
 def measure_in_fresh_process(n_kv_heads: int, batch: int, dtype: str) -> dict[str, int]:
-  command = [sys.executable, os.path.abspath(__file__), f'--batch={batch}', f'--dtype={dtype}',
-             f'--allocate_only={n_kv_heads}']
+  command = [
+      sys.executable,
+      os.path.abspath(__file__), f'--batch={batch}', f'--dtype={dtype}',
+      f'--allocate_only={n_kv_heads}'
+  ]
   result = subprocess.run(command, capture_output=True, text=True, check=True)
   return json.loads(result.stdout.splitlines()[-1])
 
@@ -78,11 +81,12 @@ def main():
     name = variant.variant if variant.variant != 'GQA' else f'GQA ({variant.n_kv_heads} kv heads)'
     rows.append((name, variant.n_kv_heads, f'{computed / 2**20:,.1f}', f'{allocated / 2**20:,.1f}',
                  f'{gained / 2**20:,.1f}', f'{cfg.n_heads / variant.n_kv_heads:g}x'))
-  print(format_table(
-      ('attention', 'n_kv_heads', 'computed MiB', 'allocated MiB', 'measured MiB',
-       'smaller than MHA'), rows,
-      title=(f'KV cache, GPT-2 124M shape, context {CONTEXT}, batch {args.batch}, {args.dtype} '
-             f'({machine()})')))
+  print(
+      format_table(
+          ('attention', 'n_kv_heads', 'computed MiB', 'allocated MiB', 'measured MiB',
+           'smaller than MHA'), rows,
+          title=(f'KV cache, GPT-2 124M shape, context {CONTEXT}, batch {args.batch}, {args.dtype} '
+                 f'({machine()})')))
 
 
 if __name__ == '__main__':

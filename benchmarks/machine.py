@@ -81,13 +81,12 @@ def read_bandwidth(nbytes: int = BANDWIDTH_BYTES) -> tuple[float, str]:
   x = jnp.ones((nbytes // 4,), jnp.float32)
   total = jax.jit(jnp.sum)
   results['XLA sum'] = nbytes / median_seconds(lambda: total(x).block_until_ready(), repeats=7)
-  del x
+  x = None  # the 1 GiB goes before torch allocates its own
   try:
     import torch
     torch.set_num_threads(torch_threads())
     t = torch.ones(nbytes // 4)
     results['PyTorch sum'] = nbytes / median_seconds(lambda: t.sum().item(), repeats=7)
-    del t
   except ImportError:
     pass
   a = np.ones(nbytes // 4, np.float32)
@@ -110,10 +109,10 @@ def main():
            '<- peak' if flops == best else '') for (library, n), flops in peaks.items()]
   read, read_name = read_bandwidth()
   rows.append((f'memory read ({read_name} of 1 GiB)', '', f'{read / 1e9:,.1f} GB/s', ''))
-  rows.append(('memory copy (NumPy, read + write)', '', f'{copy_bandwidth() / 1e9:,.1f} GB/s',
-               ''))
-  print(format_table(('measurement', 'size', 'rate', ''), rows,
-                     title=f'Machine limits ({machine()})'))
+  rows.append(('memory copy (NumPy, read + write)', '', f'{copy_bandwidth() / 1e9:,.1f} GB/s', ''))
+  print(
+      format_table(('measurement', 'size', 'rate', ''), rows,
+                   title=f'Machine limits ({machine()})'))
 
 
 if __name__ == '__main__':

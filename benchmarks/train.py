@@ -27,8 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (format_table, load_config, machine, median_seconds,  # noqa: E402
-                    transformers_gpt2)
+from common import (
+    format_table,
+    load_config,
+    machine,
+    median_seconds,  # noqa: E402
+    transformers_gpt2)
 from machine import matmul_peak  # noqa: E402
 
 from gptjax import sharding, trainer  # noqa: E402
@@ -63,14 +67,13 @@ def make_run(config) -> trainer.Run:
 
 
 def random_batch(cfg: ModelConfig, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-  tokens = np.random.default_rng(seed).integers(0, cfg.vocab_size,
-                                                (batch_size, cfg.block_size + 1), np.int32)
+  tokens = np.random.default_rng(seed).integers(0, cfg.vocab_size, (batch_size, cfg.block_size + 1),
+                                                np.int32)
   return {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:]}
 
 
 class GptjaxTrainer:
   """gptjax's own train step on a fixed batch."""
-
   def __init__(self, config):
     self.run = make_run(config)
     self.optimizer = make_optimizer(config.optim, config.train.steps)
@@ -90,7 +93,6 @@ class GptjaxTrainer:
 
 class TorchTrainer:
   """transformers GPT2LMHeadModel + torch AdamW + clipping, from gptjax's weights."""
-
   def __init__(self, cfg: ModelConfig, params):
     import torch
 
@@ -142,8 +144,10 @@ def compile_seconds(config) -> float:
   step_fn = trainer.make_train_step(run, optimizer, shardings)
   batch_sharding = sharding.batch_sharding(run.mesh)
   shape = (config.train.batch_size, run.seq_len)
-  batch = {name: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding)
-           for name in ('inputs', 'targets')}
+  batch = {
+      name: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding)
+      for name in ('inputs', 'targets')
+  }
   step_fn.lower(abstract, batch).compile()
   return time.perf_counter() - start
 
@@ -169,8 +173,10 @@ def main():
   tokens = args.steps * BATCH_SIZE * cfg.block_size
   flops = flops_per_token(cfg)
   peer_name = 'transformers + torch AdamW'
-  speeds = {name: tokens / median_seconds(lambda: impl.steps(args.steps), repeats=args.repeats)
-            for name, impl in (('gptjax', ours), (peer_name, peer))}
+  speeds = {
+      name: tokens / median_seconds(lambda: impl.steps(args.steps), repeats=args.repeats)
+      for name, impl in (('gptjax', ours), (peer_name, peer))
+  }
   rows = [(name, f'{speed:,.0f}', f'{1000 * BATCH_SIZE * cfg.block_size / speed:,.0f}',
            f'{100 * flops * speed / peak:.1f}%', f'{speed / speeds[peer_name]:.2f}x', '—')
           for name, speed in speeds.items()]
@@ -178,12 +184,13 @@ def main():
   for name in ('small', 'gpt124m'):
     rows.append((f'gptjax, configs/{name}.py', '—', '—', '—', '—',
                  f'{compile_seconds(load_config(name)):.1f}'))
-  print(format_table(
-      ('training step', 'tokens/s', 'ms/step', 'MFU', 'vs transformers', 'compile s'), rows,
-      title=(f'Training, 6 layers x d_model 384, context 256, vocab 50304, batch 8, float32 '
-             f'({machine()}). MFU: {flops / 1e6:,.0f} MFLOP/token against the measured matmul '
-             f'peak {peak / 1e9:,.1f} GFLOP/s ({peak_source}). Medians of {args.repeats} x '
-             f'{args.steps} steps. compile s: trace + lower + XLA compile of the train step')))
+  print(
+      format_table(
+          ('training step', 'tokens/s', 'ms/step', 'MFU', 'vs transformers', 'compile s'), rows,
+          title=(f'Training, 6 layers x d_model 384, context 256, vocab 50304, batch 8, float32 '
+                 f'({machine()}). MFU: {flops / 1e6:,.0f} MFLOP/token against the measured matmul '
+                 f'peak {peak / 1e9:,.1f} GFLOP/s ({peak_source}). Medians of {args.repeats} x '
+                 f'{args.steps} steps. compile s: trace + lower + XLA compile of the train step')))
 
 
 if __name__ == '__main__':

@@ -56,9 +56,11 @@ KEYS = {
 }
 ALIASES = {alias: key for key, (aliases, _) in KEYS.items() for alias in aliases}
 # Variant key -> the config field it sets (attn sets model.n_kv_heads, match_params model.d_ff).
-FIELDS = {'norm': 'model.norm', 'norm_position': 'model.norm_position', 'pos': 'model.position',
-          'mlp': 'model.mlp', 'lr': 'optim.lr', 'warmup': 'optim.warmup_steps',
-          'clip': 'optim.grad_clip', 'seed': 'seed'}
+FIELDS = {
+    'norm': 'model.norm', 'norm_position': 'model.norm_position', 'pos': 'model.position',
+    'mlp': 'model.mlp', 'lr': 'optim.lr', 'warmup': 'optim.warmup_steps', 'clip': 'optim.grad_clip',
+    'seed': 'seed'
+}
 
 SEEDS = (0, 1)
 
@@ -70,16 +72,21 @@ def _seeded(variants, seeds=SEEDS) -> list[str]:
 SWEEPS = {
     # One factor at a time around the GPT-2 recipe (pre-norm LayerNorm, learned positions, MHA,
     # GELU): 7 variants x 2 seeds, under an hour on a 2-core CPU.
-    'default': _seeded(['', 'norm=rmsnorm', 'norm_position=post', 'pos=rope', 'attn=gqa2',
-                        'attn=mqa', 'mlp=swiglu']),
+    'default': _seeded([
+        '', 'norm=rmsnorm', 'norm_position=post', 'pos=rope', 'attn=gqa2', 'attn=mqa', 'mlp=swiglu'
+    ]),
     # The full factorial of norm position x norm x positions x attention: 24 variants x 2 seeds.
-    'full': _seeded([f'norm_position={p},norm={n},pos={q},attn={a}' for p, n, q, a in
-                     itertools.product(NORM_POSITIONS, NORMS, ('learned', 'rope'),
-                                       ('mha', 'gqa2', 'mqa'))]),
+    'full': _seeded([
+        f'norm_position={p},norm={n},pos={q},attn={a}'
+        for p, n, q, a in itertools.product(NORM_POSITIONS, NORMS, ('learned',
+                                                                    'rope'), ('mha', 'gqa2', 'mqa'))
+    ]),
     # Xiong et al. 2020: without warmup, post-norm needs a small learning rate; pre-norm does not.
     # From below the baseline's 3e-3 to 10x above it: 8 variants x 2 seeds, about 25 minutes.
-    'stability': _seeded([f'norm_position={p},lr={lr},warmup=0' for p in NORM_POSITIONS
-                          for lr in ('1e-3', '3e-3', '1e-2', '3e-2')]),
+    'stability': _seeded([
+        f'norm_position={p},lr={lr},warmup=0' for p in NORM_POSITIONS
+        for lr in ('1e-3', '3e-3', '1e-2', '3e-2')
+    ]),
 }
 
 
@@ -221,10 +228,11 @@ def factors(config) -> dict[str, Any]:
   """What gptjax.sweep reports per run and plots the final loss by: every ablated knob's value,
   the baseline's included, so that any two runs that differ in one knob line up."""
   cfg = ModelConfig.from_config(config.model)
-  return {'norm_position': cfg.norm_position, 'norm': cfg.norm, 'pos': cfg.position,
-          'attn': _attn_name(cfg.n_kv_heads, cfg.n_heads), 'mlp': cfg.mlp,
-          'lr': config.optim.lr, 'warmup': config.optim.warmup_steps,
-          'grad_clip': config.optim.grad_clip}
+  return {
+      'norm_position': cfg.norm_position, 'norm': cfg.norm, 'pos': cfg.position,
+      'attn': _attn_name(cfg.n_kv_heads, cfg.n_heads), 'mlp': cfg.mlp, 'lr': config.optim.lr,
+      'warmup': config.optim.warmup_steps, 'grad_clip': config.optim.grad_clip
+  }
 
 
 def matched_d_ff(cfg: ModelConfig, target: int) -> int:
@@ -244,8 +252,8 @@ def matched_d_ff(cfg: ModelConfig, target: int) -> int:
   ideal = cfg.d_ff + (target - n_own) / per_unit
   below = max(step, int(ideal // step) * step)
   candidates = [cfg.d_ff, below, below + step]
-  return min(candidates, key=lambda d: (abs(matmul_params(cfg.replace(d_ff=d)) - target),
-                                        d != cfg.d_ff))
+  return min(candidates, key=lambda d:
+             (abs(matmul_params(cfg.replace(d_ff=d)) - target), d != cfg.d_ff))
 
 
 def get_config(arg: str | None = None, overrides: Mapping[str, Any] | None = None):

@@ -16,10 +16,9 @@ from gptjax.config import base_config
 
 
 def get_config():
-  config = base_config(
-      vocab_size=50257, vocab_pad_multiple=64, block_size=1024, n_layers=12, d_model=768,
-      n_heads=12, mlp='gelu', norm='layernorm', norm_position='pre', position='learned',
-      tie_embeddings=True, use_bias=True, dtype='bfloat16')
+  config = base_config(vocab_size=50257, vocab_pad_multiple=64, block_size=1024, n_layers=12,
+                       d_model=768, n_heads=12, mlp='gelu', norm='layernorm', norm_position='pre',
+                       position='learned', tie_embeddings=True, use_bias=True, dtype='bfloat16')
   config.data.tokenizer = 'gpt2'
   config.optim.lr = 6e-4
   config.optim.warmup_steps = 2000

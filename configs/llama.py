@@ -11,11 +11,10 @@ from gptjax.config import base_config
 
 
 def get_config():
-  config = base_config(
-      vocab_size=257, vocab_pad_multiple=64, block_size=128, n_layers=4, d_model=128,
-      n_heads=8, n_kv_heads=2, mlp='swiglu', norm='rmsnorm', norm_eps=1e-6,
-      norm_position='pre', position='rope', rope_theta=10000.0, use_bias=False,
-      tie_embeddings=False)
+  config = base_config(vocab_size=257, vocab_pad_multiple=64, block_size=128, n_layers=4,
+                       d_model=128, n_heads=8, n_kv_heads=2, mlp='swiglu', norm='rmsnorm',
+                       norm_eps=1e-6, norm_position='pre', position='rope', rope_theta=10000.0,
+                       use_bias=False, tie_embeddings=False)
   config.data.tokenizer = 'bytes'
   config.optim.lr = 3e-3
   config.optim.warmup_steps = 50

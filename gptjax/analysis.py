@@ -47,7 +47,6 @@ DEFAULT_TEXT = 'Hello, world! Tokenizers split "unbelievably" long words: 12345 
 DEFAULT_PROMPT = 'The quick brown fox jumps over the'
 DEFAULT_WORDS = 'dog,cat,car,truck,king,queen'
 
-
 # ---------------------------------------------------------------------------------------------
 # Numbers and tokens as table cells
 
@@ -116,8 +115,10 @@ def show_params(model: LoadedModel) -> str:
   rows = [('tied (LM head = wte, stored once)', f'{s.tied_total:,}',
            '<- this model' if s.tied else ''),
           ('untied (own LM head)', f'{s.untied_total:,}', '' if s.tied else '<- this model')]
-  return '\n\n'.join([format_param_table(model.params, model.cfg),
-                       text_table(('LM head', 'total params', ''), rows, 'lrl')])
+  return '\n\n'.join([
+      format_param_table(model.params, model.cfg),
+      text_table(('LM head', 'total params', ''), rows, 'lrl')
+  ])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,8 +133,10 @@ class TokenRow(NamedTuple):
 
 
 def token_rows(tokenizer: Tokenizer, text: str) -> list[TokenRow]:
-  return [TokenRow(i, t, tokenizer.token_bytes(t), tokenizer.decode([t]))
-          for i, t in enumerate(tokenizer.encode(text))]
+  return [
+      TokenRow(i, t, tokenizer.token_bytes(t), tokenizer.decode([t]))
+      for i, t in enumerate(tokenizer.encode(text))
+  ]
 
 
 def show_tokens(model: LoadedModel, text: str) -> str:
@@ -145,7 +148,8 @@ def show_tokens(model: LoadedModel, text: str) -> str:
       f'text: {text!r}',
       f'{len(rows)} tokens ({model.tokenizer.name} tokenizer) for {len(text)} characters, '
       f'{len(text.encode("utf-8"))} bytes; decoding the ids gives the text back: '
-      f'{"yes" if round_trip else "no"}', '', table])
+      f'{"yes" if round_trip else "no"}', '', table
+  ])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,20 +198,21 @@ def show_next(model: LoadedModel, prompt: str, top_k: int, steps: int) -> str:
   rows = [(rank + 1, i, token_text(tok, i), f'{nxt.logits[i]:.3f}', f'{nxt.logits[i] - top:.3f}',
            _prob(np.exp(nxt.logits[i] - top)), _prob(nxt.probs[i]),
            '<- greedy' if i == nxt.greedy else '') for rank, i in enumerate(nxt.top_ids)]
-  table = text_table(('rank', 'id', 'token', 'logit', 'logit-max', 'exp', 'probability', ''),
-                     rows, 'rrlrrrrl')
+  table = text_table(('rank', 'id', 'token', 'logit', 'logit-max', 'exp', 'probability', ''), rows,
+                     'rrlrrrrl')
   steps_rows = greedy_continuation(cfg, model.params, tokens, steps, tok.n_vocab)
-  continuation = text_table(('step', 'id', 'token', 'probability'),
-                            [(s + 1, t, token_text(tok, t), _prob(p))
-                             for s, (t, p) in enumerate(steps_rows)], 'rrlr')
+  continuation = text_table(
+      ('step', 'id', 'token', 'probability'),
+      [(s + 1, t, token_text(tok, t), _prob(p)) for s, (t, p) in enumerate(steps_rows)], 'rrlr')
   text = tok.decode(tokens + [t for t, _ in steps_rows])
   return '\n'.join([
       f'prompt: {tok.decode(tokens)!r} ({len(tokens)} tokens)',
-      f'the last position\'s {tok.n_vocab:,} logits -> softmax: p = exp(logit - max) / Z, '
-      f'Z = sum of exp(logit - max) = {z:.4g}; the probabilities sum to {nxt.probs.sum():.6f}',
-      '', f'top {len(nxt.top_ids)} next tokens:', table, '',
+      f"the last position's {tok.n_vocab:,} logits -> softmax: p = exp(logit - max) / Z, "
+      f'Z = sum of exp(logit - max) = {z:.4g}; the probabilities sum to {nxt.probs.sum():.6f}', '',
+      f'top {len(nxt.top_ids)} next tokens:', table, '',
       f'greedy continuation ({steps} steps, each the argmax, fed back as the next input):',
-      continuation, '', f'text: {text!r}'])
+      continuation, '', f'text: {text!r}'
+  ])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,14 +260,14 @@ def show_attention(model: LoadedModel, prompt: str, out_dir: str) -> str:
   labels = [token_text(tok, t, width=12) for t in tokens]
   path = plot_attention(maps, labels, os.path.join(out_dir, 'attention.png'))
   last = maps[:, :, -1]  # [L, H, T]: what the last position reads
-  rows = [(layer, head, labels[int(last[layer, head].argmax())],
-           f'{last[layer, head].max():.3f}')
+  rows = [(layer, head, labels[int(last[layer, head].argmax())], f'{last[layer, head].max():.3f}')
           for layer in range(maps.shape[0]) for head in range(maps.shape[1])]
   return '\n'.join([
       f'prompt: {len(tokens)} tokens; maps [layers {maps.shape[0]}, heads {maps.shape[1]}, '
       f'query {maps.shape[2]}, key {maps.shape[3]}]: each row sums to 1, zero above the diagonal',
       f'wrote {path}', '', f'where the last token {labels[-1]} looks most:',
-      text_table(('layer', 'head', 'key token', 'weight'), rows, 'rrlr')])
+      text_table(('layer', 'head', 'key token', 'weight'), rows, 'rrlr')
+  ])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,8 +283,8 @@ class LayerStats(NamedTuple):
 def layer_statistics(block_outputs: jax.Array) -> LayerStats:
   """Statistics of block_outputs [L, B, T, C] (the residual stream after each block)."""
   x = np.asarray(block_outputs, np.float32)
-  return LayerStats(np.linalg.norm(x, axis=-1).mean(axis=(1, 2)), x.mean(axis=(1, 2, 3)),
-                    x.std(axis=(1, 2, 3)))
+  return LayerStats(
+      np.linalg.norm(x, axis=-1).mean(axis=(1, 2)), x.mean(axis=(1, 2, 3)), x.std(axis=(1, 2, 3)))
 
 
 def logit_lens(cfg: ModelConfig, params, block_outputs: jax.Array) -> np.ndarray:
@@ -297,27 +302,29 @@ def show_layers(model: LoadedModel, prompt: str, positions: str) -> str:
       ('block', '|x| (mean over positions)', 'mean', 'std'),
       [(i, f'{stats.norm[i]:.3f}', f'{stats.mean[i]:+.4f}', f'{stats.std[i]:.4f}')
        for i in range(cfg.n_layers)], 'rrrr')
-  lens = jax.nn.softmax(mask_vocab(jnp.asarray(logit_lens(cfg, model.params, outputs)[:, 0]),
-                                   tok.n_vocab), axis=-1)  # [L, T, V]
+  lens = jax.nn.softmax(
+      mask_vocab(jnp.asarray(logit_lens(cfg, model.params, outputs)[:, 0]), tok.n_vocab),
+      axis=-1)  # [L, T, V]
   top = np.asarray(lens.argmax(-1))  # [L, T]
   if positions == 'last':
     final = int(top[-1, -1])
     lens_table = text_table(
         ('block', 'top-1', 'p(top-1)', f'p({token_text(tok, final)})'),
-        [(i, token_text(tok, int(top[i, -1])), _prob(float(lens[i, -1, top[i, -1]])),
-          _prob(float(lens[i, -1, final]))) for i in range(cfg.n_layers)], 'rlrr')
+        [(i, token_text(tok, int(top[i, -1])), _prob(float(
+            lens[i, -1, top[i, -1]])), _prob(float(lens[i, -1, final])))
+         for i in range(cfg.n_layers)], 'rlrr')
     where = f'at the last position (after {token_text(tok, tokens[-1])})'
   else:
     header = ['block'] + [f'{t}:{token_text(tok, x, 10)}' for t, x in enumerate(tokens)]
-    lens_table = text_table(
-        header, [[i] + [token_text(tok, int(x), 10) for x in top[i]]
-                 for i in range(cfg.n_layers)], 'r' + 'l' * len(tokens))
+    lens_table = text_table(header, [[i] + [token_text(tok, int(x), 10) for x in top[i]]
+                                     for i in range(cfg.n_layers)], 'r' + 'l' * len(tokens))
     where = 'at every position (columns: the input token there; cells: the predicted next one)'
   return '\n'.join([
       f'prompt: {tok.decode(tokens)!r} ({len(tokens)} tokens)', '',
       'residual stream after each block:', stats_table, '',
-      f'logit lens: each block\'s output through the final norm and LM head, top-1 prediction '
-      f'{where}; the last block is the model\'s own output:', lens_table])
+      f"logit lens: each block's output through the final norm and LM head, top-1 prediction "
+      f"{where}; the last block is the model's own output:", lens_table
+  ])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,16 +381,18 @@ def show_embeddings(model: LoadedModel, words: Sequence[str], out_dir: str) -> s
   vectors = word_vectors(model.params, tok, words)
   similarity = cosine_similarity(np.stack([v.vector for v in vectors]))
   labels = [repr(w) for w in words]
-  splits = [f'{label}: token {v.tokens[0]}' if len(v.tokens) == 1 else
-            f'{label}: splits into {len(v.tokens)} tokens '
-            f'{", ".join(token_text(tok, t) for t in v.tokens)} (their embeddings averaged)'
-            for label, v in zip(labels, vectors)]
+  splits = [
+      f'{label}: token {v.tokens[0]}'
+      if len(v.tokens) == 1 else f'{label}: splits into {len(v.tokens)} tokens '
+      f'{", ".join(token_text(tok, t) for t in v.tokens)} (their embeddings averaged)'
+      for label, v in zip(labels, vectors)
+  ]
   table = text_table(['', *labels], [[label, *(f'{x:+.3f}' for x in row)]
                                      for label, row in zip(labels, similarity)],
                      'l' + 'r' * len(labels))
   path = plot_similarity(similarity, labels, os.path.join(out_dir, 'embeddings.png'))
-  return '\n'.join([*splits, '', 'cosine similarity of the input embeddings:', table, '',
-                    f'wrote {path}'])
+  return '\n'.join(
+      [*splits, '', 'cosine similarity of the input embeddings:', table, '', f'wrote {path}'])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,9 +411,10 @@ def kv_cache_variants(cfg: ModelConfig, batch: int, context: int) -> list[CacheS
   h = cfg.n_heads
   kv_heads = [h, *(k for k in range(h - 1, 1, -1) if h % k == 0), 1] if h > 1 else [1]
   names = {h: 'MHA', 1: 'MQA'}
-  return [CacheSize(names.get(k, 'GQA'), k, kv_cache_bytes(cfg.replace(n_kv_heads=k), batch,
-                                                           context))
-          for k in kv_heads]
+  return [
+      CacheSize(names.get(k, 'GQA'), k, kv_cache_bytes(cfg.replace(n_kv_heads=k), batch, context))
+      for k in kv_heads
+  ]
 
 
 def generation_speed(cfg: ModelConfig, params, tokens: list[int], batch: int, new_tokens: int,
@@ -427,9 +437,10 @@ def show_kvcache(model: LoadedModel, batch: int, context: int | None, new_tokens
   dtype = jnp.dtype(kv_dtype or cfg.dtype)
   sizes = kv_cache_variants(cfg.replace(dtype=dtype.name), batch, context)
   mha = sizes[0].bytes
-  rows = [(s.variant, s.n_kv_heads, format_bytes(s.bytes // (batch * context)),
-           format_bytes(s.bytes), f'{s.bytes / mha:.3f}',
-           '<- this model' if s.n_kv_heads == cfg.n_kv_heads else '') for s in sizes]
+  rows = [(s.variant, s.n_kv_heads, format_bytes(s.bytes //
+                                                 (batch * context)), format_bytes(s.bytes),
+           f'{s.bytes / mha:.3f}', '<- this model' if s.n_kv_heads == cfg.n_kv_heads else '')
+          for s in sizes]
   table = text_table(('variant', 'n_kv_heads', 'per token', 'total', 'x MHA', ''), rows, 'lrrrrl')
   if cfg.position == 'learned' and context > cfg.block_size:
     table += (f'\nnote: context {context} is past block_size={cfg.block_size}, the last '
@@ -437,15 +448,16 @@ def show_kvcache(model: LoadedModel, batch: int, context: int | None, new_tokens
   tokens = encode(model, prompt, new_tokens)
   cached, uncached = (generation_speed(cfg, model.params, tokens, batch, new_tokens, use_cache)
                       for use_cache in (True, False))
-  speeds = text_table(('decoding', 'tokens/s'), [
-      ('with KV cache', f'{cached:,.1f}'),
-      ('without (full forward each step)', f'{uncached:,.1f}')], 'lr')
+  speeds = text_table(('decoding', 'tokens/s'),
+                      [('with KV cache', f'{cached:,.1f}'),
+                       ('without (full forward each step)', f'{uncached:,.1f}')], 'lr')
   return '\n'.join([
       f'KV cache = 2 (k, v) x n_layers {cfg.n_layers} x n_kv_heads x head_dim {cfg.head_dim} '
       f'x batch {batch} x context {context} x {dtype.itemsize} bytes ({dtype.name})', table, '',
       f'greedy generation of {new_tokens} tokens x batch {batch} after a {len(tokens)}-token '
-      f'prompt on {jax.devices()[0].platform} (compile excluded):',
-      speeds, f'speedup: {cached / uncached:.1f}x'])
+      f'prompt on {jax.devices()[0].platform} (compile excluded):', speeds,
+      f'speedup: {cached / uncached:.1f}x'
+  ])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,21 +474,23 @@ def define_flags() -> None:
   flags.DEFINE_string('hf', None, 'Hugging Face GPT-2/Llama-family model directory (or Hub name).')
   config_flags.DEFINE_config_file('config', None, 'Config file: its model, randomly initialised.',
                                   lock_config=True)
-  flags.DEFINE_string('out_dir', None, 'Where PNGs go (default: WORKDIR/analysis with --workdir, '
-                      'else the current directory).')
+  flags.DEFINE_string(
+      'out_dir', None, 'Where PNGs go (default: WORKDIR/analysis with --workdir, '
+      'else the current directory).')
   flags.DEFINE_string('text', DEFAULT_TEXT, 'tokens: the text to split.')
   flags.DEFINE_string('prompt', DEFAULT_PROMPT, 'next, attention, layers, kvcache: the prompt.')
   flags.DEFINE_integer('top_k', 10, 'next: how many of the most likely next tokens to show.')
   flags.DEFINE_integer('steps', 10, 'next: greedy continuation length.')
   flags.DEFINE_enum('positions', 'all', ['all', 'last'], 'layers: logit lens at every position '
                     'or only the last.')
-  flags.DEFINE_list('words', DEFAULT_WORDS, 'embeddings: comma-separated words (as given: for '
-                    'GPT-2 "dog" and " dog" are different tokens).')
+  flags.DEFINE_list(
+      'words', DEFAULT_WORDS, 'embeddings: comma-separated words (as given: for '
+      'GPT-2 "dog" and " dog" are different tokens).')
   flags.DEFINE_integer('batch', 1, 'kvcache: batch size.')
   flags.DEFINE_integer('context', None, 'kvcache: context length (default: block_size).')
   flags.DEFINE_integer('new_tokens', 32, 'kvcache: tokens generated to measure speed.')
   flags.DEFINE_enum('kv_dtype', None, ['float32', 'bfloat16', 'float16'],
-                    'kvcache: element type of the cache (default: the model\'s compute dtype).')
+                    "kvcache: element type of the cache (default: the model's compute dtype).")
 
 
 FLAGS = flags.FLAGS
@@ -493,8 +507,7 @@ def check_args(argv: Sequence[str]) -> str:
   if len(argv) > 2:
     raise ValueError(f'unexpected arguments: {" ".join(argv[2:])} (text goes in --text or '
                      '--prompt)')
-  for name, least in (('top_k', 1), ('steps', 0), ('batch', 1), ('context', 1),
-                      ('new_tokens', 1)):
+  for name, least in (('top_k', 1), ('steps', 0), ('batch', 1), ('context', 1), ('new_tokens', 1)):
     if FLAGS[name].value is not None and FLAGS[name].value < least:
       raise ValueError(f'--{name}={FLAGS[name].value} must be >= {least}')
   if argv[1] == 'embeddings' and (len(FLAGS.words) < 2 or not all(FLAGS.words)):
@@ -522,8 +535,8 @@ def main(argv):
       'attention': lambda: show_attention(model, FLAGS.prompt, output_dir()),
       'layers': lambda: show_layers(model, FLAGS.prompt, FLAGS.positions),
       'embeddings': lambda: show_embeddings(model, FLAGS.words, output_dir()),
-      'kvcache': lambda: show_kvcache(model, FLAGS.batch, FLAGS.context, FLAGS.new_tokens,
-                                      FLAGS.kv_dtype, FLAGS.prompt),
+      'kvcache': lambda: show_kvcache(model, FLAGS.batch, FLAGS.context, FLAGS.new_tokens, FLAGS.
+                                      kv_dtype, FLAGS.prompt),
   }
   print(reports[command]())
 

@@ -38,8 +38,9 @@ def manager(workdir, keep: int = 3) -> ocp.CheckpointManager:
 
 def save(mngr: ocp.CheckpointManager, step: int, state, config_dict: dict[str, Any]) -> None:
   """Saves and waits, so the checkpoint is complete on disk when this returns."""
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                          config=ocp.args.JsonSave(config_dict)), force=True)
+  mngr.save(
+      step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                    config=ocp.args.JsonSave(config_dict)), force=True)
   mngr.wait_until_finished()
 
 
@@ -82,8 +83,10 @@ def _existing_step(workdir, step: int | None) -> int:
 def check_same_model(saved_model: dict[str, Any], model: dict[str, Any], source: str) -> None:
   """Raises, naming every field that differs, if a checkpoint holds another architecture."""
   keys = sorted(set(saved_model) | set(model))
-  differ = [f'{k}: checkpoint {saved_model.get(k)!r} vs config {model.get(k)!r}'
-            for k in keys if saved_model.get(k) != model.get(k)]
+  differ = [
+      f'{k}: checkpoint {saved_model.get(k)!r} vs config {model.get(k)!r}' for k in keys
+      if saved_model.get(k) != model.get(k)
+  ]
   if differ:
     raise CheckpointError(f'{source} was written with a different model config '
                           f'({"; ".join(differ)}); use a new --workdir or the same model config')
@@ -91,8 +94,8 @@ def check_same_model(saved_model: dict[str, Any], model: dict[str, Any], source:
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
   """Restores a state onto the shardings of `abstract_state` (any device count)."""
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state)))
+  restored = mngr.restore(step,
+                          args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
   return restored['state']
 
 
@@ -107,16 +110,17 @@ def restore_params(workdir, abstract_params, step: int | None = None):
   path = _checkpoint_dir(workdir) / str(step) / 'state'
   _check_param_shapes(path, abstract_params)
   default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  item = {'params': jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                     sharding=getattr(x, 'sharding', None) or default),
-      abstract_params)}
+  item = {
+      'params': jax.tree.map(
+          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None) or
+                                         default), abstract_params)
+  }
   # partial_restore: read the params and skip the optimizer state (twice their size).
   with ocp.PyTreeCheckpointer() as checkpointer:
     state = checkpointer.restore(
-        path, args=ocp.args.PyTreeRestore(
-            item=item, partial_restore=True,
-            restore_args=ocp.checkpoint_utils.construct_restore_args(item)))
+        path,
+        args=ocp.args.PyTreeRestore(item=item, partial_restore=True,
+                                    restore_args=ocp.checkpoint_utils.construct_restore_args(item)))
   return state['params'], step
 
 
@@ -132,8 +136,10 @@ def _check_param_shapes(path: Path, abstract_params) -> None:
   finally:
     handler.close()
   expected = shapes(abstract_params)
-  differ = [f'{k}: checkpoint {stored.get(k)} vs expected {expected.get(k)}'
-            for k in sorted(set(stored) | set(expected)) if stored.get(k) != expected.get(k)]
+  differ = [
+      f'{k}: checkpoint {stored.get(k)} vs expected {expected.get(k)}'
+      for k in sorted(set(stored) | set(expected)) if stored.get(k) != expected.get(k)
+  ]
   if differ:
     # A few names locate the difference; all of them (every layer's) would bury it.
     more = f'; and {len(differ) - 3} more' if len(differ) > 3 else ''

@@ -153,7 +153,8 @@ class ModelConfig(_Section):
   norm_eps: float = 1e-5
   position: str = 'learned'
   rope_theta: float = 10000.0
-  attention_window: int | None = None  # each query sees this many most recent keys (itself included)
+  # Sliding window: each query sees this many most recent keys (itself included); None: all.
+  attention_window: int | None = None
   tie_embeddings: bool = True
   use_bias: bool = True  # biases of the dense layers and LayerNorm
   qkv_bias: bool | None = None  # None: follows use_bias
@@ -170,8 +171,8 @@ class ModelConfig(_Section):
 
   def __post_init__(self):
     self._resolve_defaults()
-    for name in ('vocab_size', 'vocab_pad_multiple', 'block_size', 'n_layers', 'd_model',
-                 'n_heads', 'n_kv_heads', 'd_ff'):
+    for name in ('vocab_size', 'vocab_pad_multiple', 'block_size', 'n_layers', 'd_model', 'n_heads',
+                 'n_kv_heads', 'd_ff'):
       _positive_int(name, getattr(self, name))
     _choice('mlp', self.mlp, MLPS)
     _choice('norm', self.norm, NORMS)
@@ -200,8 +201,10 @@ class ModelConfig(_Section):
   def _resolve_defaults(self):
     """Fills the fields whose default depends on other fields, so every reader sees one value."""
     # Remembered (outside the dataclass fields) so that replace() re-derives them.
-    object.__setattr__(self, '_defaulted', frozenset(
-        name for name in ('n_kv_heads', 'qkv_bias', 'd_ff') if getattr(self, name) is None))
+    object.__setattr__(
+        self, '_defaulted',
+        frozenset(name for name in ('n_kv_heads', 'qkv_bias', 'd_ff')
+                  if getattr(self, name) is None))
     if self.n_kv_heads is None:
       object.__setattr__(self, 'n_kv_heads', self.n_heads)
     if self.qkv_bias is None:
@@ -272,12 +275,12 @@ class OptimConfig(_Section):
     fraction = 'must be in [0, 1)'
     self._require([
         ('lr', is_number(self.lr) and self.lr > 0, 'must be > 0'),
-        ('min_lr_ratio', is_number(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1,
-         'must be in [0, 1]'),
-        ('warmup_steps', is_int(self.warmup_steps) and self.warmup_steps >= 0,
-         'must be an integer >= 0'),
-        ('decay_steps', self.decay_steps is None or _is_positive_int(self.decay_steps),
-         'must be None or a positive integer'),
+        ('min_lr_ratio', is_number(self.min_lr_ratio)
+         and 0 <= self.min_lr_ratio <= 1, 'must be in [0, 1]'),
+        ('warmup_steps', is_int(self.warmup_steps)
+         and self.warmup_steps >= 0, 'must be an integer >= 0'),
+        ('decay_steps', self.decay_steps is None
+         or _is_positive_int(self.decay_steps), 'must be None or a positive integer'),
         ('schedule', self.schedule in SCHEDULES, _choices(SCHEDULES)),
         ('b1', is_number(self.b1) and 0 <= self.b1 < 1, fraction),
         ('b2', is_number(self.b2) and 0 <= self.b2 < 1, fraction),
@@ -347,10 +350,10 @@ class DataConfig(_Section):
          "must be 'stdlib', 'shakespeare', a local path or 'hf:NAME[:CONFIG]'"),
         ('tokenizer', self.tokenizer in TOKENIZER_NAMES, _choices(TOKENIZER_NAMES)),
         ('data_dir', _is_nonempty_str(self.data_dir), 'must be a directory path'),
-        ('val_percent', is_int(self.val_percent) and 0 < self.val_percent < 100,
-         'must be an integer in 1..99'),
-        ('max_bytes', self.max_bytes is None or _is_positive_int(self.max_bytes),
-         'must be None or a positive integer'),
+        ('val_percent', is_int(self.val_percent)
+         and 0 < self.val_percent < 100, 'must be an integer in 1..99'),
+        ('max_bytes', self.max_bytes is None
+         or _is_positive_int(self.max_bytes), 'must be None or a positive integer'),
         ('seed', is_int(self.seed) and self.seed >= 0, 'must be an integer >= 0'),
     ])
 

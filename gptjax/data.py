@@ -44,14 +44,14 @@ from gptjax.files import write_json_atomic
 from gptjax.tokenizer import Tokenizer, get_tokenizer
 
 SHAKESPEARE_URL = (
-    'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
-)
+    'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt')
 TEXT_SUFFIXES = ('.txt', '.md', '.rst', '.py')
 # Third-party packages differ between machines, the test suites contain deliberately broken
 # and generated files, and pydoc_data/config-*/_sysconfigdata* are generated or build-specific.
 # Leaving them out keeps 'stdlib' the same corpus on every install of a given Python version.
-_STDLIB_SKIP_DIRS = {'site-packages', 'dist-packages', 'test', 'tests', 'idle_test',
-                     'turtledemo', 'pydoc_data'}
+_STDLIB_SKIP_DIRS = {
+    'site-packages', 'dist-packages', 'test', 'tests', 'idle_test', 'turtledemo', 'pydoc_data'
+}
 _ENCODE_CHARS = 1 << 21  # text handed to the tokenizer per batch: bounds memory when streaming
 _SPLITS = ('train', 'val')
 _NAMED = ('stdlib', 'shakespeare')
@@ -91,8 +91,7 @@ def val_mask(keys: Iterable[str], val_percent: int) -> np.ndarray:
 
 def split_files(rel_paths: Sequence[str], val_percent: int) -> tuple[list[str], list[str]]:
   mask = val_mask(rel_paths, val_percent)
-  return ([p for p, v in zip(rel_paths, mask) if not v],
-          [p for p, v in zip(rel_paths, mask) if v])
+  return ([p for p, v in zip(rel_paths, mask) if not v], [p for p, v in zip(rel_paths, mask) if v])
 
 
 # --------------------------------------------------------------------------- corpora
@@ -106,8 +105,9 @@ class _Source:
   n_bytes: int | None  # approximate total size, for the progress bar's ETA
 
 
-def list_files(root: Path, suffixes: Sequence[str] = TEXT_SUFFIXES,
-               skip_dirs: Container[str] = frozenset()) -> list[str]:
+def list_files(
+    root: Path, suffixes: Sequence[str] = TEXT_SUFFIXES,
+    skip_dirs: Container[str] = frozenset()) -> list[str]:
   """Relative posix paths of the text files under root, sorted (hidden dirs skipped)."""
   found = []
   for dirpath, dirnames, filenames in os.walk(root):
@@ -120,8 +120,10 @@ def list_files(root: Path, suffixes: Sequence[str] = TEXT_SUFFIXES,
 def stdlib_files() -> tuple[Path, list[str]]:
   root = Path(sysconfig.get_paths()['stdlib'])
   files = list_files(root, ('.py',), _STDLIB_SKIP_DIRS)
-  return root, [f for f in files
-                if not f.startswith('config-') and not Path(f).name.startswith('_sysconfigdata')]
+  return root, [
+      f for f in files
+      if not f.startswith('config-') and not Path(f).name.startswith('_sysconfigdata')
+  ]
 
 
 def _read(path: Path) -> str:
@@ -207,8 +209,7 @@ def _hf_source(name: str, config: str | None, val_percent: int, **load_kwargs) -
     description = f'Hugging Face {label}, splits train/validation'
   elif len(train) == 1:  # one document, e.g. 'hf:text:FILE': split like a local text file
     head, tail = split_text(train[0]['text'], val_percent)
-    return _Source(f'Hugging Face {label}, one document split by text',
-                   [head], [tail], n_bytes)
+    return _Source(f'Hugging Face {label}, one document split by text', [head], [tail], n_bytes)
   else:
     mask = val_mask((str(i) for i in range(len(train))), val_percent)
     train, val = train.select(np.flatnonzero(~mask)), train.select(np.flatnonzero(mask))
@@ -224,8 +225,9 @@ def _hf_text_source(path: Path, val_percent: int, cache_dir: Path) -> _Source:
     data_files = {'train': [str(root / files[0])]}
   else:
     train, val = split_files(files, val_percent)
-    data_files = {'train': [str(root / f) for f in train],
-                  'validation': [str(root / f) for f in val]}
+    data_files = {
+        'train': [str(root / f) for f in train], 'validation': [str(root / f) for f in val]
+    }
   return _hf_source('text', None, val_percent, data_files=data_files, sample_by='document',
                     encoding_errors='replace', cache_dir=str(cache_dir / 'hf'))
 
@@ -244,9 +246,9 @@ def canonical_corpus(corpus: str) -> str:
 def _source(corpus: str, val_percent: int, cache_dir: Path) -> _Source:
   if corpus == 'stdlib':
     root, files = stdlib_files()
-    return _files_source(root, files, val_percent,
-                         f'Python {platform.python_version()} standard library at {root}, '
-                         f'{len(files)} .py files')
+    return _files_source(
+        root, files, val_percent, f'Python {platform.python_version()} standard library at {root}, '
+        f'{len(files)} .py files')
   if corpus == 'shakespeare':
     return _file_source(_download_shakespeare(cache_dir), val_percent,
                         f'tiny-shakespeare ({SHAKESPEARE_URL})')
@@ -368,10 +370,11 @@ def prepare(corpus: str, tokenizer_name: str, data_dir: str | os.PathLike, *,
   if not 0 < val_percent < 100:
     raise DataError(f'val_percent must be in 1..99, got {val_percent}')
   spec = canonical_corpus(corpus)
-  out = prepared_dir(data_dir, corpus, tokenizer_name,
-                     val_percent=val_percent, max_bytes=max_bytes)
-  request = {'corpus': spec, 'tokenizer': tokenizer_name,
-             'val_percent': val_percent, 'max_bytes': max_bytes}
+  out = prepared_dir(data_dir, corpus, tokenizer_name, val_percent=val_percent, max_bytes=max_bytes)
+  request = {
+      'corpus': spec, 'tokenizer': tokenizer_name, 'val_percent': val_percent,
+      'max_bytes': max_bytes
+  }
   if (out / 'meta.json').exists():
     meta = read_meta(out)
     if any(meta.get(k) != v for k, v in request.items()):
@@ -404,14 +407,15 @@ def prepare(corpus: str, tokenizer_name: str, data_dir: str | os.PathLike, *,
   finally:
     for path in tmp.values():
       path.unlink(missing_ok=True)
-  write_json_atomic(out / 'meta.json', {
-      **request,
-      'source': source.description,
-      'n_vocab': tokenizer.n_vocab,
-      'eot_token': tokenizer.eot_token,
-      'dtype': dtype.name,
-      'splits': counts,
-  })
+  write_json_atomic(
+      out / 'meta.json', {
+          **request,
+          'source': source.description,
+          'n_vocab': tokenizer.n_vocab,
+          'eot_token': tokenizer.eot_token,
+          'dtype': dtype.name,
+          'splits': counts,
+      })
   return out
 
 
@@ -471,9 +475,8 @@ def get_batch(tokens, *, seed: int, step: int, batch_size: int, seq_len: int,
   return _windows(tokens, offsets[process_index * batch_size:][:batch_size], seq_len)
 
 
-def eval_batches(tokens, *, batch_size: int, seq_len: int, n_batches: int,
-                 process_index: int = 0, process_count: int = 1
-                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+def eval_batches(tokens, *, batch_size: int, seq_len: int, n_batches: int, process_index: int = 0,
+                 process_count: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
   """The same n_batches every evaluation: windows evenly spaced over the whole split (so the
   estimate covers all of it, not a random corner), each global batch sliced per process."""
   _check(tokens, seq_len, process_index, process_count)

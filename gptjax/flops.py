@@ -92,7 +92,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> float:
 
 
 def forward_flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> float:
-  """Forward-only FLOPs per token (inference, evaluation): the backward pass is twice the forward."""
+  """Forward-only FLOPs per token (inference, evaluation): the backward is twice the forward."""
   return flops_per_token(cfg, seq_len) / 3.0
 
 
@@ -119,8 +119,10 @@ class ParamRow(NamedTuple):
   shapes: tuple[tuple[str, tuple[int, ...]], ...]
 
 
-_MODULE_NAMES = {'wte': 'token embedding (wte)', 'wpe': 'position embedding (wpe)',
-                 'norm_f': 'final norm (norm_f)', 'lm_head': 'LM head (lm_head)'}
+_MODULE_NAMES = {
+    'wte': 'token embedding (wte)', 'wpe': 'position embedding (wpe)',
+    'norm_f': 'final norm (norm_f)', 'lm_head': 'LM head (lm_head)'
+}
 # Sort keys: embeddings, then blocks, then the final norm and the head; anything unknown last.
 _TOP_RANK = {'wte': (0, 0), 'wpe': (0, 1), 'norm_f': (2, 0), 'lm_head': (2, 1)}
 _BLOCK_PART_RANK = {'attn': 0, 'mlp': 1, 'norms': 2}
@@ -151,8 +153,10 @@ def param_table(params: Any) -> list[ParamRow]:
   for path, leaf in param_paths(params).items():
     key, module, name = _row_of(tuple(path.split('/')))
     groups.setdefault(key, (module, []))[1].append((name, tuple(leaf.shape)))
-  return [ParamRow(module, sum(math.prod(shape) for _, shape in shapes), tuple(shapes))
-          for module, shapes in (groups[key] for key in sorted(groups))]
+  return [
+      ParamRow(module, sum(math.prod(shape) for _, shape in shapes), tuple(shapes))
+      for module, shapes in (groups[key] for key in sorted(groups))
+  ]
 
 
 def format_param_table(params: Any, cfg: ModelConfig | None = None) -> str:
@@ -163,17 +167,16 @@ def format_param_table(params: Any, cfg: ModelConfig | None = None) -> str:
   """
   rows = param_table(params)
   total = sum(row.count for row in rows)
-  lines = [(row.module, f'{row.count:,}',
-            ', '.join(f'{name} {list(shape)}'.strip() for name, shape in row.shapes))
-           for row in rows]
+  lines = [(row.module, f'{row.count:,}', ', '.join(f'{name} {list(shape)}'.strip()
+                                                    for name, shape in row.shapes)) for row in rows]
   summary = [('total', f'{total:,}', '')]
   if cfg is not None:
     expected = count_params_for_config(cfg)
     if expected != total:
       raise ValueError(f'params hold {total:,} parameters but this config builds {expected:,}: '
                        'they come from a different config')
-    embeddings = sum(row.count for row in rows if row.module in
-                     (_MODULE_NAMES['wte'], _MODULE_NAMES['wpe']))
+    embeddings = sum(row.count for row in rows
+                     if row.module in (_MODULE_NAMES['wte'], _MODULE_NAMES['wpe']))
     split = flops_breakdown(cfg)
     summary += [
         ('non-embedding (without wte/wpe)', f'{total - embeddings:,}', ''),

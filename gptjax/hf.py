@@ -54,20 +54,20 @@ def _gpt2_config(hf: Mapping[str, Any]) -> ModelConfig:
   _require(hf, 'activation_function', 'gelu_new', ('gelu_new', 'gelu_pytorch_tanh'),
            "gptjax's GELU is the tanh approximation")
   _require(hf, 'scale_attn_weights', True, (True,), 'attention logits are scaled by 1/sqrt(D)')
-  _require(hf, 'scale_attn_by_inverse_layer_idx', False, (False,),
-           'no per-layer attention scaling')
+  _require(hf, 'scale_attn_by_inverse_layer_idx', False, (False,), 'no per-layer attention scaling')
   _require(hf, 'add_cross_attention', False, (False,), 'decoder-only, no cross-attention')
   # reorder_and_upcast_attn is accepted: it only moves the 1/sqrt(D) scale and upcasts to
   # float32 for fp16 training, and gptjax's attention softmax is always float32.
   d_model = hf['n_embd']
-  return ModelConfig(
-      vocab_size=hf['vocab_size'], block_size=hf['n_positions'], n_layers=hf['n_layer'],
-      d_model=d_model, n_heads=hf['n_head'], d_ff=hf.get('n_inner') or 4 * d_model,
-      mlp='gelu', norm='layernorm', norm_position='pre',
-      norm_eps=hf.get('layer_norm_epsilon', 1e-5), position='learned',
-      tie_embeddings=hf.get('tie_word_embeddings', True), use_bias=True, qkv_bias=True,
-      embd_dropout=hf.get('embd_pdrop', 0.1), attn_dropout=hf.get('attn_pdrop', 0.1),
-      resid_dropout=hf.get('resid_pdrop', 0.1), init_std=hf.get('initializer_range', 0.02))
+  return ModelConfig(vocab_size=hf['vocab_size'], block_size=hf['n_positions'],
+                     n_layers=hf['n_layer'], d_model=d_model, n_heads=hf['n_head'],
+                     d_ff=hf.get('n_inner') or 4 * d_model, mlp='gelu', norm='layernorm',
+                     norm_position='pre', norm_eps=hf.get('layer_norm_epsilon', 1e-5),
+                     position='learned', tie_embeddings=hf.get('tie_word_embeddings',
+                                                               True), use_bias=True, qkv_bias=True,
+                     embd_dropout=hf.get('embd_pdrop', 0.1), attn_dropout=hf.get('attn_pdrop', 0.1),
+                     resid_dropout=hf.get('resid_pdrop',
+                                          0.1), init_std=hf.get('initializer_range', 0.02))
 
 
 def _rope_theta(hf: Mapping[str, Any]) -> float:
@@ -92,7 +92,8 @@ def _attention_window(hf: Mapping[str, Any]) -> int | None:
     n = hf['num_hidden_layers']
     first_sliding = hf.get('max_window_layers', 28)  # Qwen2: layers from here on slide
     types = hf.get('layer_types') or [
-        'sliding_attention' if i >= first_sliding else 'full_attention' for i in range(n)]
+        'sliding_attention' if i >= first_sliding else 'full_attention' for i in range(n)
+    ]
     if len(set(types)) > 1:
       raise ValueError('qwen2 config mixes sliding and full attention layers (layer_types / '
                        'max_window_layers): gptjax uses one attention_window for every layer')
@@ -125,15 +126,16 @@ def _llama_config(hf: Mapping[str, Any]) -> ModelConfig:
                      f'by gptjax (needs head_dim == hidden_size / num_attention_heads = '
                      f'{d_model / n_heads:g})')
   qkv_bias, use_bias = _llama_biases(hf)
-  return ModelConfig(
-      vocab_size=hf['vocab_size'], block_size=hf['max_position_embeddings'],
-      n_layers=hf['num_hidden_layers'], d_model=d_model, n_heads=n_heads,
-      n_kv_heads=hf.get('num_key_value_heads') or n_heads, d_ff=hf['intermediate_size'],
-      mlp='swiglu', norm='rmsnorm', norm_position='pre', norm_eps=hf.get('rms_norm_eps', 1e-6),
-      position='rope', rope_theta=_rope_theta(hf), attention_window=_attention_window(hf),
-      tie_embeddings=hf.get('tie_word_embeddings', False), use_bias=use_bias, qkv_bias=qkv_bias,
-      embd_dropout=0.0, attn_dropout=hf.get('attention_dropout', 0.0), resid_dropout=0.0,
-      init_std=hf.get('initializer_range', 0.02))
+  return ModelConfig(vocab_size=hf['vocab_size'], block_size=hf['max_position_embeddings'],
+                     n_layers=hf['num_hidden_layers'], d_model=d_model, n_heads=n_heads,
+                     n_kv_heads=hf.get('num_key_value_heads') or n_heads,
+                     d_ff=hf['intermediate_size'], mlp='swiglu', norm='rmsnorm',
+                     norm_position='pre', norm_eps=hf.get('rms_norm_eps', 1e-6), position='rope',
+                     rope_theta=_rope_theta(hf), attention_window=_attention_window(hf),
+                     tie_embeddings=hf.get('tie_word_embeddings',
+                                           False), use_bias=use_bias, qkv_bias=qkv_bias,
+                     embd_dropout=0.0, attn_dropout=hf.get('attention_dropout', 0.0),
+                     resid_dropout=0.0, init_std=hf.get('initializer_range', 0.02))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,36 +154,45 @@ class Weight(NamedTuple):
 
 def _gpt2_weights(cfg: ModelConfig) -> list[Weight]:
   # GPT-2's Conv1D stores [in, out] like our kernels; c_attn is q|k|v along its output axis.
-  table = [Weight('wte.weight', ('wte/embedding',)), Weight('wpe.weight', ('wpe/embedding',)),
-           Weight('ln_f.weight', ('norm_f/scale',), in_axes=0),
-           Weight('ln_f.bias', ('norm_f/bias',), in_axes=0)]
+  table = [
+      Weight('wte.weight', ('wte/embedding',)),
+      Weight('wpe.weight', ('wpe/embedding',)),
+      Weight('ln_f.weight', ('norm_f/scale',), in_axes=0),
+      Weight('ln_f.bias', ('norm_f/bias',), in_axes=0)
+  ]
   for i in range(cfg.n_layers):
     block, h = f'blocks_{i}', f'h.{i}'
     qkv = tuple(f'{block}/attn/{name}' for name in ('query', 'key', 'value'))
     table += [
         Weight(f'{h}.attn.c_attn.weight', tuple(f'{p}/kernel' for p in qkv)),
         Weight(f'{h}.attn.c_attn.bias', tuple(f'{p}/bias' for p in qkv), in_axes=0),
-        Weight(f'{h}.attn.c_proj.weight', (f'{block}/attn/out/kernel',), in_axes=2)]
+        Weight(f'{h}.attn.c_proj.weight', (f'{block}/attn/out/kernel',), in_axes=2)
+    ]
     for ours, theirs in (('attn_norm/scale', 'ln_1.weight'), ('attn_norm/bias', 'ln_1.bias'),
                          ('attn/out/bias', 'attn.c_proj.bias'), ('mlp_norm/scale', 'ln_2.weight'),
                          ('mlp_norm/bias', 'ln_2.bias'), ('mlp/fc/bias', 'mlp.c_fc.bias'),
                          ('mlp/proj/bias', 'mlp.c_proj.bias')):
       table.append(Weight(f'{h}.{theirs}', (f'{block}/{ours}',), in_axes=0))
-    table += [Weight(f'{h}.mlp.c_fc.weight', (f'{block}/mlp/fc/kernel',)),
-              Weight(f'{h}.mlp.c_proj.weight', (f'{block}/mlp/proj/kernel',))]
+    table += [
+        Weight(f'{h}.mlp.c_fc.weight', (f'{block}/mlp/fc/kernel',)),
+        Weight(f'{h}.mlp.c_proj.weight', (f'{block}/mlp/proj/kernel',))
+    ]
   if not cfg.tie_embeddings:
     table.append(Weight('lm_head.weight', ('lm_head',)))
   return table
 
 
 def _llama_weights(cfg: ModelConfig) -> list[Weight]:
-  table = [Weight('embed_tokens.weight', ('wte/embedding',)),
-           Weight('norm.weight', ('norm_f/scale',), in_axes=0)]
+  table = [
+      Weight('embed_tokens.weight', ('wte/embedding',)),
+      Weight('norm.weight', ('norm_f/scale',), in_axes=0)
+  ]
   for i in range(cfg.n_layers):
     block, layer = f'blocks_{i}', f'layers.{i}'
-    table += [Weight(f'{layer}.input_layernorm.weight', (f'{block}/attn_norm/scale',), in_axes=0),
-              Weight(f'{layer}.post_attention_layernorm.weight', (f'{block}/mlp_norm/scale',),
-                     in_axes=0)]
+    table += [
+        Weight(f'{layer}.input_layernorm.weight', (f'{block}/attn_norm/scale',), in_axes=0),
+        Weight(f'{layer}.post_attention_layernorm.weight', (f'{block}/mlp_norm/scale',), in_axes=0)
+    ]
     projections = [('attn/query', 'self_attn.q_proj', 1, cfg.qkv_bias),
                    ('attn/key', 'self_attn.k_proj', 1, cfg.qkv_bias),
                    ('attn/value', 'self_attn.v_proj', 1, cfg.qkv_bias),
@@ -189,8 +200,9 @@ def _llama_weights(cfg: ModelConfig) -> list[Weight]:
     projections += [(f'mlp/{name}', f'mlp.{name}_proj', 1, cfg.use_bias)
                     for name in ('gate', 'up', 'down')]
     for ours, theirs, in_axes, has_bias in projections:
-      table.append(Weight(f'{layer}.{theirs}.weight', (f'{block}/{ours}/kernel',),
-                          transpose=True, in_axes=in_axes))
+      table.append(
+          Weight(f'{layer}.{theirs}.weight', (f'{block}/{ours}/kernel',), transpose=True,
+                 in_axes=in_axes))
       if has_bias:
         table.append(Weight(f'{layer}.{theirs}.bias', (f'{block}/{ours}/bias',), in_axes=0))
   if not cfg.tie_embeddings:
@@ -254,8 +266,10 @@ def _to_ours(w: Weight, tensor: np.ndarray, shapes: Mapping[str, tuple]) -> dict
 
 def _to_hf(w: Weight, leaves: list[np.ndarray]) -> np.ndarray:
   """Our leaves -> one HF tensor: flattened to [in, out] (or [out]), joined, transposed."""
-  matrices = [leaf.reshape(math.prod(leaf.shape[:w.in_axes]), -1) if w.in_axes
-              else leaf.reshape(-1) for leaf in leaves]
+  matrices = [
+      leaf.reshape(math.prod(leaf.shape[:w.in_axes]), -1) if w.in_axes else leaf.reshape(-1)
+      for leaf in leaves
+  ]
   matrix = np.concatenate(matrices, axis=-1) if len(matrices) > 1 else matrices[0]
   return np.ascontiguousarray(matrix.T if w.transpose else matrix)
 
@@ -357,23 +371,30 @@ def from_hf(model_or_path) -> tuple[ModelConfig, dict]:
 # ---------------------------------------------------------------------------------------------
 # Export
 
+
 def _export_target(cfg: ModelConfig) -> str:
   """The HF model_type that reproduces cfg exactly, else ValueError naming what does not fit."""
-  gpt2 = {'position': 'learned', 'norm': 'layernorm', 'mlp': 'gelu', 'norm_position': 'pre',
-          'n_kv_heads': cfg.n_heads, 'attention_window': None}
-  llama = {'position': 'rope', 'norm': 'rmsnorm', 'mlp': 'swiglu', 'norm_position': 'pre',
-           'attention_window': None}
+  gpt2 = {
+      'position': 'learned', 'norm': 'layernorm', 'mlp': 'gelu', 'norm_position': 'pre',
+      'n_kv_heads': cfg.n_heads, 'attention_window': None
+  }
+  llama = {
+      'position': 'rope', 'norm': 'rmsnorm', 'mlp': 'swiglu', 'norm_position': 'pre',
+      'attention_window': None
+  }
   targets = (  # (model_type, the values cfg must have), in order of preference
       ('gpt2', gpt2),
       ('llama', {**llama, 'use_bias': True}),  # attention_bias also covers q/k/v: any qkv_bias
       ('llama', {**llama, 'use_bias': False, 'qkv_bias': False}),
       ('qwen2', {**llama, 'use_bias': False, 'qkv_bias': True}),  # biases on q/k/v only
-      ('mistral', {**llama, 'attention_window': cfg.attention_window, 'use_bias': False,
-                   'qkv_bias': False}))  # Llama plus a sliding window
+      ('mistral',
+       {**llama, 'attention_window': cfg.attention_window, 'use_bias': False,
+        'qkv_bias': False}))  # Llama plus a sliding window
   misfits = {}
   for model_type, needs in targets:
-    wrong = [f'{k}={v!r} (have {getattr(cfg, k)!r})' for k, v in needs.items()
-             if getattr(cfg, k) != v]
+    wrong = [
+        f'{k}={v!r} (have {getattr(cfg, k)!r})' for k, v in needs.items() if getattr(cfg, k) != v
+    ]
     if not wrong:
       return model_type
     family = 'gpt2' if model_type == 'gpt2' else 'llama (or qwen2, mistral)'
@@ -399,9 +420,9 @@ def _hf_fields(cfg: ModelConfig, model_type: str) -> dict:
                 num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
                 num_key_value_heads=cfg.n_kv_heads, max_position_embeddings=cfg.block_size,
                 rms_norm_eps=cfg.norm_eps, hidden_act='silu',
-                rope_parameters={'rope_type': 'default', 'rope_theta': cfg.rope_theta},
-                attention_dropout=cfg.attn_dropout, initializer_range=cfg.init_std,
-                tie_word_embeddings=cfg.tie_embeddings)
+                rope_parameters={'rope_type': 'default',
+                                 'rope_theta': cfg.rope_theta}, attention_dropout=cfg.attn_dropout,
+                initializer_range=cfg.init_std, tie_word_embeddings=cfg.tie_embeddings)
   if model_type == 'llama':
     fields.update(attention_bias=cfg.use_bias, mlp_bias=cfg.use_bias)
   if model_type == 'mistral':
@@ -438,8 +459,10 @@ def to_hf(cfg: ModelConfig, params: Mapping, out_dir: str | os.PathLike) -> str:
   tensors = {}
   for w in family.weights(hf_cfg):
     # A bias our config leaves out is zeros of the shape the HF architecture has for it.
-    leaves = [np.asarray(ours[p], np.float32) if p in ours
-              else np.zeros(every_bias[p].shape, np.float32) for p in w.ours]
+    leaves = [
+        np.asarray(ours[p], np.float32) if p in ours else np.zeros(every_bias[p].shape, np.float32)
+        for p in w.ours
+    ]
     full_name = w.hf_name if w.hf_name == 'lm_head.weight' else family.prefix + w.hf_name
     tensors[full_name] = _to_hf(w, leaves)
   # Tied models store the embedding once, without lm_head.weight, as save_pretrained does.

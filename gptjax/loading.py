@@ -41,8 +41,10 @@ def load_model(workdir=None, step: int | None = None, hf: str | None = None,
   names; the arguments mirror the command lines' flags."""
   if step is not None and workdir is None:
     raise ValueError(f'step={step} picks a checkpoint of a training run: give its workdir too')
-  given = [name for name, value in (('workdir', workdir), ('hf', hf), ('config', config))
-           if value is not None]
+  given = [
+      name for name, value in (('workdir', workdir), ('hf', hf), ('config', config))
+      if value is not None
+  ]
   if not given:
     raise ValueError('no model given: name a training run (workdir), Hugging Face weights (hf) '
                      'or a config to initialise randomly (config)')
@@ -77,8 +79,8 @@ def load_hf(path_or_name: str) -> LoadedModel:
                      'with save_pretrained, or a Hub name such as gpt2)')
   try:
     cfg, params = from_hf(path)
-    tokenizer = (get_tokenizer('gpt2') if _hf_model_type(path) == 'gpt2'
-                 else HFTokenizer.from_pretrained(path))
+    tokenizer = (get_tokenizer('gpt2')
+                 if _hf_model_type(path) == 'gpt2' else HFTokenizer.from_pretrained(path))
   except (OSError, ImportError) as e:  # a missing file, no network, no transformers
     raise ValueError(f'cannot load Hugging Face model {path_or_name}: {e}') from None
   return _loaded(cfg, params, tokenizer, f'{path_or_name} (Hugging Face)')
@@ -109,7 +111,7 @@ def latest_checkpoint(runs_dir) -> tuple[Path, int] | None:
 def _loaded(cfg: ModelConfig, params, tokenizer: Tokenizer, source: str) -> LoadedModel:
   if tokenizer.n_vocab > cfg.vocab_size:
     raise ValueError(f'{source} has vocab_size={cfg.vocab_size}, smaller than the '
-                     f'{tokenizer.name} tokenizer\'s {tokenizer.n_vocab} tokens')
+                     f"{tokenizer.name} tokenizer's {tokenizer.n_vocab} tokens")
   description = (f'{source}: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, '
                  f'{cfg.position} positions, {count_params(params):,} parameters, '
                  f'{tokenizer.name} tokenizer')

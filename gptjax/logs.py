@@ -16,7 +16,6 @@ METRICS_FILE = 'metrics.jsonl'
 
 
 class MetricWriter:
-
   def __init__(self, workdir, enabled: bool = True):
     self.workdir = Path(workdir)
     self.enabled = enabled

@@ -48,8 +48,9 @@ def init_cache(cfg: ModelConfig, batch_size: int, max_len: int | None = None,
                      'learned position embeddings exist only up to block_size '
                      '(use a shorter max_len, or position=rope)')
   shape = (batch_size, cfg.n_kv_heads, max_len, cfg.head_dim)
-  layers = tuple(LayerCache(jnp.zeros(shape, cfg.compute_dtype), jnp.zeros(shape, cfg.compute_dtype))
-                 for _ in range(cfg.n_layers))
+  layers = tuple(
+      LayerCache(jnp.zeros(shape, cfg.compute_dtype), jnp.zeros(shape, cfg.compute_dtype))
+      for _ in range(cfg.n_layers))
   if first_valid is None:
     first_valid = jnp.zeros((batch_size,), jnp.int32)
   return KVCache(layers, jnp.zeros((), jnp.int32), jnp.asarray(first_valid, jnp.int32))
@@ -179,8 +180,8 @@ class GPT(nn.Module):
     pad = cfg.padded_vocab_size - cfg.vocab_size
     if pad and pad_vocab:  # the extra logits are dropped below
       w = jnp.pad(w, ((0, pad), (0, 0)))
-    logits = jnp.dot(x.astype(cfg.compute_dtype), w.astype(cfg.compute_dtype).T,
-                     preferred_element_type=jnp.float32)
+    logits = jnp.dot(x.astype(cfg.compute_dtype),
+                     w.astype(cfg.compute_dtype).T, preferred_element_type=jnp.float32)
     return logits[..., :cfg.vocab_size]
 
 

@@ -77,7 +77,6 @@ def decay_mask(params: Any, decay_embeddings: bool = True) -> Any:
   nanoGPT, which decays every 2-D parameter; with tied embeddings wte is also the LM head matrix.
   A parameter with another name is an error, not a guess.
   """
-
   def decayed(key_path, _) -> bool:
     path = param_path(key_path)
     name = path.rsplit('/', 1)[-1]
@@ -128,8 +127,8 @@ def accumulate_gradients(loss_fn: Callable, params: Any, batch: Any, n_micro: in
   if batch_size % n_micro:
     raise ValueError(f'batch size {batch_size} is not divisible by n_micro={n_micro} '
                      '(grad_accum_steps must divide the batch size)')
-  micro_batches = jax.tree.map(
-      lambda x: x.reshape(n_micro, batch_size // n_micro, *x.shape[1:]), batch)
+  micro_batches = jax.tree.map(lambda x: x.reshape(n_micro, batch_size // n_micro, *x.shape[1:]),
+                               batch)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def one_micro_batch(grad_sum, inputs):
@@ -159,5 +158,6 @@ def optimizer_metrics(grads: Any, updates: Any, params: Any) -> dict[str, jax.Ar
       'grad_norm': _global_norm(grads),
       'update_norm': update_norm,
       'param_norm': param_norm,
-      'update_param_ratio': update_norm / jnp.maximum(param_norm, jnp.finfo(jnp.float32).tiny),
+      'update_param_ratio': update_norm / jnp.maximum(param_norm,
+                                                      jnp.finfo(jnp.float32).tiny),
   }

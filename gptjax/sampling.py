@@ -173,18 +173,21 @@ def _prefill_fn(cfg: ModelConfig, model_fn: ModelFn, max_len: int):
     """Left-padded prompts [B, P] -> a cache of max_len slots holding them (logits unused)."""
     cache = init_cache(cfg, tokens.shape[0], max_len, first_valid=first_valid)
     return model_fn(cfg, params, tokens, cache)[1]
+
   return jax.jit(prefill)
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_decode_fn(cfg: ModelConfig, model_fn: ModelFn, strategy: Strategy,
-                      max_new_tokens: int, on_token: OnToken | None):
+def _cached_decode_fn(cfg: ModelConfig, model_fn: ModelFn, strategy: Strategy, max_new_tokens: int,
+                      on_token: OnToken | None):
   def decode(params, cache, last_prompt_token, key, knobs):
     def advance(cache, token, step):
       logits, cache = model_fn(cfg, params, token[:, None], cache)
       return logits[:, -1], cache
+
     return decode_loop(advance, cache, last_prompt_token, key, knobs, strategy, max_new_tokens,
                        on_token)
+
   return jax.jit(decode)
 
 
@@ -208,6 +211,7 @@ def _uncached_decode_fn(cfg: ModelConfig, model_fn: ModelFn, strategy: Strategy,
     last_prompt_token = buffer[rows, lengths - 1]
     return decode_loop(advance, buffer, last_prompt_token, key, knobs, strategy, max_new_tokens,
                        on_token)
+
   return jax.jit(decode)
 
 
@@ -254,8 +258,8 @@ def _as_prompts(prompt_tokens, vocab_size: int) -> tuple[list[list[int]], bool]:
   return [[int(t) for t in p] for p in prompts], is_batch
 
 
-def _validate(cfg, max_new_tokens, temperature, top_k, top_p, eot_token, valid_vocab_size,
-              max_len, seed):
+def _validate(cfg, max_new_tokens, temperature, top_k, top_p, eot_token, valid_vocab_size, max_len,
+              seed):
   if not _is_int(max_new_tokens) or max_new_tokens < 1:
     raise ValueError(f'max_new_tokens={max_new_tokens!r} must be an integer >= 1')
   if not is_number(temperature) or not (temperature >= 0 and np.isfinite(temperature)):
@@ -280,9 +284,8 @@ def _validate(cfg, max_new_tokens, temperature, top_k, top_p, eot_token, valid_v
     raise ValueError(f'seed={seed!r} must be an integer')
 
 
-def fit_prompt(cfg: ModelConfig, prompt: list[int], max_new_tokens: int,
-               max_len: int | None = None, truncate: bool = False
-               ) -> tuple[list[int], str | None]:
+def fit_prompt(cfg: ModelConfig, prompt: list[int], max_new_tokens: int, max_len: int | None = None,
+               truncate: bool = False) -> tuple[list[int], str | None]:
   """(prompt, warning): the prompt, left-truncated if asked and need be, so that it fits.
 
   The model reads the prompt and every new token but the last: len(prompt) + max_new_tokens - 1
@@ -345,8 +348,8 @@ def generate(cfg: ModelConfig, params, prompt_tokens, *, max_new_tokens: int,
   compiled program: pass the same function to reuse the compilation.
   """
   prompts, is_batch = _as_prompts(prompt_tokens, cfg.vocab_size)
-  _validate(cfg, max_new_tokens, temperature, top_k, top_p, eot_token, valid_vocab_size,
-            max_len, seed)
+  _validate(cfg, max_new_tokens, temperature, top_k, top_p, eot_token, valid_vocab_size, max_len,
+            seed)
   prompts = [fit_prompt(cfg, p, max_new_tokens, max_len, truncate_prompt)[0] for p in prompts]
 
   greedy = temperature == 0
@@ -376,17 +379,16 @@ def generate(cfg: ModelConfig, params, prompt_tokens, *, max_new_tokens: int,
       cache = _prefill_fn(cfg, model_fn, cache_size)(params, tokens[:, :-1], first_valid)
     else:
       cache = init_cache(cfg, len(prompts), cache_size, first_valid=first_valid)
-    out = _cached_decode_fn(cfg, model_fn, strategy, max_new_tokens, on_token)(
-        params, cache, tokens[:, -1], key, knobs)
+    out = _cached_decode_fn(cfg, model_fn, strategy, max_new_tokens,
+                            on_token)(params, cache, tokens[:, -1], key, knobs)
   else:
     buffer = np.zeros((len(prompts), cache_size), np.int32)
     for row, prompt in enumerate(prompts):
       buffer[row, :len(prompt)] = prompt
-    out = _uncached_decode_fn(cfg, model_fn, strategy, max_new_tokens, on_token)(
-        params, buffer, lengths, key, knobs)
+    out = _uncached_decode_fn(cfg, model_fn, strategy, max_new_tokens,
+                              on_token)(params, buffer, lengths, key, knobs)
   if on_token is not None:
     jax.effects_barrier()  # every callback has run when generate returns
 
   rows = [cut_after_eot(row, eot_token) for row in np.asarray(out).tolist()]
   return rows if is_batch else rows[0]
-

@@ -33,8 +33,8 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
   if not 0 <= process_id < num_processes:
     raise ValueError(f'--process_id={process_id} must be in 0..{num_processes - 1} '
                      f'(--num_processes={num_processes})')
-  jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id)
+  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                             process_id=process_id)
   logging.info('process %d of %d, %d local / %d global devices', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
 
@@ -79,8 +79,7 @@ def state_shardings(abstract_state, mesh: Mesh, fsdp: bool):
 def global_batch(local_arrays, mesh: Mesh):
   """This process's rows of a batch (numpy) -> one global jax.Array sharded over 'data'."""
   sharding = batch_sharding(mesh)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x),
-                      local_arrays)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_arrays)
 
 
 def check_batch_divides(global_batch_size: int, mesh: Mesh) -> None:

@@ -42,11 +42,11 @@ def markdown_table(header: Sequence, rows: Sequence[Sequence], align: str | None
   align = align or _default_align(cells)
 
   def line(row):
-    return '| ' + ' | '.join(c.rjust(w) if a == 'r' else c.ljust(w)
-                             for c, w, a in zip(row, widths, align)) + ' |'
+    return '| ' + ' | '.join(
+        c.rjust(w) if a == 'r' else c.ljust(w) for c, w, a in zip(row, widths, align)) + ' |'
 
-  rule = '|' + '|'.join(('-' * (w + 1) + ':') if a == 'r' else ('-' * (w + 2))
-                        for w, a in zip(widths, align)) + '|'
+  rule = '|' + '|'.join(
+      ('-' * (w + 1) + ':') if a == 'r' else ('-' * (w + 2)) for w, a in zip(widths, align)) + '|'
   return '\n'.join([line(cells[0]), rule, *map(line, cells[1:])])
 
 

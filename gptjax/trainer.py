@@ -85,9 +85,11 @@ def model_config(model: ml_collections.ConfigDict, init_from: str) -> ModelConfi
     return cfg
   # A field the config leaves at its default defers to the source; one it sets must agree.
   defaults = ModelConfig()
-  conflicts = [f'{k}={getattr(cfg, k)!r} (source has {getattr(source, k)!r})'
-               for k in cfg.to_dict() if k not in RUNTIME_FIELDS
-               and getattr(cfg, k) not in (getattr(source, k), getattr(defaults, k))]
+  conflicts = [
+      f'{k}={getattr(cfg, k)!r} (source has {getattr(source, k)!r})' for k in cfg.to_dict()
+      if k not in RUNTIME_FIELDS and getattr(cfg, k) not in (getattr(source, k),
+                                                             getattr(defaults, k))
+  ]
   if conflicts:
     raise ValueError(f'config.model contradicts the model of init_from={init_from}: '
                      f'{", ".join(conflicts)}; drop those overrides')
@@ -163,8 +165,9 @@ def make_train_step(run: Run, optimizer: optax.GradientTransformation, state_sha
                                           run.optim.grad_accum_steps, rng)
     updates, opt_state = optimizer.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
-    metrics = {'loss': loss, 'lr': schedule(step),
-               **optimizer_metrics(grads, updates, state['params'])}
+    metrics = {
+        'loss': loss, 'lr': schedule(step), **optimizer_metrics(grads, updates, state['params'])
+    }
     return {'params': params, 'opt_state': opt_state, 'step': step + 1}, metrics
 
   return jax.jit(train_step, donate_argnums=0,
@@ -176,11 +179,10 @@ def make_eval_step(cfg: ModelConfig):
 
 
 def evaluate_loss(run: Run, eval_step, params) -> float:
-  batches = data.eval_batches(run.val_tokens, batch_size=run.train.batch_size //
-                              jax.process_count(), seq_len=run.seq_len,
-                              n_batches=run.train.eval_batches,
-                              process_index=jax.process_index(),
-                              process_count=jax.process_count())
+  batches = data.eval_batches(run.val_tokens,
+                              batch_size=run.train.batch_size // jax.process_count(),
+                              seq_len=run.seq_len, n_batches=run.train.eval_batches,
+                              process_index=jax.process_index(), process_count=jax.process_count())
   losses = [eval_step(params, _device_batch(run, batch)) for batch in batches]
   return float(jnp.mean(jnp.stack(losses)))
 
@@ -218,14 +220,13 @@ def _initial_params(run: Run, rng):
 
 def initial_state(run: Run, optimizer, state_sharding):
   def make(params):
-    return {'params': params, 'opt_state': optimizer.init(params),
-            'step': jnp.zeros((), jnp.int32)}
+    return {'params': params, 'opt_state': optimizer.init(params), 'step': jnp.zeros((), jnp.int32)}
+
   rng = jax.random.key(run.config.seed)
   if run.train.init_from == 'scratch':
     # Initialised inside one jit with the target shardings, so under FSDP no device ever holds
     # the whole model.
-    return jax.jit(lambda key: make(init_params(run.cfg, key)),
-                   out_shardings=state_sharding)(rng)
+    return jax.jit(lambda key: make(init_params(run.cfg, key)), out_shardings=state_sharding)(rng)
   return jax.jit(make, out_shardings=state_sharding)(_initial_params(run, rng))
 
 
@@ -233,12 +234,14 @@ def abstract_state(run: Run, optimizer):
   """The state's shapes and shardings, without allocating it: the target of a restore and of
   the jitted initialisation."""
   params = abstract_params(run.cfg)
-  shapes = {'params': params, 'opt_state': jax.eval_shape(optimizer.init, params),
-            'step': jax.ShapeDtypeStruct((), jnp.int32)}
+  shapes = {
+      'params': params, 'opt_state': jax.eval_shape(optimizer.init, params),
+      'step': jax.ShapeDtypeStruct((), jnp.int32)
+  }
   shardings = sharding.state_shardings(shapes, run.mesh, run.sharding.fsdp)
   shardings['step'] = sharding.replicated(run.mesh)
-  abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                          shapes, shardings)
+  abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes,
+                          shardings)
   return abstract, shardings
 
 
@@ -249,7 +252,6 @@ def abstract_state(run: Run, optimizer):
 class _StopRequest:
   """Turns the first Ctrl-C / SIGTERM into a flag checked between steps (so the state is never
   caught half-donated), and restores the default handlers so a second Ctrl-C kills at once."""
-
   def __init__(self):
     self.signal_name = None
     self._previous = {}
@@ -272,7 +274,6 @@ class _StopRequest:
 class _Throughput:
   """Tokens/s over the training steps since the last restart, excluding compilation, evaluation
   and checkpointing (the loop restarts it after each)."""
-
   def __init__(self, tokens_per_step: int):
     self.tokens_per_step = tokens_per_step
     self.restart()
@@ -379,8 +380,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, 
           tokens_per_sec = meter.tokens_per_sec()
           last.update(step=done, tokens=done * tokens_per_step)
           if tokens_per_sec is not None:
-            last.update(tokens_per_sec=tokens_per_sec,
-                        mfu=flops_per_token * tokens_per_sec / peak)
+            last.update(tokens_per_sec=tokens_per_sec, mfu=flops_per_token * tokens_per_sec / peak)
             progress.set_postfix(loss=f'{last["loss"]:.3f}', tok_s=f'{tokens_per_sec:,.0f}')
           writer.write(done, last)
           meter.restart()
@@ -416,5 +416,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
   run = setup(config)
   params = jax.device_put(_initial_params(run, jax.random.key(0)), sharding.replicated(run.mesh))
   loss = evaluate_loss(run, make_eval_step(run.cfg), params)
-  return {'val_loss': loss, 'perplexity': math.exp(loss),
-          'bits_per_byte': loss / math.log(2) / run.bytes_per_token}
+  return {
+      'val_loss': loss, 'perplexity': math.exp(loss),
+      'bits_per_byte': loss / math.log(2) / run.bytes_per_token
+  }

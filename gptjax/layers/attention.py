@@ -125,8 +125,9 @@ def resolve_attention_impl(cfg: ModelConfig) -> str:
 @functools.lru_cache(maxsize=None)
 def _notice_cudnn_fallback(backend: str, dtype: str) -> None:
   """Once per (backend, dtype), not once per layer and trace."""
-  logging.warning('attention_impl=cudnn needs a GPU and dtype bfloat16/float16 (have %s, %s); '
-                  'using xla', backend, dtype)
+  logging.warning(
+      'attention_impl=cudnn needs a GPU and dtype bfloat16/float16 (have %s, %s); '
+      'using xla', backend, dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,6 +153,7 @@ def write_cache(cache: LayerCache, k, v, index) -> LayerCache:
   def write(slots, new):
     new = new.astype(slots.dtype).transpose(0, 2, 1, 3)
     return jax.lax.dynamic_update_slice(slots, new, (0, 0, index, 0))
+
   return LayerCache(write(cache.k, k), write(cache.v, v))
 
 
@@ -207,4 +209,5 @@ class Attention(nn.Module):
       if self._dropout():
         probs = nn.Dropout(self.cfg.attn_dropout)(probs, deterministic=False)
       return probs
+
     return hook

@@ -25,7 +25,7 @@ AXIS_NAMES = ('batch', 'sequence', 'embed', 'heads', 'kv_heads', 'head_dim', 'ml
 def residual_std(cfg: ModelConfig) -> float:
   """GPT-2's init for projections that write into the residual stream: std / sqrt(2 * depth),
   so the stream's variance does not grow with the number of blocks."""
-  return cfg.init_std / (2.0 * cfg.n_layers) ** 0.5
+  return cfg.init_std / (2.0 * cfg.n_layers)**0.5
 
 
 def normal_init(std: float, axes: Sequence[str | None]):
@@ -54,25 +54,26 @@ class Dense(nn.Module):
     if len(self.axes) != self.n_contract + len(self.features):
       raise ValueError(f'{self.name}: {len(self.axes)} axis names {self.axes} for a kernel of '
                        f'{self.n_contract + len(self.features)} axes')
-    kernel = self.param('kernel', normal_init(self.std, self.axes),
-                        (*contracted, *self.features), self.param_dtype)
+    kernel = self.param('kernel', normal_init(self.std, self.axes), (*contracted, *self.features),
+                        self.param_dtype)
     x_axes = tuple(range(x.ndim - self.n_contract, x.ndim))
     y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
                             ((x_axes, tuple(range(self.n_contract))), ((), ())))
     if self.use_bias:
-      bias = self.param('bias', nn.with_logical_partitioning(
-          nn.initializers.zeros, self.axes[self.n_contract:]), self.features, self.param_dtype)
+      bias = self.param(
+          'bias', nn.with_logical_partitioning(nn.initializers.zeros, self.axes[self.n_contract:]),
+          self.features, self.param_dtype)
       y = y + bias.astype(self.dtype)
     return y
 
 
-def dense(cfg: ModelConfig, name: str, features: int | tuple[int, ...],
-          axes: tuple[str | None, ...], *, std: float | None = None,
-          use_bias: bool | None = None, n_contract: int = 1) -> Dense:
+def dense(cfg: ModelConfig, name: str, features: int | tuple[int, ...], axes: tuple[str | None,
+                                                                                    ...], *,
+          std: float | None = None, use_bias: bool | None = None, n_contract: int = 1) -> Dense:
   """A Dense with the model's dtypes, init std (default cfg.init_std) and biases (default
   cfg.use_bias): the arguments every projection shares, written once."""
   features = (features,) if isinstance(features, int) else tuple(features)
   return Dense(features=features, axes=axes, n_contract=n_contract,
                std=cfg.init_std if std is None else std,
-               use_bias=cfg.use_bias if use_bias is None else use_bias,
-               dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype, name=name)
+               use_bias=cfg.use_bias if use_bias is None else use_bias, dtype=cfg.compute_dtype,
+               param_dtype=cfg.params_dtype, name=name)

@@ -15,8 +15,8 @@ from gptjax.layers.dense import normal_init
 
 def learned_table(cfg: ModelConfig) -> nn.Module:
   """GPT-2's wpe: one learned vector per position, up to block_size (so no further)."""
-  return nn.Embed(cfg.block_size, cfg.d_model, embedding_init=normal_init(cfg.init_std,
-                                                                          (None, 'embed')),
+  return nn.Embed(cfg.block_size, cfg.d_model,
+                  embedding_init=normal_init(cfg.init_std, (None, 'embed')),
                   dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype, name='wpe')
 
 
@@ -25,7 +25,7 @@ def learned_table(cfg: ModelConfig) -> nn.Module:
 
 
 def rope_frequencies(head_dim: int, theta: float) -> jax.Array:
-  return 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))  # [D/2]
+  return 1.0 / (theta**(jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))  # [D/2]
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:

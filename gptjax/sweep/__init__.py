@@ -43,5 +43,7 @@ from gptjax.sweep.plan import (PlannedRun, as_json, flatten, load_sweep_module, 
 from gptjax.sweep.report import load_run, read_status, report, summarize
 from gptjax.sweep.run import run_sweep
 
-__all__ = ['PlannedRun', 'as_json', 'flatten', 'load_run', 'load_sweep_module', 'plan',
-           'read_status', 'report', 'run_sweep', 'slugify', 'summarize', 'sweep_variants']
+__all__ = [
+    'PlannedRun', 'as_json', 'flatten', 'load_run', 'load_sweep_module', 'plan', 'read_status',
+    'report', 'run_sweep', 'slugify', 'summarize', 'sweep_variants'
+]

@@ -46,13 +46,14 @@ def main(argv):
 
 
 def _define_flags():
-  config_flags.DEFINE_config_file('config', None, 'Sweep config file (e.g. configs/ablation.py); '
-                                  '--config.KEY=VALUE overrides apply to every run.',
-                                  lock_config=True)
+  config_flags.DEFINE_config_file(
+      'config', None, 'Sweep config file (e.g. configs/ablation.py); '
+      '--config.KEY=VALUE overrides apply to every run.', lock_config=True)
   flags.DEFINE_string('workdir', None, 'Directory of the sweep: one subdirectory per run.')
-  flags.DEFINE_string('sweep', 'default', 'Name of a grid in the config file\'s SWEEPS.')
-  flags.DEFINE_multi_string('variant', None, 'Run these variants instead of a named sweep '
-                            '(repeat the flag), e.g. --variant=mlp=swiglu,seed=0.')
+  flags.DEFINE_string('sweep', 'default', "Name of a grid in the config file's SWEEPS.")
+  flags.DEFINE_multi_string(
+      'variant', None, 'Run these variants instead of a named sweep '
+      '(repeat the flag), e.g. --variant=mlp=swiglu,seed=0.')
   flags.DEFINE_bool('report_only', False, 'Only rebuild the report from the run directories.')
 
 

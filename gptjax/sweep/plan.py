@@ -80,8 +80,10 @@ def _differing_keys(configs: Sequence[ml_collections.ConfigDict]) -> list[dict[s
   flats = [flatten(as_json(config)) for config in configs]
   keys = dict.fromkeys(key for flat in flats for key in flat if key != 'seed')
   varying = [k for k in keys if len({json.dumps(flat.get(k)) for flat in flats}) > 1]
-  return [{k: json.dumps(v) if isinstance(v, list) else v
-           for k, v in ((k, flat.get(k)) for k in varying)} for flat in flats]
+  return [{
+      k: json.dumps(v) if isinstance(v, list) else v
+      for k, v in ((k, flat.get(k)) for k in varying)
+  } for flat in flats]
 
 
 def _factors(module, configs: Sequence[ml_collections.ConfigDict]) -> list[dict[str, Any]]:
@@ -90,8 +92,8 @@ def _factors(module, configs: Sequence[ml_collections.ConfigDict]) -> list[dict[
   return _differing_keys(configs)
 
 
-def plan(module, variants: Sequence[str], overrides: Mapping[str, Any] | None = None
-         ) -> list[PlannedRun]:
+def plan(module, variants: Sequence[str],
+         overrides: Mapping[str, Any] | None = None) -> list[PlannedRun]:
   """One PlannedRun per variant, every config built (and so validated) before anything runs."""
   configs = [module.get_config(variant, overrides=dict(overrides or {})) for variant in variants]
   runs, by_slug, by_config = [], {}, {}

@@ -16,8 +16,8 @@ def _factor_contexts(runs: list[dict], factor: str, factors: Sequence[str]):
   contexts: dict[tuple, dict[Any, list[float]]] = {}
   for run in runs:
     key = tuple(run['factors'].get(f) for f in factors if f != factor)
-    contexts.setdefault(key, {}).setdefault(run['factors'].get(factor), []).append(
-        run['final_val_loss'])
+    contexts.setdefault(key, {}).setdefault(run['factors'].get(factor),
+                                            []).append(run['final_val_loss'])
   return [c for c in contexts.values() if len(c) > 1]
 
 
@@ -82,18 +82,19 @@ def plot_factors(path: Path, runs: list[dict], names: Sequence[str]) -> None:
   fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(3.2 * max(len(shown), 1) + 1, 4),
                            squeeze=False, sharey=True)
   for ax, (factor, contexts) in zip(axes[0], shown):
-    values = sorted({v for c in contexts for v in c},
-                    key=lambda v: (v is None, isinstance(v, str), v))
+    values = sorted({v
+                     for c in contexts
+                     for v in c}, key=lambda v: (v is None, isinstance(v, str), v))
     position = {v: i for i, v in enumerate(values)}
     for context in contexts:
       xs = sorted(context, key=position.get)
       ax.plot([position[v] for v in xs], [statistics.fmean(context[v]) for v in xs],
               color='tab:blue', alpha=0.5, marker='o')
       for v in xs:
-        ax.scatter([position[v]] * len(context[v]), context[v], color='tab:blue', s=10,
-                   alpha=0.6)
-    overall = [statistics.fmean([statistics.fmean(c[v]) for c in contexts if v in c])
-               for v in values]
+        ax.scatter([position[v]] * len(context[v]), context[v], color='tab:blue', s=10, alpha=0.6)
+    overall = [
+        statistics.fmean([statistics.fmean(c[v]) for c in contexts if v in c]) for v in values
+    ]
     ax.scatter(range(len(values)), overall, color='black', marker='_', s=600, zorder=3,
                label='mean')
     ax.set_xticks(range(len(values)), [str(v) for v in values])
@@ -104,8 +105,9 @@ def plot_factors(path: Path, runs: list[dict], names: Sequence[str]) -> None:
   if not shown:
     axes[0][0].text(0.5, 0.5, 'no finished runs that differ in one factor yet', ha='center',
                     transform=axes[0][0].transAxes)
-  fig.suptitle('final val loss by factor (lines join runs that differ only in that factor; '
-               'dots: seeds; black: mean)', fontsize=9)
+  fig.suptitle(
+      'final val loss by factor (lines join runs that differ only in that factor; '
+      'dots: seeds; black: mean)', fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

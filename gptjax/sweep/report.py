@@ -65,11 +65,15 @@ def load_run(run_dir: Path) -> dict | None:
   final = [loss for step, loss in evals if step == steps]
   last_step = max((m['step'] for m in metrics), default=0)
   return {
-      'slug': run_dir.name, 'label': status.get('label') or run_dir.name,
+      'slug': run_dir.name,
+      'label': status.get('label') or run_dir.name,
       'seed': status.get('seed', config.get('seed')),
-      'status': status['status'], 'reason': status.get('reason'),
-      'step': last_step, 'steps': steps,
-      'tokens': steps * tokens_per_step, 'tokens_per_step': tokens_per_step,
+      'status': status['status'],
+      'reason': status.get('reason'),
+      'step': last_step,
+      'steps': steps,
+      'tokens': steps * tokens_per_step,
+      'tokens_per_step': tokens_per_step,
       'final_val_loss': final[-1] if final and status['status'] == 'done' else math.nan,
       'best_val_loss': min(finite) if finite else math.nan,
       'tokens_per_sec': _median(m.get('tokens_per_sec') for m in metrics),
@@ -89,6 +93,11 @@ def _mean(values: list[float]) -> float:
 
 def _std(values: list[float]) -> float:
   return statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+# What every seed of a variant has in common, copied from its first run.
+_SHARED_BY_SEEDS = ('params', 'flops_per_token', 'kv_cache_bytes_per_token', 'd_ff', 'tokens',
+                    'factors')
 
 
 def summarize(runs: list[dict], planned: Mapping[str, int]) -> list[dict]:
@@ -111,26 +120,25 @@ def summarize(runs: list[dict], planned: Mapping[str, int]) -> list[dict]:
         'final_val_loss_mean': _mean(finals),
         'final_val_loss_std': _std(finals),
         'best_val_loss': _mean([r['best_val_loss'] for r in done]),
-        'tokens_per_sec': _mean([r['tokens_per_sec'] for r in group
-                                 if math.isfinite(r['tokens_per_sec'])]),
-        **{k: first[k] for k in ('params', 'flops_per_token', 'kv_cache_bytes_per_token',
-                                 'd_ff', 'tokens', 'factors')},
+        'tokens_per_sec': _mean(
+            [r['tokens_per_sec'] for r in group if math.isfinite(r['tokens_per_sec'])]),
+        **{k: first[k]
+           for k in _SHARED_BY_SEEDS},
     })
-  baseline = next((r['final_val_loss_mean'] for r in rows if r['variant'] == 'baseline'),
-                  math.nan)
+  baseline = next((r['final_val_loss_mean'] for r in rows if r['variant'] == 'baseline'), math.nan)
   for row in rows:
     row['delta_vs_baseline'] = row['final_val_loss_mean'] - baseline
-  return sorted(rows, key=lambda r: (math.isnan(r['final_val_loss_mean']),
-                                     r['final_val_loss_mean'] if r['done'] else 0.0))
+  return sorted(
+      rows, key=lambda r: (math.isnan(r['final_val_loss_mean']), r['final_val_loss_mean']
+                           if r['done'] else 0.0))
 
 
 RUN_COLUMNS = ('slug', 'label', 'seed', 'status', 'reason', 'step', 'steps', 'final_val_loss',
-               'best_val_loss', 'tokens_per_sec', 'seconds', 'tokens', 'params',
-               'flops_per_token', 'kv_cache_bytes_per_token', 'd_ff')
+               'best_val_loss', 'tokens_per_sec', 'seconds', 'tokens', 'params', 'flops_per_token',
+               'kv_cache_bytes_per_token', 'd_ff')
 RESULT_COLUMNS = ('variant', 'final_val_loss_mean', 'final_val_loss_std', 'delta_vs_baseline',
                   'best_val_loss', 'seeds', 'done', 'diverged', 'failed', 'params',
-                  'flops_per_token', 'kv_cache_bytes_per_token', 'd_ff', 'tokens',
-                  'tokens_per_sec')
+                  'flops_per_token', 'kv_cache_bytes_per_token', 'd_ff', 'tokens', 'tokens_per_sec')
 
 
 def _csv_value(value):
@@ -161,9 +169,10 @@ def _loss(value: float, digits: int = 4) -> str:
 def _results_table(rows: list[dict]) -> str:
   """One line per label; the Δ column only where a finished baseline gives it a meaning."""
   has_baseline = any(r['variant'] == 'baseline' and r['done'] for r in rows)
-  header = ['variant', 'final val loss', *(['Δ baseline'] if has_baseline else []),
-            'best val loss', 'params', 'FLOPs/token', 'KV cache/token', 'd_ff', 'tokens/s',
-            'diverged', 'done']
+  header = [
+      'variant', 'final val loss', *(['Δ baseline'] if has_baseline else []), 'best val loss',
+      'params', 'FLOPs/token', 'KV cache/token', 'd_ff', 'tokens/s', 'diverged', 'done'
+  ]
   cells = []
   for row in rows:
     mean, std = row['final_val_loss_mean'], row['final_val_loss_std']
@@ -171,44 +180,54 @@ def _results_table(rows: list[dict]) -> str:
     delta = ([] if not has_baseline else
              ['—' if math.isnan(row['delta_vs_baseline']) else f'{row["delta_vs_baseline"]:+.4f}'])
     tok_s = '—' if math.isnan(row['tokens_per_sec']) else f'{row["tokens_per_sec"]:,.0f}'
-    cells.append([f'`{row["variant"]}`', final, *delta, _loss(row['best_val_loss']),
-                  f'{row["params"]:,}', format_si(row['flops_per_token']),
-                  format_bytes(row['kv_cache_bytes_per_token']), str(row['d_ff']), tok_s,
-                  f'{row["diverged"]}/{row["seeds"]}', f'{row["done"]}/{row["seeds"]}'])
+    cells.append([
+        f'`{row["variant"]}`', final, *delta,
+        _loss(row['best_val_loss']), f'{row["params"]:,}',
+        format_si(row['flops_per_token']),
+        format_bytes(row['kv_cache_bytes_per_token']),
+        str(row['d_ff']), tok_s, f'{row["diverged"]}/{row["seeds"]}',
+        f'{row["done"]}/{row["seeds"]}'
+    ])
   return markdown_table(header, cells)
 
 
 def _markdown(sweep_dir: Path, sweep: dict, runs: list[dict], rows: list[dict],
               plots: Sequence[str]) -> str:
-  counts = {s: sum(r['status'] == s for r in runs) for s in
-            ('done', 'running', 'interrupted', 'diverged', 'failed')}
+  counts = {
+      s: sum(r['status'] == s for r in runs)
+      for s in ('done', 'running', 'interrupted', 'diverged', 'failed')
+  }
   pending = len(sweep.get('runs', [])) - sum(
-      1 for r in runs if r['slug'] in {p['slug'] for p in sweep.get('runs', [])})
+      1 for r in runs if r['slug'] in {p['slug']
+                                       for p in sweep.get('runs', [])})
   budgets = sorted({(r['steps'], r['tokens']) for r in runs})
   lines = [f'# Sweep results: {sweep_dir.name}', '']
   if sweep.get('command'):
     lines += ['```', sweep['command'], '```', '']
-  lines.append(f'{len(runs) + max(pending, 0)} runs: ' + ', '.join(
-      f'{n} {s}' for s, n in [*counts.items(), ('pending', max(pending, 0))] if n) + '. ' +
-      'Token budget per run: ' + '; '.join(f'{t:,} tokens ({s} steps)' for s, t in budgets) +
-      ('' if len(budgets) <= 1 else ' (NOT equal: compare with care)') + '.')
+  lines.append(f'{len(runs) + max(pending, 0)} runs: '
+               + ', '.join(f'{n} {s}'
+                           for s, n in [*counts.items(), ('pending', max(pending, 0))] if n) + '. '
+               + 'Token budget per run: ' + '; '.join(f'{t:,} tokens ({s} steps)'
+                                                      for s, t in budgets)
+               + ('' if len(budgets) <= 1 else ' (NOT equal: compare with care)') + '.')
   lines.append('')
   lines += [
       _results_table(rows),
       '',
       '- final val loss: mean ± sample std over the seeds that finished, at the last step; '
-      'best val loss: mean over those seeds of each run\'s lowest val loss.',
-      '- params: all parameters; FLOPs/token: training (6N + attention, PaLM\'s count); '
+      "best val loss: mean over those seeds of each run's lowest val loss.",
+      "- params: all parameters; FLOPs/token: training (6N + attention, PaLM's count); "
       'KV cache/token: 2 x layers x kv heads x head_dim x bytes of the compute dtype.',
-      '- tokens/s: median over each run\'s log lines, mean over seeds (a wall-clock number: '
+      "- tokens/s: median over each run's log lines, mean over seeds (a wall-clock number: "
       'other load on the machine lowers it).',
       '- diverged: seeds whose loss became NaN/inf, of all seeds; done: seeds that finished.',
   ]
   troubles = [r for r in runs if r['status'] in ('diverged', 'failed', 'interrupted')]
   if troubles:
     lines += ['', '## Runs that did not finish', '']
-    lines += [f'- `{r["slug"]}`: {r["status"]} at step {r["step"]}: {r["reason"]}'
-              for r in troubles]
+    lines += [
+        f'- `{r["slug"]}`: {r["status"]} at step {r["step"]}: {r["reason"]}' for r in troubles
+    ]
   lines += ['']
   lines += [f'![{Path(p).stem.replace("_", " ")}]({p})' for p in plots]
   return '\n'.join(lines) + '\n'
@@ -225,8 +244,8 @@ def report(sweep_dir: str | Path) -> list[dict]:
     raise FileNotFoundError(f'no sweep directory {sweep_dir}')
   sweep = read_json(sweep_dir / SWEEP_FILE) or {}
   order = [r['slug'] for r in sweep.get('runs', [])]
-  dirs = sorted((d for d in sweep_dir.iterdir() if d.is_dir()),
-                key=lambda d: (order.index(d.name) if d.name in order else len(order), d.name))
+  dirs = sorted((d for d in sweep_dir.iterdir() if d.is_dir()), key=lambda d:
+                (order.index(d.name) if d.name in order else len(order), d.name))
   runs = [run for run in map(load_run, dirs) if run is not None]
   if not runs and not order:
     raise FileNotFoundError(f'{sweep_dir} holds no sweep runs (no */{CONFIG_FILE})')
@@ -234,8 +253,8 @@ def report(sweep_dir: str | Path) -> list[dict]:
   for entry in sweep.get('runs', []):
     planned[entry['label']] = planned.get(entry['label'], 0) + 1
   rows = summarize(runs, planned)
-  labels = list(dict.fromkeys([*(p['label'] for p in sweep.get('runs', [])),
-                               *(r['label'] for r in runs)]))
+  labels = list(
+      dict.fromkeys([*(p['label'] for p in sweep.get('runs', [])), *(r['label'] for r in runs)]))
 
   factors = factor_names(runs)
   _write_csv(sweep_dir / 'runs.csv', runs, (*RUN_COLUMNS, *factors))
@@ -246,5 +265,3 @@ def report(sweep_dir: str | Path) -> list[dict]:
   (sweep_dir / 'results.md').write_text(_markdown(sweep_dir, sweep, runs, rows, plots),
                                         encoding='utf-8')
   return rows
-
-

@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 
 from gptjax import checkpoint, cli, trainer
 from gptjax.files import write_json_atomic
-from gptjax.sweep.plan import (CONFIG_FILE, ERROR_LOG, STATUS_FILE, SWEEP_FILE, PlannedRun,
-                               as_json, flatten, load_sweep_module, plan, sweep_variants)
+from gptjax.sweep.plan import (CONFIG_FILE, ERROR_LOG, STATUS_FILE, SWEEP_FILE, PlannedRun, as_json,
+                               flatten, load_sweep_module, plan, sweep_variants)
 from gptjax.sweep.report import read_status, report
 
 
@@ -29,8 +29,10 @@ def _check_unchanged(run: PlannedRun, run_dir: Path) -> None:
   if not path.exists():
     return
   saved, new = flatten(json.loads(path.read_text())), flatten(as_json(run.config))
-  changed = [f'{k}={saved.get(k)!r} (now {new.get(k)!r})'
-             for k in sorted(set(saved) | set(new)) if saved.get(k) != new.get(k)]
+  changed = [
+      f'{k}={saved.get(k)!r} (now {new.get(k)!r})' for k in sorted(set(saved) | set(new))
+      if saved.get(k) != new.get(k)
+  ]
   if changed:
     raise ValueError(f'{run_dir} was run with {", ".join(changed)}; use another --workdir for '
                      'the changed sweep, or delete that run directory')
@@ -38,8 +40,10 @@ def _check_unchanged(run: PlannedRun, run_dir: Path) -> None:
 
 def _write_status(run: PlannedRun, run_dir: Path, status: str, reason: str | None = None,
                   seconds: float = 0.0) -> dict:
-  record = {'status': status, 'reason': reason, 'variant': run.variant, 'label': run.label,
-            'seed': run.seed, 'factors': dict(run.factors), 'seconds': round(seconds, 1)}
+  record = {
+      'status': status, 'reason': reason, 'variant': run.variant, 'label': run.label,
+      'seed': run.seed, 'factors': dict(run.factors), 'seconds': round(seconds, 1)
+  }
   write_json_atomic(run_dir / STATUS_FILE, record)
   return record
 
@@ -100,11 +104,13 @@ def run_sweep(config_path: str | Path, workdir: str | Path, sweep: str = 'defaul
   for run in runs:
     _check_unchanged(run, workdir / run.slug)
   workdir.mkdir(parents=True, exist_ok=True)
-  write_json_atomic(workdir / SWEEP_FILE, {
-      'config': str(config_path), 'sweep': sweep,
-      'overrides': dict(overrides or {}), 'command': command,
-      'runs': [{'slug': r.slug, 'variant': r.variant, 'label': r.label, 'seed': r.seed}
-               for r in runs]})
+  write_json_atomic(
+      workdir / SWEEP_FILE, {
+          'config': str(config_path), 'sweep': sweep, 'overrides': dict(overrides
+                                                                        or {}), 'command': command,
+          'runs': [{'slug': r.slug, 'variant': r.variant, 'label': r.label, 'seed': r.seed}
+                   for r in runs]
+      })
 
   finished = {run.slug: _finished(run, workdir / run.slug) for run in runs}
   n_todo = sum(status is None for status in finished.values())
