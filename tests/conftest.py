@@ -19,8 +19,8 @@ TINY = dict(vocab_size=61, d_model=32, n_heads=4, n_layers=2, block_size=16)
 # Every value of every knob appears at least once; the first two are GPT-2 and Llama in small.
 VARIANTS = {
     'gpt2': dict(),  # pre-norm, LayerNorm, learned, MHA, GELU, tied, biases
-    'llama': dict(norm='rmsnorm', position='rope', n_kv_heads=2, mlp='swiglu',
-                  tie_embeddings=False, use_bias=False),
+    'llama': dict(norm='rmsnorm', position='rope', n_kv_heads=2, mlp='swiglu', tie_embeddings=False,
+                  use_bias=False),
     'post_layernorm_mqa': dict(norm_position='post', n_kv_heads=1),
     'post_rmsnorm_rope_window': dict(norm_position='post', norm='rmsnorm', position='rope',
                                      attention_window=3),
@@ -31,8 +31,8 @@ VARIANTS = {
     'post_nobias_remat': dict(norm_position='post', use_bias=False, remat=True),
     'nopos_rmsnorm_swiglu_untied': dict(position='none', norm='rmsnorm', mlp='swiglu',
                                         tie_embeddings=False),
-    'rope_gqa_qkvbias_vocabpad': dict(position='rope', n_kv_heads=2, use_bias=False,
-                                      qkv_bias=True, vocab_pad_multiple=64),
+    'rope_gqa_qkvbias_vocabpad': dict(position='rope', n_kv_heads=2, use_bias=False, qkv_bias=True,
+                                      vocab_pad_multiple=64),
     'learned_window_gqa_swiglu': dict(attention_window=3, n_kv_heads=2, mlp='swiglu'),
 }
 
@@ -108,8 +108,10 @@ def xla_cache_for_subprocesses(tmp_path_factory):
   """train.py and sample.py runs in subprocesses share XLA's persistent compilation cache, so a
   program one of them compiled is loaded by the next (about 2.5 s saved per run on 2 cores).
   Set in the environment only: this process imported jax already and keeps its own settings."""
-  settings = {'JAX_COMPILATION_CACHE_DIR': str(tmp_path_factory.mktemp('xla_cache')),
-              'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
+  settings = {
+      'JAX_COMPILATION_CACHE_DIR': str(tmp_path_factory.mktemp('xla_cache')),
+      'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'
+  }
   previous = {name: os.environ.get(name) for name in settings}
   os.environ.update(settings)
   yield

@@ -3,23 +3,24 @@ never from gptjax: the references the layer and model tests compare against."""
 
 import numpy as np
 
+
 def np_layernorm(x, scale, bias, eps):
   x = x.astype(np.float64)
   mean = x.mean(-1, keepdims=True)
-  var = ((x - mean) ** 2).mean(-1, keepdims=True)
+  var = ((x - mean)**2).mean(-1, keepdims=True)
   return (x - mean) / np.sqrt(var + eps) * scale + bias
 
 
 def np_rmsnorm(x, scale, eps):
   x = x.astype(np.float64)
-  return x / np.sqrt((x ** 2).mean(-1, keepdims=True) + eps) * scale
+  return x / np.sqrt((x**2).mean(-1, keepdims=True) + eps) * scale
 
 
 def np_rope(x, positions, theta):
   """Hugging Face Llama's formulation: x * cos + rotate_half(x) * sin, with the frequency table
   repeated over the two halves. x [B, T, N, D], positions [B, T]."""
   d = x.shape[-1]
-  inv_freq = 1.0 / theta ** (np.arange(0, d, 2, dtype=np.float64) / d)  # [D/2]
+  inv_freq = 1.0 / theta**(np.arange(0, d, 2, dtype=np.float64) / d)  # [D/2]
   freqs = positions.astype(np.float64)[..., None] * inv_freq  # [B, T, D/2]
   emb = np.concatenate([freqs, freqs], axis=-1)[:, :, None, :]  # [B, T, 1, D]
   x = x.astype(np.float64)
@@ -51,8 +52,8 @@ def np_attention(params, x, positions, cfg):
 
   def project(name, heads):  # [C, N, D] kernels as the [C, N*D] matrices of the papers
     p = params[name]
-    return (x @ p['kernel'].reshape(-1, heads * d) + p.get('bias', np.zeros(heads * d)).reshape(-1)
-            ).reshape(b, t, heads, d)
+    return (x @ p['kernel'].reshape(-1, heads * d)
+            + p.get('bias', np.zeros(heads * d)).reshape(-1)).reshape(b, t, heads, d)
 
   q, k, v = project('query', h), project('key', kv), project('value', kv)
   if cfg.position == 'rope':
@@ -72,7 +73,7 @@ def np_attention(params, x, positions, cfg):
 
 
 def np_gelu_tanh(x):
-  return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+  return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
 
 
 def np_silu(x):
@@ -81,7 +82,6 @@ def np_silu(x):
 
 def np_mlp(params, x, kind):
   """GPT-2: proj(gelu(fc(x))); Llama: down(silu(gate(x)) * up(x))."""
-
   def dense(name, h):
     return h.astype(np.float64) @ params[name]['kernel'] + params[name].get('bias', 0.0)
 

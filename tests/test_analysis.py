@@ -115,8 +115,7 @@ def test_greedy_continuation_is_generate_with_each_tokens_probability(model):
   tokens = model.tokenizer.encode(PROMPT)
   steps = analysis.greedy_continuation(cfg, params, tokens, 6, valid_vocab_size=257)
   new = [t for t, _ in steps]
-  assert new == generate(cfg, params, tokens, max_new_tokens=6, temperature=0,
-                         valid_vocab_size=257)
+  assert new == generate(cfg, params, tokens, max_new_tokens=6, temperature=0, valid_vocab_size=257)
   assert new[0] == analysis.next_token(cfg, params, tokens, 1, 257).greedy
   logits = np.asarray(GPT(cfg).apply({'params': params}, jnp.asarray([tokens + new])))[0]
   for i, (token, p) in enumerate(steps):
@@ -157,9 +156,9 @@ def test_attention_rows_sum_to_one_and_nothing_is_seen_from_the_future(model, tm
 # layers
 
 
-@pytest.mark.parametrize('overrides', [{}, {'norm_position': 'post'},
-                                       {'tie_embeddings': False, 'norm': 'rmsnorm'}],
-                         ids=['pre-norm', 'post-norm', 'untied-rmsnorm'])
+@pytest.mark.parametrize(
+    'overrides', [{}, {'norm_position': 'post'}, {'tie_embeddings': False, 'norm': 'rmsnorm'}],
+    ids=['pre-norm', 'post-norm', 'untied-rmsnorm'])
 def test_logit_lens_at_the_last_block_is_the_models_output(randomize, overrides):
   m = tiny_model(randomize, **overrides)
   tokens = jnp.asarray([m.tokenizer.encode(PROMPT), m.tokenizer.encode(PROMPT[::-1])])
@@ -176,7 +175,7 @@ def test_layer_statistics_of_the_residual_stream(model):
   stats = analysis.layer_statistics(outputs)
   x = np.asarray(outputs)
   for i in range(model.cfg.n_layers):
-    assert stats.norm[i] == pytest.approx(np.mean(np.sqrt((x[i] ** 2).sum(-1))), rel=1e-5)
+    assert stats.norm[i] == pytest.approx(np.mean(np.sqrt((x[i]**2).sum(-1))), rel=1e-5)
     assert stats.mean[i] == pytest.approx(x[i].mean(), abs=1e-6)
     assert stats.std[i] == pytest.approx(x[i].std(), rel=1e-5)
 
@@ -221,8 +220,8 @@ def test_kv_cache_sizes_follow_the_formula(randomize):
   gpt2_bf16 = ModelConfig(dtype='bfloat16')  # 12 layers, 12 heads of 64 dims
   assert kv_cache_bytes(gpt2_bf16, 1, 1024) == 2 * 12 * 12 * 64 * 1024 * 2
   sizes = analysis.kv_cache_variants(cfg, batch=3, context=20)  # float32: 4 bytes
-  assert [(s.variant, s.n_kv_heads) for s in sizes] == [
-      ('MHA', 8), ('GQA', 4), ('GQA', 2), ('MQA', 1)]
+  assert [(s.variant, s.n_kv_heads) for s in sizes] == [('MHA', 8), ('GQA', 4), ('GQA', 2),
+                                                        ('MQA', 1)]
   for s in sizes:
     assert s.bytes == 2 * cfg.n_layers * s.n_kv_heads * cfg.head_dim * 3 * 20 * 4
   assert sizes[-1].bytes * cfg.n_heads == sizes[0].bytes  # MQA = MHA / n_heads
@@ -258,9 +257,8 @@ def analyse(*args):
 
 @pytest.mark.slow
 def test_cli_attention_on_configs_tiny_writes_a_png(tmp_path):
-  result = analyse('attention', f'--config={REPO / "configs/tiny.py"}',
-                   '--config.model.n_layers=2', f'--out_dir={tmp_path / "out"}',
-                   '--prompt=Hello there')
+  result = analyse('attention', f'--config={REPO / "configs/tiny.py"}', '--config.model.n_layers=2',
+                   f'--out_dir={tmp_path / "out"}', '--prompt=Hello there')
   assert result.returncode == 0, result.stderr
   assert 'random init' in result.stderr and 'Traceback' not in result.stderr
   assert_png(tmp_path / 'out' / 'attention.png')

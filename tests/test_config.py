@@ -34,11 +34,11 @@ def test_choice_lists_are_what_the_model_implements():
 
 def test_defaults_are_gpt2_small():
   cfg = ModelConfig()
-  assert (cfg.vocab_size, cfg.block_size, cfg.n_layers, cfg.d_model, cfg.n_heads) == (
-      50257, 1024, 12, 768, 12)
+  assert (cfg.vocab_size, cfg.block_size, cfg.n_layers, cfg.d_model, cfg.n_heads) == (50257, 1024,
+                                                                                      12, 768, 12)
   assert (cfg.n_kv_heads, cfg.d_ff, cfg.head_dim) == (12, 3072, 64)
-  assert (cfg.mlp, cfg.norm, cfg.norm_position, cfg.position) == (
-      'gelu', 'layernorm', 'pre', 'learned')
+  assert (cfg.mlp, cfg.norm, cfg.norm_position, cfg.position) == ('gelu', 'layernorm', 'pre',
+                                                                  'learned')
   assert cfg.tie_embeddings and cfg.use_bias and cfg.qkv_bias and not cfg.remat
   assert cfg.padded_vocab_size == 50257
 
@@ -170,12 +170,14 @@ def test_gelu_d_ff_is_4x(d_model, d_ff):
   assert ModelConfig(d_model=d_model, n_heads=4, mlp='gelu').d_ff == d_ff
 
 
-@pytest.mark.parametrize('d_model, d_ff', [
-    (4096, 11008),  # Llama-1/2 7B
-    (5120, 13824),  # Llama 13B
-    (768, 2048),  # 2/3 * 3072 = 2048 exactly: no rounding
-    (32, 256),  # 85 rounded up to a multiple of 256
-])
+@pytest.mark.parametrize(
+    'd_model, d_ff',
+    [
+        (4096, 11008),  # Llama-1/2 7B
+        (5120, 13824),  # Llama 13B
+        (768, 2048),  # 2/3 * 3072 = 2048 exactly: no rounding
+        (32, 256),  # 85 rounded up to a multiple of 256
+    ])
 def test_swiglu_d_ff_is_llama_rule(d_model, d_ff):
   assert ModelConfig(d_model=d_model, n_heads=4, mlp='swiglu').d_ff == d_ff
   assert config_lib.swiglu_hidden_size(d_model) == d_ff
@@ -330,8 +332,9 @@ def test_section_config_dict_has_every_field_and_the_defaults(name):
 def test_section_unknown_field_suggests_the_close_one(name):
   section, config_dict = SECTIONS[name]
   field = dataclasses.fields(section)[0].name
-  with pytest.raises(ValueError, match=rf"^unknown {name} config field '{field}x'; did you mean "
-                                       rf"'{field}'\?$"):
+  with pytest.raises(
+      ValueError, match=rf"^unknown {name} config field '{field}x'; did you mean "
+      rf"'{field}'\?$"):
     section.from_config({f'{field}x': 1})
   with pytest.raises(ValueError, match=rf"^unknown {name} config field '{field}x'"):
     config_dict(**{f'{field}x': 1})
@@ -391,7 +394,7 @@ CORPUS = "must be 'stdlib', 'shakespeare', a local path or 'hf:NAME[:CONFIG]'"
     ('optim', 'warmup_steps', 1.5, 'must be an integer >= 0'),
 ])
 def test_section_errors_name_section_field_value_and_requirement(section, field, value,
-                                                                  requirement):
+                                                                 requirement):
   with pytest.raises(ValueError) as e:
     SECTIONS[section][0].from_config({field: value})
   assert str(e.value) == f'{section}.{field}={value!r} {requirement}'
@@ -404,8 +407,9 @@ def test_every_allowed_tokenizer_exists():
 
 
 def test_decay_ending_before_warmup_fails_when_the_config_is_built():
-  with pytest.raises(ValueError, match=r'^optim\.decay_steps=5 must be >= optim\.warmup_steps=10 '
-                                       r'\(decay starts when warmup ends\)$'):
+  with pytest.raises(
+      ValueError, match=r'^optim\.decay_steps=5 must be >= optim\.warmup_steps=10 '
+      r'\(decay starts when warmup ends\)$'):
     config_lib.OptimConfig(warmup_steps=10, decay_steps=5)
   # A constant schedule has no decay to start; None is resolved from the run's length later.
   assert config_lib.OptimConfig(warmup_steps=10, decay_steps=5, schedule='constant')

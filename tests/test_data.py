@@ -31,8 +31,10 @@ def decode_docs(prepared: Path, split: str) -> list[str]:
 
 
 def write_corpus_dir(root: Path, n_files: int = 40) -> dict[str, str]:
-  texts = {f'sub{i % 3}/doc{i:02d}.txt': f'document {i}\n' + 'words here\n' * (i + 1)
-           for i in range(n_files)}
+  texts = {
+      f'sub{i % 3}/doc{i:02d}.txt': f'document {i}\n' + 'words here\n' * (i + 1)
+      for i in range(n_files)
+  }
   for rel, text in texts.items():
     (root / rel).parent.mkdir(parents=True, exist_ok=True)
     (root / rel).write_text(text)
@@ -50,8 +52,8 @@ def test_stdlib_file_list_is_deterministic_and_split_is_stable():
   assert (root, files) == data.stdlib_files()
   assert files == sorted(files) and len(files) > 100
   assert 'os.py' in files and 'json/decoder.py' in files
-  assert not any(part in {'site-packages', 'test', 'tests'}
-                 for f in files for part in Path(f).parts[:-1])
+  assert not any(part in {'site-packages', 'test', 'tests'} for f in files
+                 for part in Path(f).parts[:-1])
   train, val = data.split_files(files, 5)
   assert val and set(train).isdisjoint(val) and sorted(train + val) == files
   # A file's split depends on its path only: not on the order or the other files.
@@ -219,15 +221,15 @@ def test_get_batch_is_a_pure_function_of_seed_and_step(tokens):
 def test_process_slices_make_up_the_single_process_batch(tokens):
   kw = dict(seed=7, step=11, seq_len=32)
   whole = data.get_batch(tokens, batch_size=8, **kw)
-  parts = [data.get_batch(tokens, batch_size=4, process_index=i, process_count=2, **kw)
-           for i in range(2)]
+  parts = [
+      data.get_batch(tokens, batch_size=4, process_index=i, process_count=2, **kw) for i in range(2)
+  ]
   for j in range(2):
     np.testing.assert_array_equal(np.concatenate([p[j] for p in parts]), whole[j])
 
 
 class WindowOnly:
   """Token array stand-in that fails if more than one window is read at once."""
-
   def __init__(self, tokens, max_read):
     self.tokens, self.max_read, self.reads = tokens, max_read, 0
 

@@ -10,14 +10,16 @@ from absl import flags
 from gptjax import cli, loading
 
 
-@pytest.mark.parametrize('config_arg, workdir', [
-    ('configs/gpt124m.py', 'runs/gpt124m'),
-    ('/abs/path/configs/small.py', 'runs/small'),
-    ('configs/ablation.py:norm=rmsnorm,pos=rope', 'runs/ablation_norm-rmsnorm_pos-rope'),
-    ('configs/ablation.py:attn=gqa2,lr=3e-4', 'runs/ablation_attn-gqa2_lr-3e-4'),
-    ('configs/ablation.py:a/b c', 'runs/ablation_a_b_c'),  # never a path or a space
-    ('configs/ablation.py:', 'runs/ablation'),
-])
+@pytest.mark.parametrize(
+    'config_arg, workdir',
+    [
+        ('configs/gpt124m.py', 'runs/gpt124m'),
+        ('/abs/path/configs/small.py', 'runs/small'),
+        ('configs/ablation.py:norm=rmsnorm,pos=rope', 'runs/ablation_norm-rmsnorm_pos-rope'),
+        ('configs/ablation.py:attn=gqa2,lr=3e-4', 'runs/ablation_attn-gqa2_lr-3e-4'),
+        ('configs/ablation.py:a/b c', 'runs/ablation_a_b_c'),  # never a path or a space
+        ('configs/ablation.py:', 'runs/ablation'),
+    ])
 def test_default_workdir_is_the_config_stem_and_its_variant(config_arg, workdir):
   assert cli.default_workdir(config_arg) == os.path.join(*workdir.split('/'))
 

@@ -49,8 +49,7 @@ COUNTED = {
     'llama_dff48': dict(mlp='swiglu', d_ff=48, norm='rmsnorm', position='rope', use_bias=False,
                         tie_embeddings=False, n_kv_heads=2),
     'mqa_swiglu_bias': dict(n_kv_heads=1, mlp='swiglu'),
-    'rmsnorm_bias_no_qkv_bias_no_positions': dict(norm='rmsnorm', qkv_bias=False,
-                                                  position='none'),
+    'rmsnorm_bias_no_qkv_bias_no_positions': dict(norm='rmsnorm', qkv_bias=False, position='none'),
 }
 
 
@@ -76,11 +75,13 @@ def test_count_params_on_plain_pytrees():
   assert flops.count_params({}) == 0
 
 
-@pytest.mark.parametrize('changes, expected', [
-    (dict(tie_embeddings=False, qkv_bias=False), 163_009_536),
-    (dict(tie_embeddings=True, qkv_bias=False), 124_412_160),
-    (dict(tie_embeddings=True, qkv_bias=True), 124_439_808),  # the real GPT-2 small
-])
+@pytest.mark.parametrize(
+    'changes, expected',
+    [
+        (dict(tie_embeddings=False, qkv_bias=False), 163_009_536),
+        (dict(tie_embeddings=True, qkv_bias=False), 124_412_160),
+        (dict(tie_embeddings=True, qkv_bias=True), 124_439_808),  # the real GPT-2 small
+    ])
 def test_gpt2_small_parameter_counts(changes, expected):
   cfg = ModelConfig(**GPT2_SMALL, **changes)
   assert flops.count_params_for_config(cfg) == expected
@@ -171,8 +172,8 @@ def test_mfu_arithmetic():
   # 855,166,464 FLOPs/token * 100k tokens/s = 85.5 TFLOP/s of an A100's 312 TFLOP/s bf16 peak.
   assert flops.mfu(100_000, cfg, 312e12) == pytest.approx(855_166_464 * 1e5 / 312e12)
   assert flops.mfu(100_000, cfg, 312e12) == pytest.approx(0.27409, abs=1e-5)
-  assert flops.mfu(50_000, cfg, 312e12, seq_len=256) == pytest.approx(
-      flops.flops_per_token(cfg, 256) * 5e4 / 312e12)
+  assert flops.mfu(50_000, cfg, 312e12,
+                   seq_len=256) == pytest.approx(flops.flops_per_token(cfg, 256) * 5e4 / 312e12)
   with pytest.raises(ValueError, match='peak_flops'):
     flops.mfu(100_000, cfg, 0)
 
@@ -194,13 +195,15 @@ def test_param_table_layout_of_gpt2():
   params = jax.eval_shape(lambda rng: init_params(cfg, rng), jax.random.PRNGKey(0))
   names = [row.module for row in flops.param_table(params)]
   blocks = [f'blocks_{i}.{part}' for i in range(11) for part in ('attn', 'mlp', 'norms')]
-  assert names == ['token embedding (wte)', 'position embedding (wpe)', *blocks,
-                   'final norm (norm_f)', 'LM head (lm_head)']  # blocks_10 after blocks_9
+  assert names == [
+      'token embedding (wte)', 'position embedding (wpe)', *blocks, 'final norm (norm_f)',
+      'LM head (lm_head)'
+  ]  # blocks_10 after blocks_9
   rows = {row.module: row for row in flops.param_table(params)}
-  assert rows['blocks_0.attn'].shapes == (
-      ('key.bias', (12, 64)), ('key.kernel', (768, 12, 64)), ('out.bias', (768,)),
-      ('out.kernel', (12, 64, 768)), ('query.bias', (12, 64)), ('query.kernel', (768, 12, 64)),
-      ('value.bias', (12, 64)), ('value.kernel', (768, 12, 64)))
+  assert rows['blocks_0.attn'].shapes == (('key.bias', (12, 64)), ('key.kernel', (768, 12, 64)),
+                                          ('out.bias', (768,)), ('out.kernel', (12, 64, 768)),
+                                          ('query.bias', (12, 64)), ('query.kernel', (768, 12, 64)),
+                                          ('value.bias', (12, 64)), ('value.kernel', (768, 12, 64)))
   assert rows['blocks_3.norms'].count == 4 * 768
   assert rows['LM head (lm_head)'].shapes == (('', (50257, 768)),)
 
@@ -220,8 +223,10 @@ def test_format_param_table():
   for number in ('741,920,256', '113,246,208', '855,166,464'):
     assert number in text
   # Aligned: every count column ends at the same character.
-  count_ends = {m.end(1) for line in text.splitlines()
-                if (m := re.match(r'^.*?\S {2,}([\d,]+|params)\b', line))}
+  count_ends = {
+      m.end(1)
+      for line in text.splitlines() if (m := re.match(r'^.*?\S {2,}([\d,]+|params)\b', line))
+  }
   assert len(count_ends) == 1
 
 

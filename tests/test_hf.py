@@ -32,8 +32,8 @@ _GPT2 = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=32,
 # GQA (4 query heads sharing 2 kv heads) and a non-default rope theta.
 _LLAMA = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
               intermediate_size=96, vocab_size=VOCAB, max_position_embeddings=64,
-              rope_parameters={'rope_type': 'default', 'rope_theta': 500000.0},
-              bos_token_id=1, eos_token_id=2)
+              rope_parameters={'rope_type': 'default',
+                               'rope_theta': 500000.0}, bos_token_id=1, eos_token_id=2)
 CASES = {  # name: (model_type, config overrides)
     'gpt2': ('gpt2', _GPT2),
     'gpt2-untied': ('gpt2', {**_GPT2, 'tie_word_embeddings': False}),
@@ -91,7 +91,7 @@ def test_import_reads_the_architecture():
   cfg, _ = hf.from_hf(hf_model('llama'))
   assert (cfg.n_heads, cfg.n_kv_heads, cfg.rope_theta, cfg.tie_embeddings) == (4, 2, 500000.0, True)
   assert (cfg.position, cfg.norm, cfg.mlp, cfg.use_bias, cfg.d_ff) == ('rope', 'rmsnorm', 'swiglu',
-                                                                      False, 96)
+                                                                       False, 96)
   cfg, _ = hf.from_hf(hf_model('qwen2'))
   assert (cfg.use_bias, cfg.qkv_bias) == (False, True)
   cfg, params = hf.from_hf(hf_model('mistral-window'))
@@ -125,27 +125,30 @@ def test_export_stores_tied_embeddings_once(tmp_path):
       assert json.load(f)['architectures'] == [type(hf_model(name)).__name__]
 
 
-@pytest.mark.parametrize('cfg', [
-    # GPT-2 shapes without some biases: the missing ones are exported as exact zeros.
-    ModelConfig(vocab_size=VOCAB, block_size=32, n_layers=2, d_model=64, n_heads=4, d_ff=96,
-                use_bias=False, tie_embeddings=False),
-    ModelConfig(vocab_size=VOCAB, block_size=32, n_layers=2, d_model=64, n_heads=4,
-                qkv_bias=False),
-    # Llama with output/MLP biases but none on q/k/v (zero q/k/v biases under attention_bias).
-    ModelConfig(vocab_size=VOCAB, block_size=64, n_layers=2, d_model=64, n_heads=4, n_kv_heads=1,
-                mlp='swiglu', norm='rmsnorm', position='rope', rope_theta=1234.0, use_bias=True,
-                qkv_bias=False),
-    ModelConfig(vocab_size=VOCAB, block_size=64, n_layers=2, d_model=64, n_heads=4, mlp='swiglu',
-                norm='rmsnorm', position='rope', use_bias=False, qkv_bias=True),  # -> qwen2
-    ModelConfig(vocab_size=VOCAB, block_size=64, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2,
-                mlp='swiglu', norm='rmsnorm', position='rope', use_bias=False,
-                attention_window=7),  # -> mistral
-], ids=['gpt2-no-bias', 'gpt2-no-qkv-bias', 'llama-no-qkv-bias', 'qwen2', 'mistral'])
+@pytest.mark.parametrize(
+    'cfg',
+    [
+        # GPT-2 shapes without some biases: the missing ones are exported as exact zeros.
+        ModelConfig(vocab_size=VOCAB, block_size=32, n_layers=2, d_model=64, n_heads=4, d_ff=96,
+                    use_bias=False, tie_embeddings=False),
+        ModelConfig(vocab_size=VOCAB, block_size=32, n_layers=2, d_model=64, n_heads=4,
+                    qkv_bias=False),
+        # Llama with output/MLP biases but none on q/k/v (zero q/k/v biases under attention_bias).
+        ModelConfig(vocab_size=VOCAB, block_size=64, n_layers=2, d_model=64, n_heads=4,
+                    n_kv_heads=1, mlp='swiglu', norm='rmsnorm', position='rope', rope_theta=1234.0,
+                    use_bias=True, qkv_bias=False),
+        ModelConfig(vocab_size=VOCAB, block_size=64, n_layers=2, d_model=64, n_heads=4,
+                    mlp='swiglu', norm='rmsnorm', position='rope', use_bias=False,
+                    qkv_bias=True),  # -> qwen2
+        ModelConfig(vocab_size=VOCAB, block_size=64, n_layers=2, d_model=64, n_heads=4,
+                    n_kv_heads=2, mlp='swiglu', norm='rmsnorm', position='rope', use_bias=False,
+                    attention_window=7),  # -> mistral
+    ],
+    ids=['gpt2-no-bias', 'gpt2-no-qkv-bias', 'llama-no-qkv-bias', 'qwen2', 'mistral'])
 def test_export_of_native_configs_matches_our_logits(cfg, tmp_path, randomize):
   params = randomize(shapes(cfg))
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(hf.to_hf(cfg, params, tmp_path))
-  np.testing.assert_allclose(hf_logits(reloaded.eval()), our_logits(cfg, params), rtol=0,
-                             atol=TOL)
+  np.testing.assert_allclose(hf_logits(reloaded.eval()), our_logits(cfg, params), rtol=0, atol=TOL)
 
 
 @pytest.mark.parametrize('name', ['gpt2', 'llama-untied'])
@@ -176,10 +179,11 @@ def test_import_hub_style_and_pytorch_bin_checkpoints(tmp_path):
   from safetensors.numpy import save_file
   model = hf_model('gpt2')
   cfg, params = hf.from_hf(model)
-  state = {k.removeprefix('transformer.'): v.numpy() for k, v in model.state_dict().items()
-           if k != 'lm_head.weight'}
-  state.update({f'h.{i}.attn.bias': np.tril(np.ones((1, 1, 32, 32), np.float32))
-                for i in range(2)})
+  state = {
+      k.removeprefix('transformer.'): v.numpy()
+      for k, v in model.state_dict().items() if k != 'lm_head.weight'
+  }
+  state.update({f'h.{i}.attn.bias': np.tril(np.ones((1, 1, 32, 32), np.float32)) for i in range(2)})
   model.config.save_pretrained(tmp_path / 'hub')
   save_file(state, str(tmp_path / 'hub' / 'model.safetensors'))
   model.config.save_pretrained(tmp_path / 'bin')
@@ -220,8 +224,7 @@ def write_config(directory, model_type, **fields):
     ('llama', dict(head_dim=32), 'head_dim'),
     ('llama', dict(attention_bias=True), 'mlp_bias'),
     ('llama', dict(hidden_act='gelu'), 'hidden_act'),
-    ('qwen2', dict(use_sliding_window=True, sliding_window=4, max_window_layers=1),
-     'layer_types'),
+    ('qwen2', dict(use_sliding_window=True, sliding_window=4, max_window_layers=1), 'layer_types'),
 ])
 def test_rejects_hf_configs_it_cannot_reproduce(model_type, fields, named, tmp_path):
   with pytest.raises(ValueError, match=named):
@@ -262,8 +265,7 @@ def test_rejects_weights_that_disagree_with_their_config(tmp_path):
     (dict(mlp='swiglu', norm='rmsnorm', position='rope', norm_position='post'), 'norm_position'),
 ])
 def test_export_rejects_configs_no_hf_family_reproduces(changes, named, tmp_path):
-  cfg = ModelConfig(vocab_size=VOCAB, block_size=32, n_layers=2, d_model=64, n_heads=8,
-                    **changes)
+  cfg = ModelConfig(vocab_size=VOCAB, block_size=32, n_layers=2, d_model=64, n_heads=8, **changes)
   with pytest.raises(ValueError, match=named):
     hf.to_hf(cfg, {}, tmp_path)
   assert not any(tmp_path.iterdir())

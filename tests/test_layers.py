@@ -11,8 +11,7 @@ import pytest
 from gptjax import layers
 from gptjax.layers import MLP, Attention, LayerNorm, RMSNorm
 from gptjax.model import GPT, init_params
-from reference import (np_attention, np_layernorm, np_mlp, np_rmsnorm, np_rope,
-                       np_visible)
+from reference import (np_attention, np_layernorm, np_mlp, np_rmsnorm, np_rope, np_visible)
 
 RNG = np.random.default_rng(0)
 
@@ -30,8 +29,8 @@ def test_layernorm_matches_numpy(use_bias):
   c, eps = 48, 1e-5
   x = 3.0 + normal(2, 5, c, scale=2.0)  # a non-zero mean, as in the residual stream
   norm = LayerNorm(eps=eps, use_bias=use_bias, dtype=jnp.float32, param_dtype=jnp.float32)
-  assert set(norm.init(jax.random.key(0), x)['params']) == ({'scale', 'bias'} if use_bias
-                                                             else {'scale'})
+  assert set(norm.init(jax.random.key(0),
+                       x)['params']) == ({'scale', 'bias'} if use_bias else {'scale'})
   params = {'scale': 1.0 + normal(c, scale=0.3)}
   bias = normal(c, scale=0.5) if use_bias else np.zeros(c, np.float32)
   if use_bias:
@@ -70,8 +69,8 @@ def test_norm_statistics_in_float32_under_bfloat16(norm_class):
   y = norm.apply({'params': params}, x)
   assert y.dtype == jnp.bfloat16
   x64 = np.asarray(x.astype(jnp.float32))
-  ref = (np_layernorm(x64, 1.0, 0.0, 1e-5) if norm_class is LayerNorm
-         else np_rmsnorm(x64, 1.0, 1e-5))
+  ref = (np_layernorm(x64, 1.0, 0.0, 1e-5) if norm_class is LayerNorm else np_rmsnorm(
+      x64, 1.0, 1e-5))
   # Only the final cast to bf16 rounds: relative error 2^-8 of values of order one (or 1 for
   # RMSNorm of a constant-ish vector).
   np.testing.assert_allclose(np.asarray(y.astype(jnp.float32)), ref, rtol=1e-2, atol=1e-2)
@@ -98,8 +97,8 @@ def test_rope_matches_numpy(theta):
 
 
 def test_rope_frequencies():
-  np.testing.assert_allclose(layers.rope_frequencies(8, 10000.0),
-                             [1.0, 0.1, 0.01, 0.001], rtol=1e-6)
+  np.testing.assert_allclose(layers.rope_frequencies(8, 10000.0), [1.0, 0.1, 0.01, 0.001],
+                             rtol=1e-6)
 
 
 def test_rope_is_a_rotation():
@@ -137,7 +136,6 @@ def test_rope_keeps_dtype_and_computes_in_float32():
 # ---------------------------------------------------------------------------------------------
 # Attention
 
-
 ATTENTION_CASES = {
     'mha_learned': dict(),
     'gqa_rope': dict(n_kv_heads=2, position='rope'),
@@ -166,8 +164,8 @@ def test_attention_matches_numpy(tiny_config, randomize, overrides):
 
   @jax.jit
   def explicit(params, x):
-    (y, _), state = Attention(cfg, need_weights=True).apply(
-        {'params': params}, x, positions, mutable=['intermediates'])
+    (y, _), state = Attention(cfg, need_weights=True).apply({'params': params}, x, positions,
+                                                            mutable=['intermediates'])
     return y, state['intermediates']['attention_weights'][0]
 
   fused = jax.jit(lambda params, x: module.apply({'params': params}, x, positions)[0])
@@ -260,8 +258,8 @@ def test_every_config_string_has_a_registry_entry_and_back():
   assert set(layers.KERNELS) == set(config.ATTENTION_IMPLS) - {'auto'}
 
 
-def test_explicit_kernel_model_equals_xla_and_fused_kernels_refuse_a_probs_hook(tiny_config,
-                                                                               randomize):
+def test_explicit_kernel_model_equals_xla_and_fused_kernels_refuse_a_probs_hook(
+    tiny_config, randomize):
   cfg = tiny_config(n_kv_heads=2, attention_window=5, attention_impl='explicit')
   params = randomize(init_params(cfg, jax.random.key(0)))
   tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, cfg.vocab_size)
@@ -276,8 +274,8 @@ def test_explicit_kernel_model_equals_xla_and_fused_kernels_refuse_a_probs_hook(
 def test_dense_contracts_several_axes_like_the_flattened_matrix(randomize):
   """[B, T, H, D] @ [H, D, C] is the [B, T, H*D] @ [H*D, C] matmul of the papers."""
   x = normal(2, 3, 4, 5)
-  layer = layers.Dense(features=(6,), axes=('heads', 'head_dim', 'embed'), std=0.02,
-                       use_bias=True, dtype=jnp.float32, param_dtype=jnp.float32, n_contract=2)
+  layer = layers.Dense(features=(6,), axes=('heads', 'head_dim', 'embed'), std=0.02, use_bias=True,
+                       dtype=jnp.float32, param_dtype=jnp.float32, n_contract=2)
   params = randomize(nn.meta.unbox(jax.eval_shape(layer.init, jax.random.key(0), x)['params']))
   assert params['kernel'].shape == (4, 5, 6) and params['bias'].shape == (6,)
   y = layer.apply({'params': params}, x)

@@ -47,7 +47,6 @@ def embedded(cfg, params, tokens):
 
 def logits_given_embeddings(cfg, params, tokens, x):
   """The full forward with the token-embedding lookup's output replaced by x [B, T, C]."""
-
   def replace_wte_output(next_fun, args, kwargs, context):
     if context.module.name == 'wte' and context.method_name == '__call__':
       return x
@@ -87,8 +86,8 @@ def reference(randomize):
 @functools.lru_cache(maxsize=None)
 def decode_fn(cfg):
   """The cached call, jitted once per config: prefill and single steps reuse its compilations."""
-  return jax.jit(lambda params, tokens, cache: GPT(cfg).apply({'params': params}, tokens,
-                                                              cache=cache))
+  return jax.jit(
+      lambda params, tokens, cache: GPT(cfg).apply({'params': params}, tokens, cache=cache))
 
 
 @functools.lru_cache(maxsize=None)
@@ -306,7 +305,7 @@ def test_gqa_equals_mha_with_repeated_kv_heads(cfg, reference):
   mha_cfg = cfg.replace(n_kv_heads=cfg.n_heads)
   mha_params = repeat_kv_heads(cfg, params)
   assert jax.tree.map(np.shape, mha_params) == jax.tree.map(lambda s: s.shape,
-                                                           param_shapes(mha_cfg))
+                                                            param_shapes(mha_cfg))
   mha_logits = forward_fn(mha_cfg)(mha_params, TOKENS)
   assert_logits_close(mha_logits, gqa_logits)
 
@@ -363,7 +362,6 @@ def test_init_scheme(tiny_config, mlp):
 # ---------------------------------------------------------------------------------------------
 # Dropout
 
-
 DROPOUT_RATES = ('embd_dropout', 'attn_dropout', 'resid_dropout')
 
 
@@ -382,8 +380,8 @@ def test_dropout_in_training(tiny_config, reference, rate):
   base = tiny_config()
   params, logits, _ = reference(base)
   cfg = base.replace(**{rate: 0.5})
-  train = jax.jit(lambda rng: GPT(cfg).apply({'params': params}, TOKENS, train=True,
-                                             rngs={'dropout': rng}))
+  train = jax.jit(
+      lambda rng: GPT(cfg).apply({'params': params}, TOKENS, train=True, rngs={'dropout': rng}))
   a, again, other = train(jax.random.key(0)), train(jax.random.key(0)), train(jax.random.key(1))
   np.testing.assert_array_equal(a, again)  # same rng, same masks
   assert np.abs(a - logits).max() > 1e-2  # this rate is wired in
@@ -396,10 +394,10 @@ def test_dropout_in_training(tiny_config, reference, rate):
 
 def loss_and_grads(cfg, params, rng):
   def loss_fn(params):
-    logits = GPT(cfg).apply({'params': params}, TOKENS[:, :-1], train=True,
-                            rngs={'dropout': rng})
+    logits = GPT(cfg).apply({'params': params}, TOKENS[:, :-1], train=True, rngs={'dropout': rng})
     log_probs = jax.nn.log_softmax(logits)
     return -jnp.take_along_axis(log_probs, TOKENS[:, 1:, None], axis=-1).mean()
+
   return jax.jit(jax.value_and_grad(loss_fn))(params)
 
 

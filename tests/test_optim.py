@@ -8,8 +8,8 @@ import pytest
 
 from gptjax.config import ModelConfig, OptimConfig, optim_config_dict
 from gptjax.model import GPT, abstract_params, init_params
-from gptjax.optim import (accumulate_gradients, decay_mask, learning_rate_schedule,
-                          make_optimizer, optimizer_metrics)
+from gptjax.optim import (accumulate_gradients, decay_mask, learning_rate_schedule, make_optimizer,
+                          optimizer_metrics)
 
 
 def optim_config(**overrides):
@@ -26,6 +26,7 @@ def leaf_name(path):
 
 
 # --- schedule -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize('schedule', ['cosine', 'linear', 'constant'])
 def test_schedule_values(schedule):
@@ -73,11 +74,14 @@ def test_schedule_is_jittable_on_traced_step():
 
 # --- weight-decay mask --------------------------------------------------------------------------
 
-@pytest.mark.parametrize('model_overrides', [
-    dict(),  # GPT-2: tied, biases, LayerNorm, learned positions
-    dict(tie_embeddings=False, use_bias=False, mlp='swiglu', norm='rmsnorm', position='rope'),
-    dict(tie_embeddings=False, use_bias=True),
-])
+
+@pytest.mark.parametrize(
+    'model_overrides',
+    [
+        dict(),  # GPT-2: tied, biases, LayerNorm, learned positions
+        dict(tie_embeddings=False, use_bias=False, mlp='swiglu', norm='rmsnorm', position='rope'),
+        dict(tie_embeddings=False, use_bias=True),
+    ])
 @pytest.mark.parametrize('decay_embeddings', [True, False])
 def test_decay_mask_on_model_params(model_overrides, decay_embeddings):
   params = abstract_params(tiny_cfg(**model_overrides))
@@ -87,8 +91,10 @@ def test_decay_mask_on_model_params(model_overrides, decay_embeddings):
   for path, decayed in jax.tree_util.tree_flatten_with_path(mask)[0]:
     name = leaf_name(path)
     seen.add(name)
-    expected = {'kernel': True, 'lm_head': True, 'bias': False, 'scale': False,
-                'embedding': decay_embeddings}[name]
+    expected = {
+        'kernel': True, 'lm_head': True, 'bias': False, 'scale': False,
+        'embedding': decay_embeddings
+    }[name]
     assert decayed is expected, jax.tree_util.keystr(path)
   assert ('lm_head' in seen) == (not model_overrides.get('tie_embeddings', True))
   assert ('bias' in seen) == model_overrides.get('use_bias', True)
@@ -97,12 +103,16 @@ def test_decay_mask_on_model_params(model_overrides, decay_embeddings):
 def test_decay_mask_goes_by_name_not_by_rank():
   # Kernels with head axes ([C, H, D], [H, D, C]) are matrices; a bias is a vector whatever its
   # shape ([H, D] here).
-  params = {'attn': {'query': {'kernel': jnp.zeros((8, 2, 4)), 'bias': jnp.zeros((2, 4))},
-                     'out': {'kernel': jnp.zeros((2, 4, 8))}},
-            'norm': {'scale': jnp.zeros(8)}, 'wte': {'embedding': jnp.zeros((5, 8))}}
+  params = {
+      'attn': {
+          'query': {'kernel': jnp.zeros((8, 2, 4)), 'bias': jnp.zeros((2, 4))},
+          'out': {'kernel': jnp.zeros((2, 4, 8))}
+      }, 'norm': {'scale': jnp.zeros(8)}, 'wte': {'embedding': jnp.zeros((5, 8))}
+  }
   assert decay_mask(params, decay_embeddings=False) == {
       'attn': {'query': {'kernel': True, 'bias': False}, 'out': {'kernel': True}},
-      'norm': {'scale': False}, 'wte': {'embedding': False}}
+      'norm': {'scale': False}, 'wte': {'embedding': False}
+  }
 
 
 def test_decay_mask_refuses_a_parameter_it_has_no_rule_for():
@@ -114,8 +124,9 @@ def test_decay_mask_refuses_a_parameter_it_has_no_rule_for():
 def test_optimizer_decays_only_masked_params(decay_embeddings):
   shapes = abstract_params(tiny_cfg(tie_embeddings=False))
   params = jax.tree.map(lambda s: jnp.full(s.shape, 1.5, s.dtype), shapes)
-  opt = make_optimizer(optim_config(lr=0.5, warmup_steps=0, decay_steps=10, weight_decay=0.1,
-                                    decay_embeddings=decay_embeddings))
+  opt = make_optimizer(
+      optim_config(lr=0.5, warmup_steps=0, decay_steps=10, weight_decay=0.1,
+                   decay_embeddings=decay_embeddings))
   zero_grads = jax.tree.map(jnp.zeros_like, params)  # Adam's step is 0: only decay remains
   updates, _ = jax.jit(opt.update)(zero_grads, opt.init(params), params)
   mask = decay_mask(params, decay_embeddings)
@@ -125,6 +136,7 @@ def test_optimizer_decays_only_masked_params(decay_embeddings):
 
 # --- AdamW against NumPy ------------------------------------------------------------------------
 
+
 def numpy_adamw(params, grads_per_step, mask, lrs, b1, b2, eps, wd, clip):
   """Textbook AdamW (Loshchilov & Hutter, as in PyTorch/optax), float64, on flat dicts."""
   params = {k: np.float64(v) for k, v in params.items()}
@@ -132,13 +144,13 @@ def numpy_adamw(params, grads_per_step, mask, lrs, b1, b2, eps, wd, clip):
   v = {k: np.zeros_like(p) for k, p in params.items()}
   for t, (grads, lr) in enumerate(zip(grads_per_step, lrs), start=1):
     grads = {k: np.float64(g) for k, g in grads.items()}
-    norm = np.sqrt(sum(np.sum(g ** 2) for g in grads.values()))
+    norm = np.sqrt(sum(np.sum(g**2) for g in grads.values()))
     if clip and norm > clip:
       grads = {k: g * clip / norm for k, g in grads.items()}
     for k, g in grads.items():
       m[k] = b1 * m[k] + (1 - b1) * g
-      v[k] = b2 * v[k] + (1 - b2) * g ** 2
-      m_hat, v_hat = m[k] / (1 - b1 ** t), v[k] / (1 - b2 ** t)
+      v[k] = b2 * v[k] + (1 - b2) * g**2
+      m_hat, v_hat = m[k] / (1 - b1**t), v[k] / (1 - b2**t)
       step = m_hat / (np.sqrt(v_hat) + eps) + (wd * params[k] if mask[k] else 0.0)
       params[k] = params[k] - lr * step
   return params
@@ -148,17 +160,19 @@ def test_adamw_matches_numpy_reference():
   rng = np.random.default_rng(0)
   shapes = {'wte': (6, 4), 'kernel': (4, 3), 'bias': (3,), 'scale': (4,)}
   params = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
-  grads_per_step = [{k: (scale * rng.normal(size=s)).astype(np.float32) for k, s in shapes.items()}
+  grads_per_step = [{k: (scale * rng.normal(size=s)).astype(np.float32)
+                     for k, s in shapes.items()}
                     for scale in (5.0, 0.1, 2.0, 0.3)]  # steps 1 and 3 are clipped
 
   def tree(flat):
-    return {'wte': {'embedding': flat['wte']},
-            'dense': {'kernel': flat['kernel'], 'bias': flat['bias']},
-            'norm': {'scale': flat['scale']}}
+    return {
+        'wte': {'embedding': flat['wte']},
+        'dense': {'kernel': flat['kernel'], 'bias': flat['bias']}, 'norm': {'scale': flat['scale']}
+    }
 
-  config = optim_config(lr=1e-2, warmup_steps=2, decay_steps=3, schedule='linear',
-                        min_lr_ratio=0.5, b1=0.8, b2=0.9, eps=1e-6, weight_decay=0.3,
-                        grad_clip=1.0, decay_embeddings=False)
+  config = optim_config(lr=1e-2, warmup_steps=2, decay_steps=3, schedule='linear', min_lr_ratio=0.5,
+                        b1=0.8, b2=0.9, eps=1e-6, weight_decay=0.3, grad_clip=1.0,
+                        decay_embeddings=False)
   lrs = [0.5e-2, 1e-2, 1e-2, 0.5e-2]  # warmup (s + 1) / 2, peak, then linear to 0.5 * lr at 3
 
   opt = make_optimizer(config)
@@ -172,8 +186,8 @@ def test_adamw_matches_numpy_reference():
   mask = {'wte': False, 'kernel': True, 'bias': False, 'scale': False}
   expected = numpy_adamw(params, grads_per_step, mask, lrs, b1=0.8, b2=0.9, eps=1e-6, wd=0.3,
                          clip=1.0)
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-6),
-               p, tree(expected))
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-6), p,
+               tree(expected))
 
 
 def test_clipping_scales_to_global_norm():
@@ -185,8 +199,9 @@ def test_clipping_scales_to_global_norm():
   assert optax.tree.norm(big) == pytest.approx(10.0)
 
   def run(grad_clip, grads_sequence):
-    opt = make_optimizer(optim_config(lr=0.1, warmup_steps=0, decay_steps=10,
-                                      schedule='constant', grad_clip=grad_clip))
+    opt = make_optimizer(
+        optim_config(lr=0.1, warmup_steps=0, decay_steps=10, schedule='constant',
+                     grad_clip=grad_clip))
     update, state, out = jax.jit(opt.update), opt.init(params), []
     for grads in grads_sequence:
       updates, state = update(grads, state, params)
@@ -206,12 +221,14 @@ def test_clipping_scales_to_global_norm():
 
 # --- gradient accumulation ----------------------------------------------------------------------
 
+
 def gpt_loss_fn(cfg):
   def loss_fn(params, batch, rng):
     del rng
     logits = GPT(cfg).apply({'params': params}, batch['tokens'][:, :-1])
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['tokens'][:, 1:]).mean()
     return loss, {'loss': loss}
+
   return loss_fn
 
 
@@ -266,11 +283,12 @@ def test_accumulate_rejects_bad_split():
   with pytest.raises(ValueError, match='n_micro'):
     accumulate_gradients(loss_fn, jnp.float32(1.0), jnp.ones((6,)), 0, jax.random.key(0))
   with pytest.raises(ValueError, match='batch size'):
-    accumulate_gradients(loss_fn, jnp.float32(1.0), {'a': jnp.ones((6,)), 'b': jnp.ones((4,))},
-                         2, jax.random.key(0))
+    accumulate_gradients(loss_fn, jnp.float32(1.0), {'a': jnp.ones((6,)), 'b': jnp.ones((4,))}, 2,
+                         jax.random.key(0))
 
 
 # --- metrics ------------------------------------------------------------------------------------
+
 
 def test_optimizer_metrics():
   grads = {'a': jnp.full((4,), 2.0), 'b': jnp.zeros((3,), jnp.bfloat16)}  # norm 4
@@ -285,20 +303,31 @@ def test_optimizer_metrics():
 
 # --- config validation --------------------------------------------------------------------------
 
+
 def test_default_config_is_nanogpt_recipe_and_valid():
   optim = OptimConfig.from_config(optim_config_dict())
   assert optim == OptimConfig()
-  assert (optim.lr, optim.b1, optim.b2, optim.weight_decay, optim.grad_clip) == (
-      6e-4, 0.9, 0.95, 0.1, 1.0)
+  assert (optim.lr, optim.b1, optim.b2, optim.weight_decay, optim.grad_clip) == (6e-4, 0.9, 0.95,
+                                                                                 0.1, 1.0)
   assert optim.schedule == 'cosine' and optim.decay_embeddings
   make_optimizer(optim, total_steps=600_000)
   make_optimizer(optim_config_dict(), total_steps=600_000)  # config.optim itself works too
 
 
 @pytest.mark.parametrize('field, value', [
-    ('lr', 0.0), ('lr', -1e-3), ('min_lr_ratio', 1.5), ('warmup_steps', -1), ('decay_steps', 0),
-    ('b1', 1.0), ('b2', -0.1), ('eps', 0.0), ('weight_decay', -0.1), ('grad_clip', -1.0),
-    ('grad_accum_steps', 0), ('decay_embeddings', 'yes'), ('schedule', 'cosin'),
+    ('lr', 0.0),
+    ('lr', -1e-3),
+    ('min_lr_ratio', 1.5),
+    ('warmup_steps', -1),
+    ('decay_steps', 0),
+    ('b1', 1.0),
+    ('b2', -0.1),
+    ('eps', 0.0),
+    ('weight_decay', -0.1),
+    ('grad_clip', -1.0),
+    ('grad_accum_steps', 0),
+    ('decay_embeddings', 'yes'),
+    ('schedule', 'cosin'),
 ])
 def test_validation_names_the_field(field, value):
   config = OptimConfig().to_dict()  # a plain dict: ConfigDict would type-check first
@@ -315,8 +344,9 @@ def test_bad_schedule_lists_allowed_values():
 def test_unknown_field_suggests_the_right_one():
   config = OptimConfig().to_dict()
   config['weight_decy'] = 0.1
-  with pytest.raises(ValueError, match="unknown optim config field 'weight_decy'; did you mean "
-                                       "'weight_decay'"):
+  with pytest.raises(
+      ValueError, match="unknown optim config field 'weight_decy'; did you mean "
+      "'weight_decay'"):
     OptimConfig.from_config(config)
 
 

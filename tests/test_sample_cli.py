@@ -20,8 +20,8 @@ PROMPT = 'def '
 
 def run(script, *args, input=None, cwd=REPO):
   # stdin is /dev/null unless a test pipes a prompt in, as a terminal-less user would.
-  return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd,
-                        input=input, stdin=None if input is not None else subprocess.DEVNULL,
+  return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, input=input,
+                        stdin=None if input is not None else subprocess.DEVNULL,
                         capture_output=True, text=True, timeout=120)
 
 
@@ -48,18 +48,19 @@ def tiny_training(data_dir) -> tuple[str, ...]:
   """Overrides of configs/small.py: a 1-layer byte-level model (learned positions) trained for 2
   steps, checkpointed after each."""
   return ('--config.train.steps=2', '--config.train.ckpt_every=1', '--config.train.batch_size=2',
-          '--config.train.eval_batches=1', '--config.model.n_layers=1',
-          '--config.model.d_model=32', '--config.model.n_heads=2',
-          '--config.data.max_bytes=100000', f'--config.data.data_dir={data_dir}',
-          '--config.optim.warmup_steps=1', '--config.model.position=learned')
+          '--config.train.eval_batches=1', '--config.model.n_layers=1', '--config.model.d_model=32',
+          '--config.model.n_heads=2', '--config.data.max_bytes=100000',
+          f'--config.data.data_dir={data_dir}', '--config.optim.warmup_steps=1',
+          '--config.model.position=learned')
 
 
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
   root = tmp_path_factory.mktemp('sample_cli')
   workdir = root / 'run'
-  ok(run('train.py', '--config=configs/small.py', f'--workdir={workdir}',
-         *tiny_training(root / 'data')))
+  ok(
+      run('train.py', '--config=configs/small.py', f'--workdir={workdir}',
+          *tiny_training(root / 'data')))
   return workdir
 
 
@@ -74,8 +75,7 @@ def samples(stdout: str, n: int) -> list[str]:
 
 
 def test_greedy_sampling_is_deterministic_and_streams_what_a_batch_gets(workdir):
-  args = (f'--workdir={workdir}', f'--prompt={PROMPT}', '--temperature=0',
-          '--max_new_tokens=20')
+  args = (f'--workdir={workdir}', f'--prompt={PROMPT}', '--temperature=0', '--max_new_tokens=20')
   first = sample(*args)
   text = ok(first)
   assert text.startswith(PROMPT) and len(text) > len(PROMPT)
@@ -87,8 +87,10 @@ def test_greedy_sampling_is_deterministic_and_streams_what_a_batch_gets(workdir)
 
 def test_same_seed_same_samples_other_seed_different(workdir):
   def batch(seed):
-    return samples(ok(sample(f'--workdir={workdir}', f'--prompt={PROMPT}', '--temperature=1',
-                             '--max_new_tokens=20', '--num_samples=3', f'--seed={seed}')), 3)
+    return samples(
+        ok(
+            sample(f'--workdir={workdir}', f'--prompt={PROMPT}', '--temperature=1',
+                   '--max_new_tokens=20', '--num_samples=3', f'--seed={seed}')), 3)
 
   first = batch(0)
   assert all(s.startswith(PROMPT) for s in first)
@@ -98,8 +100,7 @@ def test_same_seed_same_samples_other_seed_different(workdir):
 
 
 def test_step_picks_an_older_checkpoint(workdir):
-  result = sample(f'--workdir={workdir}', '--step=1', f'--prompt={PROMPT}',
-                  '--max_new_tokens=5')
+  result = sample(f'--workdir={workdir}', '--step=1', f'--prompt={PROMPT}', '--max_new_tokens=5')
   assert ok(result).startswith(PROMPT)
   assert 'step 1' in result.stderr
 
@@ -146,8 +147,8 @@ def test_bad_input_is_one_clear_line(workdir, args, fragments):
 def test_an_empty_prompt_file_or_stdin_is_refused(workdir, tmp_path):
   empty = tmp_path / 'empty.txt'
   empty.write_text('')
-  assert_user_error(sample(f'--workdir={workdir}', f'--prompt_file={empty}'),
-                    'is empty', 'leave the prompt out')
+  assert_user_error(sample(f'--workdir={workdir}', f'--prompt_file={empty}'), 'is empty',
+                    'leave the prompt out')
   assert_user_error(sample(f'--workdir={workdir}', input=''), 'stdin is empty',
                     'leave the prompt out')
 
@@ -169,8 +170,8 @@ def test_a_config_file_that_cannot_be_read_is_one_line():
 
 
 def test_a_rope_prompt_must_fit_max_len():
-  args = ('--config=configs/tiny.py', '--config.model.position=rope',
-          '--config.model.n_layers=1', '--config.model.block_size=16', '--max_new_tokens=8')
+  args = ('--config=configs/tiny.py', '--config.model.position=rope', '--config.model.n_layers=1',
+          '--config.model.block_size=16', '--max_new_tokens=8')
   assert_user_error(sample(*args, '--prompt=' + 'hello ' * 12), '--max_len', 'rope')
   # past block_size, up to --max_len
   assert ok(sample(*args, '--prompt=' + 'hello ' * 12, '--max_len=32')).startswith('hello ')
@@ -190,8 +191,7 @@ def test_readme_quickstart_samples_from_a_random_model():
 def hf_gpt2(tmp_path_factory):
   torch = pytest.importorskip('torch')
   transformers = pytest.importorskip('transformers')
-  config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64,
-                                   vocab_size=50257)
+  config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=50257)
   torch.manual_seed(0)
   model = transformers.GPT2LMHeadModel(config).eval()
   with torch.no_grad():
@@ -217,7 +217,6 @@ def test_hf_gpt2_greedy_matches_transformers(hf_gpt2):
                   '--max_new_tokens=12')
   assert ok(result) == expected + '\n'
   assert 'gpt2 tokenizer' in result.stderr
-
 
 
 # ---------------------------------------------------------------------------------------------

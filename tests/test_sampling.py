@@ -91,9 +91,11 @@ def test_greedy_follows_the_fake_rule(use_cache):
 def test_rows_stop_at_eot_independently(use_cache):
   prompts = [[8], [0, 1, 2], [4, 11, 12]]
   out = fake_generate(prompts, max_new_tokens=10, eot_token=EOT, use_cache=use_cache)
-  assert out == [[9, 10],  # stops early and stops growing
-                 [3, 4, 5, 6, 7, 8, 9, 10],  # goes on to its own eot
-                 [13, 14, 15, 0, 1, 2, 3, 4, 5, 6]]  # never reaches eot: max_new_tokens
+  assert out == [
+      [9, 10],  # stops early and stops growing
+      [3, 4, 5, 6, 7, 8, 9, 10],  # goes on to its own eot
+      [13, 14, 15, 0, 1, 2, 3, 4, 5, 6]
+  ]  # never reaches eot: max_new_tokens
   assert fake_generate([11], max_new_tokens=3, eot_token=EOT, use_cache=use_cache) == [12, 13, 14]
 
 
@@ -197,10 +199,12 @@ def test_processors_compose_mask_temperature_top_k_top_p():
   np.testing.assert_allclose(out[0, :2], logits[0, :2] / 0.5, rtol=1e-6)
   assert np.isinf(out[0, 2:]).all()
   # Without top-p, top-k 3 keeps 3; the masked padding id stays out even with top_k=5.
-  assert np.isfinite(sampling.process_logits(logits, knobs, sampling.Strategy(
-      False, top_k=3, use_top_p=False))).tolist() == [[True, True, True, False, False]]
-  assert np.isfinite(sampling.process_logits(logits, knobs, sampling.Strategy(
-      False, top_k=5, use_top_p=False))).tolist() == [[True, True, True, True, False]]
+  assert np.isfinite(
+      sampling.process_logits(logits, knobs, sampling.Strategy(
+          False, top_k=3, use_top_p=False))).tolist() == [[True, True, True, False, False]]
+  assert np.isfinite(
+      sampling.process_logits(logits, knobs, sampling.Strategy(
+          False, top_k=5, use_top_p=False))).tolist() == [[True, True, True, True, False]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,7 +298,6 @@ def test_bad_arguments_raise_one_clear_error(kwargs, message):
 # ---------------------------------------------------------------------------------------------
 # Streaming: on_token sees every step's tokens while the loop runs, in order.
 
-
 STREAMED = []
 
 
@@ -336,7 +339,8 @@ def test_text_stream_releases_whole_characters_only():
   pieces = _pieces(tokenizer, tokenizer.encode(text))
   assert pieces == ['a', '', '', '€', 'b', '', '', '', '😀', '']
   # the context is not repeated; the first eot ends the stream
-  assert _pieces(tokenizer, tokenizer.encode('é!') + [tokenizer.eot_token, 65],
+  assert _pieces(tokenizer,
+                 tokenizer.encode('é!') + [tokenizer.eot_token, 65],
                  context=tokenizer.encode('x')) == ['', 'é', '!', '', '', '']
   # a sample cut in the middle of a character ends in U+FFFD, released by flush
   assert _pieces(tokenizer, tokenizer.encode('€')[:2]) == ['', '', REPLACEMENT_CHAR]
@@ -351,8 +355,7 @@ def test_text_stream_on_gpt2_tokens_that_split_a_character():
   pieces = _pieces(tokenizer, tokens, context=tokenizer.encode('Hi'))
   assert ''.join(pieces) == text
   assert not any(REPLACEMENT_CHAR in p for p in pieces)
-  assert continuation(tokenizer, tokenizer.encode('Hi'),
-                      tokens + [tokenizer.eot_token]) == text
+  assert continuation(tokenizer, tokenizer.encode('Hi'), tokens + [tokenizer.eot_token]) == text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,8 +378,7 @@ def test_fit_prompt_truncates_only_when_asked_and_only_where_there_is_a_limit():
   kept, warning = sampling.fit_prompt(learned, prompt, max_new_tokens=8, truncate=True)
   assert kept == prompt[-9:] and 'keeping only its last 9 tokens' in warning
   assert 'block_size=16 (learned positions)' in warning
-  kept, warning = sampling.fit_prompt(learned, prompt, max_new_tokens=4, max_len=10,
-                                      truncate=True)
+  kept, warning = sampling.fit_prompt(learned, prompt, max_new_tokens=4, max_len=10, truncate=True)
   assert kept == prompt[-7:] and 'past max_len=10' in warning
   with pytest.raises(ValueError, match='needs 19 positions, past block_size=16'):
     sampling.fit_prompt(learned, prompt, max_new_tokens=8)
@@ -394,8 +396,7 @@ def test_library_errors_name_parameters_not_flags():
   for call in (lambda: sampling.fit_prompt(rope, list(range(12)), 8, max_len=16),
                lambda: fake_generate([1, 2], max_len=65),
                lambda: loading.load_model(workdir='runs/x', hf='gpt2'),
-               lambda: loading.load_model(step=3),
-               lambda: loading.load_model()):
+               lambda: loading.load_model(step=3), lambda: loading.load_model()):
     with pytest.raises(ValueError) as error:
       call()
     assert '--' not in str(error.value)
@@ -454,14 +455,13 @@ def test_load_hf_gives_a_llama_checkpoint_its_own_tokenizer(tmp_path):
                               tokenizers.trainers.BpeTrainer(
                                   vocab_size=290, special_tokens=['<s>', '</s>'],
                                   initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
-  backend.post_processor = tokenizers.processors.TemplateProcessing(
-      single='<s> $A', special_tokens=[('<s>', 0)])
+  backend.post_processor = tokenizers.processors.TemplateProcessing(single='<s> $A',
+                                                                    special_tokens=[('<s>', 0)])
   tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token='<s>',
                                                    eos_token='</s>')
-  config = transformers.LlamaConfig(
-      num_hidden_layers=1, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-      intermediate_size=64, vocab_size=320, max_position_embeddings=64, bos_token_id=0,
-      eos_token_id=1)
+  config = transformers.LlamaConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=4,
+                                    num_key_value_heads=2, intermediate_size=64, vocab_size=320,
+                                    max_position_embeddings=64, bos_token_id=0, eos_token_id=1)
   torch.manual_seed(0)
   model = transformers.LlamaForCausalLM(config).eval()
   with torch.no_grad():

@@ -59,29 +59,33 @@ def get_config():
   return config
 """
 
-
 # ---------------------------------------------------------------------------------------------
 # Unit tests of the sharding rules (no devices needed: an AbstractMesh has only a shape)
 
 
-@pytest.mark.parametrize('shape, spec', [
-    ((320, 32), P('data', None)),  # the larger dimension
-    ((32, 128), P(None, 'data')),
-    ((12, 16, 20), P(None, 'data', None)),  # the largest one that 8 divides
-    ((16, 16), P('data', None)),  # ties: the first
-    ((8,), P('data')),
-    ((257, 33), P()),  # nothing divides: replicated
-    ((4,), P()),  # smaller than the device count
-    ((), P()),
-])
+@pytest.mark.parametrize(
+    'shape, spec',
+    [
+        ((320, 32), P('data', None)),  # the larger dimension
+        ((32, 128), P(None, 'data')),
+        ((12, 16, 20), P(None, 'data', None)),  # the largest one that 8 divides
+        ((16, 16), P('data', None)),  # ties: the first
+        ((8,), P('data')),
+        ((257, 33), P()),  # nothing divides: replicated
+        ((4,), P()),  # smaller than the device count
+        ((), P()),
+    ])
 def test_fsdp_spec_shards_largest_divisible_dimension(shape, spec):
   assert sharding._fsdp_spec(shape, 8) == spec
 
 
 def _abstract_state():
-  return {'params': {'wte': jax.ShapeDtypeStruct((320, 32), np.float32),
-                     'bias': jax.ShapeDtypeStruct((3,), np.float32)},
-          'step': jax.ShapeDtypeStruct((), np.int32)}
+  return {
+      'params': {
+          'wte': jax.ShapeDtypeStruct((320, 32), np.float32), 'bias': jax.ShapeDtypeStruct(
+              (3,), np.float32)
+      }, 'step': jax.ShapeDtypeStruct((), np.int32)
+  }
 
 
 def test_state_shardings_fsdp():
@@ -130,18 +134,22 @@ def config_file(tmp_path_factory):
 
 
 def _env(n_devices: int) -> dict:
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=os.pathsep.join(
-      [str(REPO), *filter(None, [os.environ.get('PYTHONPATH')])]))
-  flags = [f for f in env.get('XLA_FLAGS', '').split()
-           if not f.startswith('--xla_force_host_platform_device_count')]
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get('PYTHONPATH')])]))
+  flags = [
+      f for f in env.get('XLA_FLAGS', '').split()
+      if not f.startswith('--xla_force_host_platform_device_count')
+  ]
   flags.append(f'--xla_force_host_platform_device_count={n_devices}')
   env['XLA_FLAGS'] = ' '.join(flags)
   return env
 
 
 def _train_command(config_file, workdir, *overrides) -> list[str]:
-  return [sys.executable, str(REPO / 'train.py'), f'--config={config_file}',
-          f'--workdir={workdir}', *overrides]
+  return [
+      sys.executable,
+      str(REPO / 'train.py'), f'--config={config_file}', f'--workdir={workdir}', *overrides
+  ]
 
 
 def _run(command, n_devices: int = 1, cwd=None) -> subprocess.CompletedProcess:
@@ -254,8 +262,8 @@ def test_fsdp_shards_params_and_optimizer_state(fsdp_workdir):
     if divisible:  # split along the largest such dimension (the first of equals)
       dim = max(divisible, key=lambda d: (shape[d], -d))
       assert spec == ['data' if d == dim else None for d in range(len(shape))], (path, shape, spec)
-      assert shard_shape == [n // N_DEVICES if d == dim else n for d, n in enumerate(shape)], (
-          path, shape, shard_shape)
+      assert shard_shape == [n // N_DEVICES if d == dim else n
+                             for d, n in enumerate(shape)], (path, shape, shard_shape)
     else:
       assert spec == [None] * len(shape) and shard_shape == shape, (path, shape, spec)
   assert leaves["['step']"][2] == []  # the step counter is replicated
@@ -297,8 +305,9 @@ def _processes(config_file, workdir, n_processes: int, *overrides):
                                f'--coordinator_address=127.0.0.1:{port}',
                                f'--num_processes={n_processes}', f'--process_id={i}')
       with open(_log_path(workdir, i), 'w') as log:  # the child keeps its own descriptor
-        procs.append(subprocess.Popen(command, env=_env(1), cwd=workdir.parent, stdout=log,
-                                      stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(command, env=_env(1), cwd=workdir.parent, stdout=log,
+                             stderr=subprocess.STDOUT))
     yield procs
   finally:
     for proc in procs:
@@ -347,8 +356,8 @@ def test_two_processes_match_one(config_file, reference, tmp_path):
   metrics = _metrics(workdir)
   assert_same_metrics(metrics, reference, range(1, STEPS + 1))
   # Only process 0 writes logs: each step logged once.
-  assert [line['step'] for line in read_metrics(workdir) if 'loss' in line] == list(
-      range(1, STEPS + 1))
+  assert [line['step'] for line in read_metrics(workdir)
+          if 'loss' in line] == list(range(1, STEPS + 1))
   state_dir = workdir / 'checkpoints' / str(STEPS) / 'state'
   assert (state_dir / 'ocdbt.process_1').is_dir(), sorted(p.name for p in state_dir.iterdir())
 
@@ -376,8 +385,9 @@ def _wait_for_a_logged_step(procs, workdir):
 
 def _stopped_lines(output: str) -> list[str]:
   """The 'stopped: ...' lines (progress bars redraw with '\\r', so split on that too)."""
-  return [line.strip() for line in re.split(r'[\r\n]', output)
-          if line.strip().startswith('stopped:')]
+  return [
+      line.strip() for line in re.split(r'[\r\n]', output) if line.strip().startswith('stopped:')
+  ]
 
 
 def test_sigterm_to_one_process_stops_both_at_the_same_step(config_file, tmp_path):
@@ -386,8 +396,10 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(config_file, tmp_pat
   and exit 130. Were each to stop on its own flag, process 0 would start saving while process 1
   ran the next step's collectives, and the run would hang or crash."""
   workdir, log_every = tmp_path / 'run', 2
-  many = ['--config.sharding.fsdp=True', f'--config.train.log_every={log_every}',
-          '--config.train.eval_every=100000', '--config.train.ckpt_every=100000']
+  many = [
+      '--config.sharding.fsdp=True', f'--config.train.log_every={log_every}',
+      '--config.train.eval_every=100000', '--config.train.ckpt_every=100000'
+  ]
   with _processes(config_file, workdir, 2, *many, '--config.train.steps=100000') as procs:
     _wait_for_a_logged_step(procs, workdir)
     procs[0].send_signal(signal.SIGTERM)
@@ -400,13 +412,14 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(config_file, tmp_pat
   assert [len(lines) for lines in stopped] == [1, 1], report
   own = re.fullmatch(r'stopped: SIGTERM at step (\d+): .*rerun the same command to resume',
                      stopped[0][0])
-  other = re.fullmatch(r'stopped: stop requested by another process at step (\d+): .*rerun the '
-                       r'same command to resume', stopped[1][0])
+  other = re.fullmatch(
+      r'stopped: stop requested by another process at step (\d+): .*rerun the '
+      r'same command to resume', stopped[1][0])
   assert own and other, report
   step = int(own.group(1))
   assert int(other.group(1)) == step and step % log_every == 0, report
-  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()) == [
-      str(step)], report
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()
+                if p.name.isdigit()) == [str(step)], report
   assert (workdir / 'checkpoints' / str(step) / 'state' / 'ocdbt.process_1').is_dir()
   train_lines = [line for line in read_metrics(workdir) if 'loss' in line]
   assert [line['step'] for line in train_lines] == list(range(log_every, step + 1, log_every))

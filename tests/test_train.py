@@ -42,14 +42,21 @@ STEPS = 16  # the reference run; the resume test stops it at STEPS // 2
 # about 1 nat in STEPS steps; every step is logged, so runs can be compared step by step.
 # Dropout puts the step's random key into the comparisons of resumed and straight runs.
 TINY_RUN = {
-    'model.n_layers': 2, 'model.d_model': 32, 'model.n_heads': 2, 'model.block_size': 32,
+    'model.n_layers': 2,
+    'model.d_model': 32,
+    'model.n_heads': 2,
+    'model.block_size': 32,
     'model.resid_dropout': 0.1,
     'data.max_bytes': CORPUS_BYTES,
-    'optim.warmup_steps': 2, 'optim.decay_steps': STEPS,
-    'train.steps': STEPS, 'train.batch_size': 4, 'train.log_every': 1,
-    'train.eval_every': STEPS // 2, 'train.eval_batches': 2, 'train.ckpt_every': STEPS // 2,
+    'optim.warmup_steps': 2,
+    'optim.decay_steps': STEPS,
+    'train.steps': STEPS,
+    'train.batch_size': 4,
+    'train.log_every': 1,
+    'train.eval_every': STEPS // 2,
+    'train.eval_batches': 2,
+    'train.ckpt_every': STEPS // 2,
 }
-
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
@@ -60,8 +67,10 @@ def compilation_cache(tmp_path_factory):
   """XLA's persistent cache, for this module's runs in this process and in subprocesses."""
   from jax.experimental.compilation_cache import compilation_cache as cc
 
-  settings = {'jax_compilation_cache_dir': str(tmp_path_factory.mktemp('xla_cache')),
-              'jax_persistent_cache_min_compile_time_secs': 0}
+  settings = {
+      'jax_compilation_cache_dir': str(tmp_path_factory.mktemp('xla_cache')),
+      'jax_persistent_cache_min_compile_time_secs': 0
+  }
   previous = {name: getattr(jax.config, name) for name in settings}
   for name, value in settings.items():
     jax.config.update(name, value)
@@ -82,8 +91,11 @@ def data_dir(tmp_path_factory):
 
 def overrides(data_dir, **changes) -> dict:
   """TINY_RUN plus `changes` (keys with '__' for '.', e.g. train__steps=2)."""
-  return {**TINY_RUN, 'data.data_dir': str(data_dir),
-          **{key.replace('__', '.'): value for key, value in changes.items()}}
+  return {
+      **TINY_RUN, 'data.data_dir': str(data_dir),
+      **{key.replace('__', '.'): value
+         for key, value in changes.items()}
+  }
 
 
 def make_config(data_dir, **changes):
@@ -104,15 +116,19 @@ def make_config(data_dir, **changes):
 
 def train_command(data_dir, workdir, *extra_flags, **changes) -> list[str]:
   flags = [f'--config.{key}={value}' for key, value in overrides(data_dir, **changes).items()]
-  return [sys.executable, str(REPO / 'train.py'), f'--config={SMALL_CONFIG}',
-          f'--workdir={workdir}', *flags, *extra_flags]
+  return [
+      sys.executable,
+      str(REPO / 'train.py'), f'--config={SMALL_CONFIG}', f'--workdir={workdir}', *flags,
+      *extra_flags
+  ]
 
 
 @pytest.fixture
 def cli_env(compilation_cache) -> dict:
   """train.py's environment: CPU (this process may hold the accelerator), the shared cache."""
   return dict(os.environ, JAX_PLATFORMS='cpu',
-              **{name.upper(): str(value) for name, value in compilation_cache.items()})
+              **{name.upper(): str(value)
+                 for name, value in compilation_cache.items()})
 
 
 def run_cli(command, env) -> subprocess.CompletedProcess:
@@ -164,8 +180,10 @@ def checkpoint_steps(workdir) -> list[int]:
 def snapshot(workdir) -> dict[str, tuple[int, int]]:
   """(size, mtime) of every file under the checkpoints, to show that nothing was written."""
   root = Path(workdir) / checkpoint.CHECKPOINT_DIR
-  return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-          for p in root.rglob('*') if p.is_file()}
+  return {
+      str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+      for p in root.rglob('*') if p.is_file()
+  }
 
 
 @contextlib.contextmanager
@@ -243,9 +261,10 @@ def test_restore_params_reads_a_checkpoints_params_and_checks_their_shapes(finis
   val_loss = trainer.evaluate_loss(run, trainer.make_eval_step(run.cfg), params)
   assert val_loss == pytest.approx(losses(workdir, 'val_loss')[STEPS], rel=1e-5)
   # Another architecture's shapes are an error naming the parameter, not padded arrays.
-  with pytest.raises(checkpoint.CheckpointError,
-                     match=r'other parameters than expected \(blocks_0/attn/\w+/\w+: checkpoint '
-                           r'\([\d, ]+\) vs expected \([\d, ]+\); .*; and \d+ more\)$'):
+  with pytest.raises(
+      checkpoint.CheckpointError,
+      match=r'other parameters than expected \(blocks_0/attn/\w+/\w+: checkpoint '
+      r'\([\d, ]+\) vs expected \([\d, ]+\); .*; and \d+ more\)$'):
     checkpoint.restore_params(workdir, abstract_params({**model, 'd_model': 64, 'd_ff': None}))
 
 
@@ -405,8 +424,8 @@ def test_eval_mode_on_the_command_line(cli_env, finished, data_dir):
 
 def test_fine_tuning_starts_from_the_source_runs_params(finished, data_dir, tmp_path):
   source = finished['workdir']
-  config = make_config(data_dir, train__init_from=str(source), train__steps=2,
-                       train__eval_every=2, train__ckpt_every=2)
+  config = make_config(data_dir, train__init_from=str(source), train__steps=2, train__eval_every=2,
+                       train__ckpt_every=2)
   trainer.train_and_evaluate(config, tmp_path / 'tuned')
   scratch_first, source_last = losses(source)[1], losses(source)[STEPS]
   tuned_first = losses(tmp_path / 'tuned')[1]
@@ -416,8 +435,8 @@ def test_fine_tuning_starts_from_the_source_runs_params(finished, data_dir, tmp_
       checkpoint.load_config(source)['model']
 
 
-def test_fine_tuning_rejects_a_model_override_that_contradicts_the_source(finished, data_dir,
-                                                                          tmp_path):
+def test_fine_tuning_rejects_a_model_override_that_contradicts_the_source(
+    finished, data_dir, tmp_path):
   config = make_config(data_dir, train__init_from=str(finished['workdir']), model__d_model=64)
   with pytest.raises(ValueError, match='d_model=64'):
     trainer.train_and_evaluate(config, tmp_path / 'tuned')
@@ -442,10 +461,9 @@ def test_fine_tuning_from_a_hugging_face_gpt2(data_dir, tmp_path):
   cfg, params = from_hf(str(tmp_path / 'hf'))
   prepared = data.prepared_dir(data_dir, 'stdlib', 'bytes', max_bytes=CORPUS_BYTES)
   inputs, targets = data.get_batch(data.load_split(prepared, 'train'), seed=config.data.seed,
-                                   step=0,
-                                   batch_size=4, seq_len=32)
-  expected = trainer.cross_entropy(cfg, params, {'inputs': jnp.asarray(inputs),
-                                                 'targets': jnp.asarray(targets)})
+                                   step=0, batch_size=4, seq_len=32)
+  expected = trainer.cross_entropy(cfg, params,
+                                   {'inputs': jnp.asarray(inputs), 'targets': jnp.asarray(targets)})
   assert losses(tmp_path / 'tuned')[1] == pytest.approx(float(expected), rel=1e-5)
   model = checkpoint.load_config(tmp_path / 'tuned')['model']
   assert (model['n_layers'], model['d_model'], model['vocab_size']) == (2, 32, 257)
@@ -461,14 +479,12 @@ def test_fine_tuning_from_a_hugging_face_gpt2(data_dir, tmp_path):
 
 
 def test_misspelled_override_names_the_real_key(cli_env, data_dir, tmp_path):
-  result = run_cli(train_command(data_dir, tmp_path / 'run', '--config.model.n_kv_head=2'),
-                   cli_env)
+  result = run_cli(train_command(data_dir, tmp_path / 'run', '--config.model.n_kv_head=2'), cli_env)
   assert_one_line_error(result, 'n_kv_heads')
 
 
-@pytest.mark.parametrize('flag, needle', [('--workdri=x', "'workdri'"),
-                                           ('--mode=sample', 'mode'),
-                                           ('positional', 'unexpected arguments: positional')])
+@pytest.mark.parametrize('flag, needle', [('--workdri=x', "'workdri'"), ('--mode=sample', 'mode'),
+                                          ('positional', 'unexpected arguments: positional')])
 def test_bad_flag_is_one_line(cli_env, data_dir, tmp_path, flag, needle):
   result = run_cli(train_command(data_dir, tmp_path / 'run', flag), cli_env)
   assert_one_line_error(result, needle)
@@ -481,20 +497,21 @@ def test_bad_flag_is_one_line(cli_env, data_dir, tmp_path, flag, needle):
     ({'optim__decay_steps': 1}, 'optim.decay_steps=1 must be >= optim.warmup_steps=2'),
 ], ids=['model', 'data', 'optim'])
 def test_invalid_value_names_the_field_before_anything_runs(cli_env, data_dir, tmp_path, change,
-                                                           needle):
+                                                            needle):
   result = run_cli(train_command(data_dir, tmp_path / 'run', **change), cli_env)
   assert_one_line_error(result, needle)
   assert not (tmp_path / 'run' / checkpoint.CHECKPOINT_DIR).exists()
 
 
-@pytest.mark.parametrize('change, message', [
-    ({'train__init_from': None}, "train.init_from=None must be 'scratch', a workdir or "
-                                 "'hf:PATH_OR_NAME'"),
-    ({'train__seq_len': 0},
-     'train.seq_len=0 must be None (model.block_size) or a positive integer'),
-    ({'data__max_bytes': -1}, 'data.max_bytes=-1 must be None or a positive integer'),
-    ({'sharding__fsdp': None}, 'sharding.fsdp=None must be True or False'),
-], ids=['train.init_from', 'train.seq_len', 'data.max_bytes', 'sharding.fsdp'])
+@pytest.mark.parametrize(
+    'change, message', [
+        ({'train__init_from': None}, "train.init_from=None must be 'scratch', a workdir or "
+         "'hf:PATH_OR_NAME'"),
+        ({'train__seq_len': 0
+          }, 'train.seq_len=0 must be None (model.block_size) or a positive integer'),
+        ({'data__max_bytes': -1}, 'data.max_bytes=-1 must be None or a positive integer'),
+        ({'sharding__fsdp': None}, 'sharding.fsdp=None must be True or False'),
+    ], ids=['train.init_from', 'train.seq_len', 'data.max_bytes', 'sharding.fsdp'])
 def test_setup_checks_every_section(data_dir, change, message):
   with pytest.raises(ValueError) as e:
     trainer.setup(make_config(data_dir, **change))
@@ -519,8 +536,9 @@ def test_resuming_a_checkpoint_of_another_model_names_the_field(cli_env, finishe
 
 def test_valid_override_is_used_and_saved(cli_env, data_dir, tmp_path):
   workdir = tmp_path / 'run'
-  result = run_cli(train_command(data_dir, workdir, model__n_kv_heads=1, train__steps=2,
-                                 train__ckpt_every=2, train__eval_every=2), cli_env)
+  result = run_cli(
+      train_command(data_dir, workdir, model__n_kv_heads=1, train__steps=2, train__ckpt_every=2,
+                    train__eval_every=2), cli_env)
   assert result.returncode == 0, result.stderr[-4000:]
   assert re.fullmatch(r'done: .*step 2 .*', result.stdout.splitlines()[-1])
   model = checkpoint.load_config(workdir)['model']
@@ -533,11 +551,12 @@ def test_valid_override_is_used_and_saved(cli_env, data_dir, tmp_path):
   assert attention_size == 2 * (32 * 32 + 32) + 2 * (32 * 16 + 16)
 
 
-def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(cli_env, data_dir,
-                                                                            tmp_path):
+def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(
+    cli_env, data_dir, tmp_path):
   workdir = tmp_path / 'run'
-  result = run_cli(train_command(data_dir, workdir, optim__lr=1e6, optim__grad_clip=0,
-                                 optim__warmup_steps=0, train__ckpt_every=1), cli_env)
+  result = run_cli(
+      train_command(data_dir, workdir, optim__lr=1e6, optim__grad_clip=0, optim__warmup_steps=0,
+                    train__ckpt_every=1), cli_env)
   line = assert_one_line_error(result, 'at step')
   bad_step = int(re.search(r'is (nan|-?inf) at step (\d+)', line).group(2))
   good = checkpoint_steps(workdir)
@@ -589,8 +608,9 @@ def test_signal_saves_a_checkpoint_and_rerunning_resumes(cli_env, signum, data_d
   assert process.returncode == 130, report
   assert 'Traceback' not in stderr, report
   line = last_line(stderr)
-  match = re.fullmatch(rf'stopped: {signum.name} at step (\d+): .*rerun the same command to '
-                       r'resume', line)
+  match = re.fullmatch(
+      rf'stopped: {signum.name} at step (\d+): .*rerun the same command to '
+      r'resume', line)
   assert match, report
   stopped_at = int(match.group(1))
   assert checkpoint_steps(workdir) == [stopped_at]
@@ -636,6 +656,7 @@ def run_raising(error: BaseException):
   instead of stopping pytest."""
   def main(argv):
     raise error
+
   try:
     cli.run(main)
   except KeyboardInterrupt:
