@@ -1,7 +1,8 @@
 """Shared fixtures and constants: a tiny config and its variants, O(1) random weights, tiny
-Hugging Face models built locally, no network, and one XLA compilation cache for every entry
-point the tests run in a subprocess. Test modules import the constants (`from conftest import
-TINY`); pytest puts this directory on sys.path."""
+Hugging Face models built locally, no network, fast compiles, and one XLA compilation cache for
+the whole session, this process and every entry point the tests run in a subprocess. Test
+modules import the constants (`from conftest import TINY`); pytest puts this directory on
+sys.path."""
 
 import os
 import socket
@@ -45,6 +46,7 @@ def no_network(monkeypatch):
     raise OSError('network disabled in tests')
 
   monkeypatch.setattr(socket.socket, 'connect', refuse)
+  monkeypatch.setattr(socket.socket, 'connect_ex', refuse)
   monkeypatch.setattr(socket, 'create_connection', refuse)
 
 
@@ -52,7 +54,8 @@ def hf_model(model_type: str, perturb: float = 0.3, seed: int = 0, **fields):
   """A tiny transformers causal LM of `model_type` ('gpt2', 'llama', ...) built locally from a
   config (no network), every parameter, norm scales and biases included, moved by
   N(0, perturb^2): logits far from ties, and a mapping that swaps, transposes or drops a tensor
-  cannot hide behind ones and zeros."""
+  cannot hide behind ones and zeros. perturb=0 keeps transformers' own initialisation, whose
+  predictions are nearly uniform."""
   torch = pytest.importorskip('torch')
   transformers = pytest.importorskip('transformers')
   config = transformers.AutoConfig.for_model(model_type, **fields)
@@ -103,19 +106,47 @@ def randomize():
   return random_params
 
 
+@pytest.fixture(scope='module')
+def fast_compiles():
+  """For modules whose time is nearly all compilation (`pytestmark =
+  pytest.mark.usefixtures('fast_compiles')`): the flag only turns down LLVM's code generation
+  effort (XLA's graph passes still run), which halves compile time on CPU; it changes how fast
+  the tiny programs run, not what they compute."""
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)
+
+
 @pytest.fixture(scope='session', autouse=True)
-def xla_cache_for_subprocesses(tmp_path_factory):
-  """train.py and sample.py runs in subprocesses share XLA's persistent compilation cache, so a
-  program one of them compiled is loaded by the next (about 2.5 s saved per run on 2 cores).
-  Set in the environment only: this process imported jax already and keeps its own settings."""
+def xla_cache(tmp_path_factory):
+  """XLA's persistent compilation cache, one for the session: a program that takes a while to
+  compile (a train step, an eval step) is compiled once and loaded by every later test and every
+  train.py or sample.py subprocess that builds it again. This process writes only those: its
+  in-memory caches already catch a test's repeated small programs, and writing each of them cost
+  more than it saved (test_model.py took 5% longer). A subprocess starts with empty in-memory
+  caches, so it writes everything. Compile options are part of the key, so a program compiled
+  under fast_compiles is never loaded without it."""
+  from jax.experimental.compilation_cache import compilation_cache
+
+  directory = str(tmp_path_factory.mktemp('xla_cache'))
   settings = {
-      'JAX_COMPILATION_CACHE_DIR': str(tmp_path_factory.mktemp('xla_cache')),
-      'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'
+      'jax_compilation_cache_dir': directory, 'jax_persistent_cache_min_compile_time_secs': 0.5
   }
-  previous = {name: os.environ.get(name) for name in settings}
-  os.environ.update(settings)
+  environment = {
+      'JAX_COMPILATION_CACHE_DIR': directory, 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'
+  }
+  previous = {name: getattr(jax.config, name) for name in settings}
+  previous_environment = {name: os.environ.get(name) for name in environment}
+  for name, value in settings.items():
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()  # collecting the tests may have compiled without the cache
+  os.environ.update(environment)
   yield
   for name, value in previous.items():
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+  for name, value in previous_environment.items():
     if value is None:
       os.environ.pop(name, None)
     else:

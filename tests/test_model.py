@@ -14,21 +14,11 @@ from gptjax.model import (GPT, KVCache, abstract_params, forward_with_intermedia
 from conftest import VARIANTS
 from reference import np_forward
 
+pytestmark = pytest.mark.usefixtures('fast_compiles')  # compiling is nearly all their time
 variants = pytest.mark.parametrize('variant', VARIANTS)
 
 B, T = 3, 16  # T == block_size of the tiny config
 TOKENS = np.random.default_rng(1).integers(0, 61, (B, T)).astype(np.int32)  # vocab_size 61
-
-
-@pytest.fixture(autouse=True, scope='module')
-def fast_compiles():
-  """Compilation is nearly all of these tests' time. This flag only turns down LLVM's code
-  generation effort (XLA's graph passes still run), which halves compile time on CPU; it changes
-  how fast the tiny programs run, not what they compute."""
-  previous = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
 
 
 @pytest.fixture

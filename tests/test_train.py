@@ -62,25 +62,6 @@ TINY_RUN = {
 # Helpers
 
 
-@pytest.fixture(scope='module', autouse=True)
-def compilation_cache(tmp_path_factory):
-  """XLA's persistent cache, for this module's runs in this process and in subprocesses."""
-  from jax.experimental.compilation_cache import compilation_cache as cc
-
-  settings = {
-      'jax_compilation_cache_dir': str(tmp_path_factory.mktemp('xla_cache')),
-      'jax_persistent_cache_min_compile_time_secs': 0
-  }
-  previous = {name: getattr(jax.config, name) for name in settings}
-  for name, value in settings.items():
-    jax.config.update(name, value)
-  cc.reset_cache()  # the cache is set up at the first compilation, maybe in an earlier module
-  yield settings
-  for name, value in previous.items():
-    jax.config.update(name, value)
-  cc.reset_cache()
-
-
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   """The corpus, tokenized once for every run of this module."""
@@ -124,11 +105,10 @@ def train_command(data_dir, workdir, *extra_flags, **changes) -> list[str]:
 
 
 @pytest.fixture
-def cli_env(compilation_cache) -> dict:
-  """train.py's environment: CPU (this process may hold the accelerator), the shared cache."""
-  return dict(os.environ, JAX_PLATFORMS='cpu',
-              **{name.upper(): str(value)
-                 for name, value in compilation_cache.items()})
+def cli_env() -> dict:
+  """train.py's environment: CPU (this process may hold the accelerator); the session's
+  compilation cache comes with os.environ (conftest)."""
+  return dict(os.environ, JAX_PLATFORMS='cpu')
 
 
 def run_cli(command, env) -> subprocess.CompletedProcess:
