@@ -10,14 +10,21 @@ import pytest
 
 from gptjax import layers
 from gptjax.layers import MLP, Attention, LayerNorm, RMSNorm
-from gptjax.model import GPT, init_params
+from gptjax.model import GPT, abstract_params
 from reference import (np_attention, np_layernorm, np_mlp, np_rmsnorm, np_rope, np_visible)
 
 RNG = np.random.default_rng(0)
+pytestmark = pytest.mark.usefixtures('fast_compiles')  # compiling is most of their time
 
 
 def normal(*shape, scale=1.0):
   return (scale * RNG.standard_normal(shape)).astype(np.float32)
+
+
+def gpt_logits(cfg, params, tokens):
+  """The whole model's forward, jitted: run eagerly, op by op, it compiles each op on its own
+  and takes seconds longer."""
+  return jax.jit(lambda params, tokens: GPT(cfg).apply({'params': params}, tokens))(params, tokens)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,12 +222,12 @@ def test_a_cudnn_model_runs_on_xla_here_with_one_notice(tiny_config, randomize, 
   whole model (not one per layer)."""
   layers.attention._notice_cudnn_fallback.cache_clear()
   cudnn = tiny_config(attention_impl='cudnn', n_layers=3)
-  params = randomize(init_params(cudnn, jax.random.key(0)))
+  params = randomize(abstract_params(cudnn))
   tokens = jax.random.randint(jax.random.key(1), (2, 7), 0, cudnn.vocab_size)
   with caplog.at_level(logging.WARNING):
-    logits = GPT(cudnn).apply({'params': params}, tokens)
-    GPT(cudnn).apply({'params': params}, tokens[:, :5])  # another trace: no second notice
-  expected = GPT(cudnn.replace(attention_impl='xla')).apply({'params': params}, tokens)
+    logits = gpt_logits(cudnn, params, tokens)
+    gpt_logits(cudnn, params, tokens[:, :5])  # another trace: no second notice
+  expected = gpt_logits(cudnn.replace(attention_impl='xla'), params, tokens)
   np.testing.assert_array_equal(logits, expected)
   notices = [r for r in caplog.records if 'attention_impl=cudnn' in r.getMessage()]
   assert len(notices) == 1 and 'using xla' in notices[0].getMessage()
@@ -261,10 +268,10 @@ def test_every_config_string_has_a_registry_entry_and_back():
 def test_explicit_kernel_model_equals_xla_and_fused_kernels_refuse_a_probs_hook(
     tiny_config, randomize):
   cfg = tiny_config(n_kv_heads=2, attention_window=5, attention_impl='explicit')
-  params = randomize(init_params(cfg, jax.random.key(0)))
+  params = randomize(abstract_params(cfg))
   tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, cfg.vocab_size)
-  explicit = GPT(cfg).apply({'params': params}, tokens)
-  xla = GPT(cfg.replace(attention_impl='xla')).apply({'params': params}, tokens)
+  explicit = gpt_logits(cfg, params, tokens)
+  xla = gpt_logits(cfg.replace(attention_impl='xla'), params, tokens)
   np.testing.assert_allclose(explicit, xla, rtol=1e-5, atol=1e-5)
   q = k = v = jnp.zeros((1, 3, 2, 4))
   with pytest.raises(ValueError, match='explicit kernel'):
