@@ -7,10 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import TINY, VARIANTS, hf_model
 from gptjax import loading, sampling
 from gptjax.config import ModelConfig
 from gptjax.model import abstract_params
 from gptjax.text import REPLACEMENT_CHAR, TextStream, continuation, encode_prompt
+
+pytestmark = pytest.mark.usefixtures('fast_compiles')  # compiling is most of their time
 
 # ---------------------------------------------------------------------------------------------
 # Fake models (module level, so the sampler's compile cache sees the same function every time).
@@ -210,25 +213,24 @@ def test_processors_compose_mask_temperature_top_k_top_p():
 # ---------------------------------------------------------------------------------------------
 # Tiny real models: the cached loop must choose exactly what full forwards choose.
 
-# Together they cover every value of every knob; two have a second layer, whose cache is filled
-# from the first layer's outputs (one layer each elsewhere keeps the compile time down).
-VARIANTS = {
-    'gpt2': dict(n_layers=2),
-    'post_rmsnorm_rope_gqa_swiglu': dict(norm_position='post', norm='rmsnorm', position='rope',
-                                         n_kv_heads=2, mlp='swiglu'),
-    'rope_mqa_window': dict(norm='rmsnorm', position='rope', n_kv_heads=1, attention_window=3,
-                            n_layers=2),
-    'post_learned_gqa_window': dict(norm_position='post', n_kv_heads=2, attention_window=4),
+# Shared variants that together cover every value of every knob, with their layer counts: two
+# have a second layer, whose cache is filled from the first layer's outputs (one layer each
+# elsewhere keeps the compile time down).
+SAMPLED = {
+    name: dict(VARIANTS[name], n_layers=n_layers)
+    for name, n_layers in [('gpt2', 2), ('post_rmsnorm_rope_window',
+                                         1), ('rope_mqa_swiglu_window_remat',
+                                              2), ('nopos_gqa_window', 1)]
 }
 PROMPTS = [[5, 17, 3, 40, 8, 21, 9], [33, 2, 50, 11, 7], [1, 2, 3, 4, 5, 6, 7, 8]]
 
 
-def tiny_model(n_layers=1, **variant):
-  """A random model, its params drawn in numpy from the shapes alone (compiling or running
-  flax's init op by op would cost seconds per variant). Weights of std 0.3 make the logits far
-  from ties, so greedy choices are robust to float rounding differences between the paths."""
-  cfg = ModelConfig(vocab_size=61, block_size=64, n_layers=n_layers, d_model=32, n_heads=4,
-                    **variant)
+def tiny_model(**variant):
+  """A random model of TINY's sizes with room for the prompts and samples, its params drawn in
+  numpy from the shapes alone (compiling or running flax's init op by op would cost seconds per
+  variant). Weights of std 0.3 make the logits far from ties, so greedy choices are robust to
+  float rounding differences between the paths."""
+  cfg = ModelConfig(**{**TINY, 'block_size': 64, **variant})
   rng = np.random.default_rng(0)
 
   def draw(path, leaf):
@@ -238,9 +240,23 @@ def tiny_model(n_layers=1, **variant):
   return cfg, jax.tree_util.tree_map_with_path(draw, abstract_params(cfg))
 
 
-@pytest.mark.parametrize('variant', VARIANTS)
+def test_sampled_variants_cover_every_value():
+  configs = [tiny_model(**variant)[0] for variant in SAMPLED.values()]
+  covered = {
+      field: {getattr(c, field)
+              for c in configs}
+      for field in ('norm_position', 'norm', 'position', 'n_kv_heads', 'mlp', 'attention_window')
+  }
+  assert covered == {
+      'norm_position': {'pre', 'post'}, 'norm': {'layernorm', 'rmsnorm'},
+      'position': {'learned', 'rope', 'none'}, 'n_kv_heads': {1, 2, 4}, 'mlp': {'gelu', 'swiglu'},
+      'attention_window': {None, 3}
+  }
+
+
+@pytest.mark.parametrize('variant', SAMPLED)
 def test_cached_equals_uncached_greedy_and_batch_equals_single(variant):
-  cfg, params = tiny_model(**VARIANTS[variant])
+  cfg, params = tiny_model(**SAMPLED[variant])
   cached = sampling.generate(cfg, params, PROMPTS, max_new_tokens=10, temperature=0)
   uncached = sampling.generate(cfg, params, PROMPTS, max_new_tokens=10, temperature=0,
                                use_cache=False)
@@ -250,7 +266,7 @@ def test_cached_equals_uncached_greedy_and_batch_equals_single(variant):
 
 
 def test_top_k_1_equals_greedy():
-  cfg, params = tiny_model(**VARIANTS['gpt2'])
+  cfg, params = tiny_model(**SAMPLED['gpt2'])
   greedy = sampling.generate(cfg, params, PROMPTS, max_new_tokens=10, temperature=0)
   assert sampling.generate(cfg, params, PROMPTS, max_new_tokens=10, temperature=1.5, top_k=1,
                            seed=7) == greedy
@@ -319,7 +335,7 @@ def test_on_token_streams_each_step_in_order(use_cache):
 
 
 def test_streamed_samples_equal_the_returned_ones_on_a_real_model():
-  cfg, params = tiny_model(**VARIANTS['gpt2'])
+  cfg, params = tiny_model(**SAMPLED['gpt2'])
   kwargs = dict(max_new_tokens=12, temperature=1.0, top_k=20, seed=3)
   STREAMED.clear()
   out = sampling.generate(cfg, params, PROMPTS[0], on_token=record_step, **kwargs)
@@ -408,15 +424,10 @@ def test_library_errors_name_parameters_not_flags():
 
 def test_greedy_matches_transformers_generate_on_imported_gpt2():
   torch = pytest.importorskip('torch')
-  transformers = pytest.importorskip('transformers')
   from gptjax.hf import from_hf
 
-  config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=300, n_positions=64)
-  torch.manual_seed(0)
-  model = transformers.GPT2LMHeadModel(config).eval()
-  with torch.no_grad():  # O(1) weights: logits far from ties, so float rounding cannot flip them
-    for p in model.parameters():
-      p.add_(0.3 * torch.randn_like(p))
+  # O(1) weights: logits far from ties, so float rounding cannot flip them.
+  model = hf_model('gpt2', n_layer=2, n_embd=64, n_head=4, vocab_size=300, n_positions=64)
   cfg, params = from_hf(model)
   prompts = [[5, 17, 3, 40, 8, 21, 9], [33, 2, 50], [250, 1, 2, 3, 4]]
 
@@ -459,14 +470,9 @@ def test_load_hf_gives_a_llama_checkpoint_its_own_tokenizer(tmp_path):
                                                                     special_tokens=[('<s>', 0)])
   tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token='<s>',
                                                    eos_token='</s>')
-  config = transformers.LlamaConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=4,
-                                    num_key_value_heads=2, intermediate_size=64, vocab_size=320,
-                                    max_position_embeddings=64, bos_token_id=0, eos_token_id=1)
-  torch.manual_seed(0)
-  model = transformers.LlamaForCausalLM(config).eval()
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.3 * torch.randn_like(p))
+  model = hf_model('llama', num_hidden_layers=1, hidden_size=32, num_attention_heads=4,
+                   num_key_value_heads=2, intermediate_size=64, vocab_size=320,
+                   max_position_embeddings=64, bos_token_id=0, eos_token_id=1)
   model.save_pretrained(tmp_path)
   tokenizer.save_pretrained(tmp_path)
 
