@@ -1,4 +1,3 @@
-import socket
 import sys
 import tracemalloc
 from pathlib import Path
@@ -9,17 +8,10 @@ import pytest
 from gptjax import data
 from gptjax.tokenizer import EOT_TEXT, get_tokenizer
 
+pytestmark = pytest.mark.usefixtures('no_network')  # nothing here may download
+
 NO_DATASETS = "the 'hf:' corpora need the optional package: pip install datasets"
 TEXT = ''.join(f'line {i}: the quick brown fox — naïve café 😀 {i * i}\n' for i in range(300))
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-  def refuse(*args, **kwargs):
-    raise OSError('network disabled in tests')
-
-  monkeypatch.setattr(socket.socket, 'connect', refuse)
-  monkeypatch.setattr(socket, 'create_connection', refuse)
 
 
 def decode_docs(prepared: Path, split: str) -> list[str]:

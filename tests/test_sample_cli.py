@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import hf_model
 from gptjax.text import continuation
 from gptjax.tokenizer import get_tokenizer
 
@@ -189,14 +190,7 @@ def test_readme_quickstart_samples_from_a_random_model():
 
 @pytest.fixture(scope='module')
 def hf_gpt2(tmp_path_factory):
-  torch = pytest.importorskip('torch')
-  transformers = pytest.importorskip('transformers')
-  config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=50257)
-  torch.manual_seed(0)
-  model = transformers.GPT2LMHeadModel(config).eval()
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.3 * torch.randn_like(p))
+  model = hf_model('gpt2', n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=50257)
   directory = tmp_path_factory.mktemp('hf_gpt2')
   model.save_pretrained(directory)
   return model, directory

@@ -1,6 +1,5 @@
 import inspect
 import shutil
-import socket
 
 import pytest
 
@@ -22,14 +21,8 @@ UNICODE_SAMPLES = [
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch, tmp_path):
-  """Any attempt to reach the network fails; tiktoken's cache dir is empty."""
-  def refuse(*args, **kwargs):
-    raise OSError('network disabled in tests')
-
-  monkeypatch.setattr(socket.socket, 'connect', refuse)
-  monkeypatch.setattr(socket.socket, 'connect_ex', refuse)
-  monkeypatch.setattr(socket, 'create_connection', refuse)
+def tiktoken_cache(no_network, monkeypatch, tmp_path):
+  """No network (conftest's no_network), and tiktoken's cache dir is empty."""
   cache = tmp_path / 'tiktoken_cache'
   cache.mkdir()
   monkeypatch.setenv('TIKTOKEN_CACHE_DIR', str(cache))
@@ -37,14 +30,14 @@ def no_network(monkeypatch, tmp_path):
   return cache
 
 
-def test_gpt2_builds_offline_without_cache(no_network):
+def test_gpt2_builds_offline_without_cache(tiktoken_cache):
   tok._gpt2_encoding.cache_clear()  # force a fresh build under the network block
   t = get_tokenizer('gpt2')
   assert t.encode('Hello, I am') == [15496, 11, 314, 716]
   assert t.n_vocab == 50257
   assert t.eot_token == 50256
   assert t.name == 'gpt2'
-  assert list(no_network.iterdir()) == []  # nothing read from / written to tiktoken's cache
+  assert list(tiktoken_cache.iterdir()) == []  # nothing read from / written to tiktoken's cache
   # built once per process
   assert get_tokenizer('gpt2')._enc is t._enc
 

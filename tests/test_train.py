@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import hf_model
 from gptjax import checkpoint, cli, data, model as model_lib, trainer
 from gptjax.config import ModelConfig
 from gptjax.logs import METRICS_FILE, read_metrics
@@ -424,14 +425,12 @@ def test_fine_tuning_rejects_a_model_override_that_contradicts_the_source(
 
 
 def test_fine_tuning_from_a_hugging_face_gpt2(data_dir, tmp_path):
-  transformers = pytest.importorskip('transformers')
-  torch = pytest.importorskip('torch')
   from gptjax.hf import from_hf
 
-  torch.manual_seed(0)
-  hf_config = transformers.GPT2Config(vocab_size=257, n_positions=32, n_embd=32, n_layer=2,
-                                      n_head=2)
-  transformers.GPT2LMHeadModel(hf_config).save_pretrained(tmp_path / 'hf')
+  # transformers' own initialisation (unperturbed): its predictions are nearly uniform, which the
+  # evaluation below checks.
+  hf_model('gpt2', perturb=0.0, vocab_size=257, n_positions=32, n_embd=32, n_layer=2,
+           n_head=2).save_pretrained(tmp_path / 'hf')
   config = make_config(data_dir, train__init_from=f'hf:{tmp_path / "hf"}', train__steps=2,
                        train__eval_every=2, train__ckpt_every=2, model__resid_dropout=0.0,
                        model__position='learned')  # GPT-2's; small.py's own is rope
