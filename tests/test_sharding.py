@@ -29,13 +29,17 @@ from gptjax.logs import read_metrics
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240  # per subprocess; a healthy run takes seconds
 N_DEVICES = 8
-STEPS = 4  # a run; the resumed and the reference runs go on to STEPS + 2
+STEPS = 4  # a run; a resumed run goes on for 2 more steps
+# The single-device reference's length: past any step the two-process run plausibly stops at
+# (it is stopped once step STEPS is evaluated), plus the 2 steps resumed from there.
+REFERENCE_STEPS = 48
 CORPUS_BYTES = 200_000
 
 # The config file every run uses: a 2-layer byte-level model and a schedule that does not depend
-# on train.steps (decay_steps is fixed), so a run of STEPS steps and one of STEPS + 2 steps take
-# the same first STEPS steps. A large lr and dropout make the steps differ visibly, so a wrong
-# gradient reduction or a sharding-dependent dropout mask shows in the losses.
+# on train.steps (decay_steps is fixed), so runs of any length take the same first steps. A large
+# lr and dropout make the steps differ visibly, so a wrong gradient reduction or a
+# sharding-dependent dropout mask shows in the losses. An evaluation every other step gives every
+# run val_loss lines at the reference's even steps.
 CONFIG = """
 from gptjax.config import base_config
 
@@ -53,7 +57,7 @@ def get_config():
   config.train.steps = {steps}
   config.train.batch_size = 8
   config.train.log_every = 1
-  config.train.eval_every = {steps}
+  config.train.eval_every = 2
   config.train.eval_batches = 2
   config.train.ckpt_every = 100  # only the final checkpoint
   return config
@@ -186,11 +190,11 @@ def assert_same_metrics(run: dict, reference: dict, steps, rtol: float = 1e-5):
 
 @pytest.fixture(scope='module')
 def reference(config_file, tmp_path_factory):
-  """One device, STEPS + 2 steps straight."""
+  """One device, REFERENCE_STEPS steps straight."""
   workdir = tmp_path_factory.mktemp('single') / 'run'
-  metrics = _train(config_file, workdir, f'--config.train.steps={STEPS + 2}')
-  assert sorted(metrics) == list(range(1, STEPS + 3))
-  assert 'val_loss' in metrics[STEPS] and 'val_loss' in metrics[STEPS + 2]
+  metrics = _train(config_file, workdir, f'--config.train.steps={REFERENCE_STEPS}')
+  assert sorted(metrics) == list(range(1, REFERENCE_STEPS + 1))
+  assert all('val_loss' in metrics[step] for step in range(2, REFERENCE_STEPS + 1, 2))
   return metrics
 
 
@@ -205,15 +209,18 @@ def fsdp_workdir(config_file, tmp_path_factory):
 # Many devices
 
 
+@pytest.mark.slow
 def test_data_parallel_matches_single_device(config_file, reference, tmp_path):
   metrics = _train(config_file, tmp_path / 'run', n_devices=N_DEVICES)
   assert_same_metrics(metrics, reference, range(1, STEPS + 1))
 
 
+@pytest.mark.slow
 def test_fsdp_matches_single_device(fsdp_workdir, reference):
   assert_same_metrics(_metrics(fsdp_workdir), reference, range(1, STEPS + 1))
 
 
+@pytest.mark.slow
 def test_indivisible_batch_is_a_one_line_error(config_file, tmp_path):
   command = _train_command(config_file, tmp_path / 'run', '--config.train.batch_size=12')
   result = subprocess.run(command, env=_env(N_DEVICES), cwd=tmp_path, capture_output=True,
@@ -246,6 +253,7 @@ print(json.dumps({'devices': jax.device_count(), 'leaves': leaves}))
 """
 
 
+@pytest.mark.slow
 def test_fsdp_shards_params_and_optimizer_state(fsdp_workdir):
   result = _run([sys.executable, '-c', PROBE, str(fsdp_workdir)], N_DEVICES,
                 cwd=fsdp_workdir.parent)
@@ -269,6 +277,7 @@ def test_fsdp_shards_params_and_optimizer_state(fsdp_workdir):
   assert leaves["['step']"][2] == []  # the step counter is replicated
 
 
+@pytest.mark.slow
 def test_fsdp_checkpoint_resumes_on_one_device(config_file, fsdp_workdir, reference, tmp_path):
   """Written on 8 devices with FSDP, resumed on 1: the next steps are the straight run's."""
   workdir = tmp_path / 'run'
@@ -338,49 +347,33 @@ def _processes_report(workdir, codes) -> str:
                    for i, code in enumerate(codes))
 
 
-def _train_processes(config_file, workdir, n_processes: int, *overrides) -> None:
-  """Runs train.py as n_processes processes of one jax.distributed run on localhost."""
-  with _processes(config_file, workdir, n_processes, *overrides) as procs:
-    codes = _wait_all(procs, TIMEOUT_S)
-  if codes != [0] * n_processes:
-    pytest.fail(f'{n_processes}-process run failed: exit codes {codes}\n'
-                f'{_processes_report(workdir, codes)}')
-
-
-def test_two_processes_match_one(config_file, reference, tmp_path):
-  """Two processes of one device each, with FSDP, so that parameters, gradients and checkpoint
-  are split across processes: every collective goes through gloo, and each process writes its
-  own shards of the checkpoint. Then one process resumes from it."""
-  workdir = tmp_path / 'run'
-  _train_processes(config_file, workdir, 2, '--config.sharding.fsdp=True')
-  metrics = _metrics(workdir)
-  assert_same_metrics(metrics, reference, range(1, STEPS + 1))
-  # Only process 0 writes logs: each step logged once.
-  assert [line['step'] for line in read_metrics(workdir)
-          if 'loss' in line] == list(range(1, STEPS + 1))
-  state_dir = workdir / 'checkpoints' / str(STEPS) / 'state'
-  assert (state_dir / 'ocdbt.process_1').is_dir(), sorted(p.name for p in state_dir.iterdir())
-
-  metrics = _train(config_file, workdir, f'--config.train.steps={STEPS + 2}')
-  assert_same_metrics(metrics, reference, range(STEPS + 1, STEPS + 3))
-
-
 STOP_TIMEOUT_S = 90  # from the signal to both exits: at most log_every steps and one save
+LOG_EVERY = 2  # the two-process run's: its stop flags are exchanged at log steps only
+TWO_PROCESS_FLAGS = ('--config.sharding.fsdp=True', f'--config.train.log_every={LOG_EVERY}',
+                     '--config.train.ckpt_every=100000')
 
 
-def _wait_for_a_logged_step(procs, workdir):
-  """Polls metrics.jsonl (process 0 writes it) until a train step is logged."""
+def _wait_for_evaluated_step(procs, workdir, step: int):
+  """Polls metrics.jsonl (process 0 writes it) until `step`'s val_loss is logged."""
   deadline = time.monotonic() + TIMEOUT_S
   while True:
     try:
-      if any('loss' in line for line in read_metrics(workdir)):
+      if any(line['step'] >= step and 'val_loss' in line for line in read_metrics(workdir)):
         return
     except json.JSONDecodeError:  # caught the writer mid-line
       pass
     codes = [proc.poll() for proc in procs]
     if any(code is not None for code in codes) or time.monotonic() > deadline:
-      pytest.fail(f'no step logged (exit codes {codes})\n{_processes_report(workdir, codes)}')
+      pytest.fail(f'step {step} not evaluated (exit codes {codes})\n'
+                  f'{_processes_report(workdir, codes)}')
     time.sleep(0.05)
+
+
+def _checkpoint_steps(workdir) -> list[int]:
+  directory = workdir / 'checkpoints'
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
 
 
 def _stopped_lines(output: str) -> list[str]:
@@ -390,20 +383,64 @@ def _stopped_lines(output: str) -> list[str]:
   ]
 
 
-def test_sigterm_to_one_process_stops_both_at_the_same_step(config_file, tmp_path):
+@pytest.fixture(scope='module')
+def two_processes(config_file, tmp_path_factory):
+  """One run of two processes of one device each, with FSDP, so that parameters, gradients and
+  checkpoint are split across processes: every collective goes through gloo, and each process
+  writes its own shards of the checkpoint. Once step STEPS is evaluated, SIGTERM reaches process
+  0 only, as on a preempted host. Both tests below read this one run (starting the two processes
+  takes about half a minute on 2 cores): (workdir, exit codes)."""
+  workdir = tmp_path_factory.mktemp('two_processes') / 'run'
+  with _processes(config_file, workdir, 2, *TWO_PROCESS_FLAGS,
+                  '--config.train.steps=100000') as procs:
+    _wait_for_evaluated_step(procs, workdir, STEPS)
+    procs[0].send_signal(signal.SIGTERM)
+    codes = _wait_all(procs, STOP_TIMEOUT_S)
+  return workdir, codes
+
+
+@pytest.fixture(scope='module')
+def resumed(config_file, two_processes):
+  """One process resumes a copy of the two-process run from its checkpoint and takes two more
+  steps: (workdir, the step it resumed from)."""
+  stopped, codes = two_processes
+  saved = _checkpoint_steps(stopped)
+  if not saved:
+    pytest.fail(f'the two-process run saved no checkpoint\n{_processes_report(stopped, codes)}')
+  step = saved[-1]
+  if step + 2 > REFERENCE_STEPS:
+    pytest.fail(f'the two-process run stopped at step {step}, too late to compare 2 resumed '
+                f'steps with the {REFERENCE_STEPS}-step reference: raise REFERENCE_STEPS')
+  workdir = Path(shutil.copytree(stopped, stopped.parent / 'resumed'))
+  _train(config_file, workdir, *TWO_PROCESS_FLAGS, f'--config.train.steps={step + 2}')
+  return workdir, step
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(two_processes, resumed, reference):
+  """The two-process run's log steps up to STEPS (every LOG_EVERY-th: the stop test needs log
+  steps that are not every step), and the step one process took after resuming from its
+  checkpoint, equal the single-device run's: loss, gradient norm and validation loss. A wrong
+  reduction in any step moves the parameters, and so the next log step's numbers."""
+  workdir, _ = two_processes
+  assert_same_metrics(_metrics(workdir), reference, range(LOG_EVERY, STEPS + 1, LOG_EVERY))
+  # Only process 0 writes logs: each log step logged once.
+  logged = [line['step'] for line in read_metrics(workdir) if 'loss' in line]
+  assert logged == list(range(LOG_EVERY, logged[-1] + 1, LOG_EVERY)), logged
+  state_dir = workdir / 'checkpoints' / str(_checkpoint_steps(workdir)[-1]) / 'state'
+  assert (state_dir / 'ocdbt.process_1').is_dir(), sorted(p.name for p in state_dir.iterdir())
+
+  resumed_workdir, step = resumed
+  assert_same_metrics(_metrics(resumed_workdir), reference, [step + 2])
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_the_same_step(two_processes, resumed):
   """A preempted host: SIGTERM reaches process 0 only. The processes exchange their stop flags
   at log steps, so both stop after the same step, take part in one collective checkpoint save
   and exit 130. Were each to stop on its own flag, process 0 would start saving while process 1
   ran the next step's collectives, and the run would hang or crash."""
-  workdir, log_every = tmp_path / 'run', 2
-  many = [
-      '--config.sharding.fsdp=True', f'--config.train.log_every={log_every}',
-      '--config.train.eval_every=100000', '--config.train.ckpt_every=100000'
-  ]
-  with _processes(config_file, workdir, 2, *many, '--config.train.steps=100000') as procs:
-    _wait_for_a_logged_step(procs, workdir)
-    procs[0].send_signal(signal.SIGTERM)
-    codes = _wait_all(procs, STOP_TIMEOUT_S)
+  workdir, codes = two_processes
   report = f'exit codes {codes}\n{_processes_report(workdir, codes)}'
   assert codes == [130, 130], report
   outputs = [_output(workdir, i) for i in range(2)]
@@ -417,20 +454,19 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(config_file, tmp_pat
       r'same command to resume', stopped[1][0])
   assert own and other, report
   step = int(own.group(1))
-  assert int(other.group(1)) == step and step % log_every == 0, report
-  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()
-                if p.name.isdigit()) == [str(step)], report
+  assert int(other.group(1)) == step and step % LOG_EVERY == 0, report
+  assert _checkpoint_steps(workdir) == [step], report
   assert (workdir / 'checkpoints' / str(step) / 'state' / 'ocdbt.process_1').is_dir()
   train_lines = [line for line in read_metrics(workdir) if 'loss' in line]
-  assert [line['step'] for line in train_lines] == list(range(log_every, step + 1, log_every))
+  assert [line['step'] for line in train_lines] == list(range(LOG_EVERY, step + 1, LOG_EVERY))
 
-  # One process resumes from the two processes' checkpoint and takes two more steps.
-  _train(config_file, workdir, *many, f'--config.train.steps={step + 2}')
-  train_lines = [line for line in read_metrics(workdir) if 'loss' in line]
-  assert [line['step'] for line in train_lines] == list(range(log_every, step + 3, log_every))
+  # One process resumed from the two processes' checkpoint and took two more steps.
+  resumed_workdir, resumed_from = resumed
+  assert resumed_from == step
+  train_lines = [line for line in read_metrics(resumed_workdir) if 'loss' in line]
+  assert [line['step'] for line in train_lines] == list(range(LOG_EVERY, step + 3, LOG_EVERY))
   assert np.isfinite(train_lines[-1]['loss'])
-  assert sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
-                if p.name.isdigit()) == [step, step + 2]
+  assert _checkpoint_steps(resumed_workdir) == [step, step + 2]
   # With log_every > 1 every logged step, the first after a (re)start included, timed at least
   # one step besides the compiling one: each line has the throughput.
   for line in train_lines:
