@@ -4,7 +4,6 @@ the whole session, this process and every entry point the tests run in a subproc
 modules import the constants (`from conftest import TINY`); pytest puts this directory on
 sys.path."""
 
-import os
 import socket
 
 import jax
@@ -119,35 +118,38 @@ def fast_compiles():
 
 
 @pytest.fixture(scope='session', autouse=True)
+def fast_subprocess_compiles():
+  """train.py, sample.py and the other entry points run in subprocesses under fast_compiles' flag
+  too: a tiny training run there takes 8 s instead of 10.5. Every run a subprocess result is
+  compared with ran under the same flag, or is compared within a tolerance far above rounding."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('JAX_DISABLE_MOST_OPTIMIZATIONS', 'true')
+    yield
+
+
+@pytest.fixture(scope='session', autouse=True)
 def xla_cache(tmp_path_factory):
   """XLA's persistent compilation cache, one for the session: a program that takes a while to
   compile (a train step, an eval step) is compiled once and loaded by every later test and every
   train.py or sample.py subprocess that builds it again. This process writes only those: its
   in-memory caches already catch a test's repeated small programs, and writing each of them cost
-  more than it saved (test_model.py took 5% longer). A subprocess starts with empty in-memory
-  caches, so it writes everything. Compile options are part of the key, so a program compiled
-  under fast_compiles is never loaded without it."""
+  more than it saved (test_model, test_layers and test_analysis took 5% longer). A subprocess
+  starts with empty in-memory caches, so it writes everything. Compile options are part of the
+  key, so a program compiled under fast_compiles is never loaded without it."""
   from jax.experimental.compilation_cache import compilation_cache
 
   directory = str(tmp_path_factory.mktemp('xla_cache'))
   settings = {
       'jax_compilation_cache_dir': directory, 'jax_persistent_cache_min_compile_time_secs': 0.5
   }
-  environment = {
-      'JAX_COMPILATION_CACHE_DIR': directory, 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'
-  }
   previous = {name: getattr(jax.config, name) for name in settings}
-  previous_environment = {name: os.environ.get(name) for name in environment}
   for name, value in settings.items():
     jax.config.update(name, value)
   compilation_cache.reset_cache()  # collecting the tests may have compiled without the cache
-  os.environ.update(environment)
-  yield
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('JAX_COMPILATION_CACHE_DIR', directory)
+    patch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+    yield
   for name, value in previous.items():
     jax.config.update(name, value)
   compilation_cache.reset_cache()
-  for name, value in previous_environment.items():
-    if value is None:
-      os.environ.pop(name, None)
-    else:
-      os.environ[name] = value

@@ -4,10 +4,11 @@ line's error paths.
 Every run is configs/small.py shrunk to a 2-layer, d_model 32 byte-level model on 200 kB of the
 standard library (prepared once per module), so a run takes a few seconds on a 2-core CPU. Most
 tests call `trainer.train_and_evaluate` in-process; the ones about exit codes, one-line messages
-and signals run `python train.py` in a subprocess, with the same overrides as flags. Compiling
-dominates a run's time, so the runs share XLA's persistent compilation cache, and the schedule
-does not depend on train.steps: runs of any length with the same model and optimizer compile
-the same programs, once for the whole module.
+and signals run `python train.py` in a subprocess, with the same overrides as flags; those and
+the tests of several runs are marked slow. Compiling dominates a run's time, so the runs compile
+with fast_compiles' flag (as subprocesses do) and share the session's persistent compilation
+cache, and the schedule does not depend on train.steps: runs of any length with the same model
+and optimizer compile the same programs, once, in-process or not.
 """
 
 import contextlib
@@ -32,6 +33,8 @@ from conftest import hf_model
 from gptjax import checkpoint, cli, data, model as model_lib, trainer
 from gptjax.config import ModelConfig
 from gptjax.logs import METRICS_FILE, read_metrics
+
+pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_CONFIG = REPO / 'configs' / 'small.py'
@@ -275,6 +278,7 @@ def interrupt_before_step(monkeypatch, step: int):
   monkeypatch.setattr(trainer, '_train_batch', batch_then_signal)
 
 
+@pytest.mark.slow
 def test_resume_is_exact(finished, data_dir, tmp_path, monkeypatch):
   workdir, half = tmp_path / 'resumed', STEPS // 2
   config = make_config(data_dir)
@@ -327,6 +331,7 @@ def test_a_killed_save_leaves_the_previous_checkpoint_in_use(finished, tmp_path)
 # Gradient accumulation
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_one_big_batch(data_dir, tmp_path):
   runs = {}
   for k in (1, 2):
@@ -386,6 +391,7 @@ def test_evaluate_without_a_model_says_what_to_do(data_dir, tmp_path):
     trainer.evaluate(make_config(data_dir), tmp_path)
 
 
+@pytest.mark.slow
 def test_eval_mode_on_the_command_line(cli_env, finished, data_dir):
   workdir = finished['workdir']
   before = snapshot(workdir)
@@ -424,6 +430,7 @@ def test_fine_tuning_rejects_a_model_override_that_contradicts_the_source(
   assert not (tmp_path / 'tuned' / checkpoint.CHECKPOINT_DIR).exists()
 
 
+@pytest.mark.slow
 def test_fine_tuning_from_a_hugging_face_gpt2(data_dir, tmp_path):
   from gptjax.hf import from_hf
 
@@ -457,11 +464,13 @@ def test_fine_tuning_from_a_hugging_face_gpt2(data_dir, tmp_path):
 # The command line: one-line errors, nothing lost
 
 
+@pytest.mark.slow
 def test_misspelled_override_names_the_real_key(cli_env, data_dir, tmp_path):
   result = run_cli(train_command(data_dir, tmp_path / 'run', '--config.model.n_kv_head=2'), cli_env)
   assert_one_line_error(result, 'n_kv_heads')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('flag, needle', [('--workdri=x', "'workdri'"), ('--mode=sample', 'mode'),
                                           ('positional', 'unexpected arguments: positional')])
 def test_bad_flag_is_one_line(cli_env, data_dir, tmp_path, flag, needle):
@@ -470,6 +479,7 @@ def test_bad_flag_is_one_line(cli_env, data_dir, tmp_path, flag, needle):
   assert not (tmp_path / 'run').exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('change, needle', [
     ({'model__n_heads': 3}, 'n_heads=3'),
     ({'data__tokenizer': 'gpt-2'}, "data.tokenizer='gpt-2' is not one of 'gpt2', 'bytes'"),
@@ -497,12 +507,14 @@ def test_setup_checks_every_section(data_dir, change, message):
   assert str(e.value) == message
 
 
+@pytest.mark.slow
 def test_missing_data_path_is_named(cli_env, data_dir, tmp_path):
   result = run_cli(train_command(data_dir, tmp_path / 'run', data__corpus='/nonexistent/corpus'),
                    cli_env)
   assert_one_line_error(result, '/nonexistent/corpus')
 
 
+@pytest.mark.slow
 def test_resuming_a_checkpoint_of_another_model_names_the_field(cli_env, finished, data_dir,
                                                                 tmp_path):
   workdir = copy_run(finished['workdir'], tmp_path)
@@ -513,6 +525,7 @@ def test_resuming_a_checkpoint_of_another_model_names_the_field(cli_env, finishe
   assert_trees_equal(saved_params(workdir)[0], saved_params(finished['workdir'])[0])
 
 
+@pytest.mark.slow
 def test_valid_override_is_used_and_saved(cli_env, data_dir, tmp_path):
   workdir = tmp_path / 'run'
   result = run_cli(
@@ -530,6 +543,7 @@ def test_valid_override_is_used_and_saved(cli_env, data_dir, tmp_path):
   assert attention_size == 2 * (32 * 32 + 32) + 2 * (32 * 16 + 16)
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     cli_env, data_dir, tmp_path):
   workdir = tmp_path / 'run'
@@ -569,6 +583,7 @@ def wait_for_first_step(process: subprocess.Popen, workdir: Path):
     time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
 def test_signal_saves_a_checkpoint_and_rerunning_resumes(cli_env, signum, data_dir, tmp_path):
   workdir = tmp_path / 'run'
