@@ -15,9 +15,11 @@ from gptjax import analysis
 from gptjax.config import ModelConfig
 from gptjax.flops import count_params
 from gptjax.loading import LoadedModel
-from gptjax.model import GPT, forward_with_intermediates, init_params, kv_cache_bytes
+from gptjax.model import GPT, abstract_params, forward_with_intermediates, kv_cache_bytes
 from gptjax.sampling import generate
 from gptjax.tokenizer import ByteTokenizer, get_tokenizer
+
+pytestmark = pytest.mark.usefixtures('fast_compiles')  # compiling is most of their time
 
 REPO = Path(__file__).resolve().parent.parent
 forward = jax.jit(forward_with_intermediates, static_argnums=0)  # eager is seconds slower
@@ -29,7 +31,7 @@ PROMPT = 'héllo, wörld'  # multi-byte characters: tokens that are parts of one
 
 def tiny_model(randomize, **overrides) -> LoadedModel:
   cfg = ModelConfig(**{**TINY, **overrides})
-  params = randomize(init_params(cfg, jax.random.key(0)))
+  params = randomize(abstract_params(cfg))
   return LoadedModel(cfg, params, ByteTokenizer(), 'tiny test model')
 
 

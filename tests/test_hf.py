@@ -289,6 +289,7 @@ def test_hub_name_without_network_says_so(monkeypatch, tmp_path):
   assert '\n' not in str(error.value)
 
 
+@pytest.mark.slow
 def test_importing_gptjax_hf_needs_neither_torch_nor_transformers():
   code = ('import sys, gptjax.hf; print(sorted(m for m in '
           "('torch', 'transformers', 'huggingface_hub') if m in sys.modules))")

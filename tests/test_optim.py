@@ -11,6 +11,8 @@ from gptjax.model import GPT, abstract_params, init_params
 from gptjax.optim import (accumulate_gradients, decay_mask, learning_rate_schedule, make_optimizer,
                           optimizer_metrics)
 
+pytestmark = pytest.mark.usefixtures('fast_compiles')  # compiling is most of their time
+
 
 def optim_config(**overrides):
   """`config.optim` as a config file builds it: the optimizer functions type it themselves."""

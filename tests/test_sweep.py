@@ -24,6 +24,9 @@ from gptjax import checkpoint, data, flops, sweep, trainer
 from gptjax.config import ModelConfig
 from gptjax.logs import read_metrics
 
+# The sweep's runs, in-process and in a subprocess, compile most of their time.
+pytestmark = pytest.mark.usefixtures('fast_compiles')
+
 REPO = Path(__file__).resolve().parents[1]
 ABLATION = REPO / 'configs' / 'ablation.py'
 CORPUS_BYTES = 100_000
