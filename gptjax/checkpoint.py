@@ -70,8 +70,8 @@ def _existing_step(workdir, step: int | None) -> int:
   if directory.is_dir():
     steps = sorted(ocp.utils.checkpoint_steps(directory))
   if not steps:
-    raise CheckpointError(f'no checkpoint in {directory}; train first: '
-                          f'python train.py --config=configs/small.py --workdir={workdir}')
+    raise CheckpointError(f'no checkpoint in {directory}: nothing has been trained into '
+                          f'{workdir} yet')
   if step is None:
     return steps[-1]
   if step not in steps:
@@ -89,7 +89,8 @@ def check_same_model(saved_model: dict[str, Any], model: dict[str, Any], source:
   ]
   if differ:
     raise CheckpointError(f'{source} was written with a different model config '
-                          f'({"; ".join(differ)}); use a new --workdir or the same model config')
+                          f'({"; ".join(differ)}); train into another workdir or keep the '
+                          'model config')
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):

@@ -28,11 +28,11 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
   if not coordinator_address:
     return
   if num_processes is None or process_id is None:
-    raise ValueError(f'--coordinator_address={coordinator_address} needs --num_processes and '
-                     '--process_id too')
+    raise ValueError(f'coordinator_address={coordinator_address} needs num_processes and '
+                     'process_id too')
   if not 0 <= process_id < num_processes:
-    raise ValueError(f'--process_id={process_id} must be in 0..{num_processes - 1} '
-                     f'(--num_processes={num_processes})')
+    raise ValueError(f'process_id={process_id} must be in 0..{num_processes - 1} '
+                     f'(num_processes={num_processes})')
   jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                              process_id=process_id)
   logging.info('process %d of %d, %d local / %d global devices', jax.process_index(),

@@ -113,11 +113,11 @@ def test_check_batch_divides_names_the_field():
 
 
 @pytest.mark.parametrize('num_processes, process_id, message', [
-    (None, 0, '--num_processes'),
-    (2, None, '--process_id'),
-    (2, 2, r'--process_id=2 .*0\.\.1'),
+    (None, 0, 'needs num_processes and process_id'),
+    (2, None, 'needs num_processes and process_id'),
+    (2, 2, r'process_id=2 .*0\.\.1'),
 ])
-def test_initialize_distributed_checks_flags(num_processes, process_id, message):
+def test_initialize_distributed_checks_its_arguments(num_processes, process_id, message):
   with pytest.raises(ValueError, match=message):
     sharding.initialize_distributed('127.0.0.1:1', num_processes, process_id)
 

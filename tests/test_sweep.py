@@ -23,6 +23,7 @@ import pytest
 from gptjax import checkpoint, data, flops, sweep, trainer
 from gptjax.config import ModelConfig
 from gptjax.logs import read_metrics
+from gptjax.sweep.report import RUN_COLUMNS
 
 # The sweep's runs, in-process and in a subprocess, compile most of their time.
 pytestmark = pytest.mark.usefixtures('fast_compiles')
@@ -323,7 +324,7 @@ def test_rerun_skips_finished_and_diverged_runs(finished, overrides, monkeypatch
 @pytest.mark.slow
 def test_a_changed_config_is_refused_instead_of_mixed_in(finished, overrides, tmp_path):
   workdir = Path(shutil.copytree(finished[0], tmp_path / 'sweep'))
-  with pytest.raises(ValueError, match=r'train.steps=2 \(now 3\); use another --workdir'):
+  with pytest.raises(ValueError, match=r'train.steps=2 \(now 3\); use another sweep workdir'):
     sweep.run_sweep(ABLATION, workdir, variants=VARIANTS, overrides={**overrides, 'train.steps': 3})
 
 
@@ -350,6 +351,22 @@ def test_report_of_a_partial_sweep(finished, tmp_path):
   assert '1 running, 1 diverged, 1 pending' in (workdir / 'results.md').read_text()
   for name in ('val_loss_curves.png', 'final_loss_by_factor.png'):
     assert (workdir / name).exists()
+
+
+@pytest.mark.slow
+def test_runs_recorded_without_factors_are_told_apart_by_their_configs(finished, tmp_path):
+  """Sweeps run before status.json kept each run's factors still get factor columns."""
+  workdir = Path(shutil.copytree(finished[0], tmp_path / 'sweep'))
+  for slug in SLUGS:
+    status = json.loads((workdir / slug / 'status.json').read_text())
+    del status['factors']
+    (workdir / slug / 'status.json').write_text(json.dumps(status))
+  sweep.report(workdir)
+  runs = {r['slug']: r for r in csv_rows(workdir / 'runs.csv')}
+  lrs = [runs[slug]['optim.lr'] for slug in SLUGS]
+  assert lrs == [lrs[0], '1e+30', lrs[0]] and lrs[0] != '1e+30'
+  factor_columns = set(runs[SLUGS[0]]) - set(RUN_COLUMNS)
+  assert factor_columns == {'optim.lr', 'optim.warmup_steps', 'optim.grad_clip'}  # seed aside
 
 
 def test_interrupt_marks_the_run_and_stops_the_sweep(overrides, tmp_path, monkeypatch):

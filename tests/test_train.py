@@ -252,6 +252,13 @@ def test_restore_params_reads_a_checkpoints_params_and_checks_their_shapes(finis
     checkpoint.restore_params(workdir, abstract_params({**model, 'd_model': 64, 'd_ff': None}))
 
 
+def test_a_workdir_without_checkpoints_is_named_without_cli_flags(tmp_path):
+  with pytest.raises(
+      checkpoint.CheckpointError,
+      match=f'no checkpoint in .*: nothing has been trained into {re.escape(str(tmp_path))} yet$'):
+    checkpoint.load_config(tmp_path)
+
+
 def test_rerunning_a_finished_run_takes_no_step(finished, tmp_path):
   workdir = copy_run(finished['workdir'], tmp_path)
   before, metrics_before = snapshot(workdir), (workdir / METRICS_FILE).read_bytes()
@@ -260,6 +267,22 @@ def test_rerunning_a_finished_run_takes_no_step(finished, tmp_path):
   assert result['val_loss'] == pytest.approx(finished['result']['val_loss'], rel=1e-5)
   assert snapshot(workdir) == before
   assert (workdir / METRICS_FILE).read_bytes() == metrics_before
+
+
+def test_resuming_with_another_model_is_refused_naming_each_difference(
+    finished, data_dir, tmp_path):
+  workdir = copy_run(finished['workdir'], tmp_path)
+  before = snapshot(workdir)
+  n_layers = finished['config'].model.n_layers
+  config = make_config(data_dir, model__n_layers=n_layers + 1, model__norm='rmsnorm')
+  with pytest.raises(
+      checkpoint.CheckpointError,
+      match=rf'the checkpoint in {re.escape(str(workdir))} was written with a different model '
+      rf"config \(n_layers: checkpoint {n_layers} vs config {n_layers + 1}; "
+      r"norm: checkpoint 'layernorm' vs config 'rmsnorm'\); train into another "
+      r'workdir or keep the model config$'):
+    trainer.train_and_evaluate(config, workdir)
+  assert snapshot(workdir) == before
 
 
 # ---------------------------------------------------------------------------------------------

@@ -74,10 +74,11 @@ def flatten(tree: Mapping, prefix: str = '') -> dict[str, Any]:
   return out
 
 
-def _differing_keys(configs: Sequence[ml_collections.ConfigDict]) -> list[dict[str, Any]]:
-  """Each config's values of the keys (seed aside) that differ between the configs: the factors
-  of a sweep whose config module names none. Lists become their JSON text, so they group."""
-  flats = [flatten(as_json(config)) for config in configs]
+def differing_keys(configs: Sequence[Mapping]) -> list[dict[str, Any]]:
+  """Each config's values of the keys (seed aside) that differ between the configs (plain JSON
+  data, as config.json holds): the factors of a sweep whose config module names none. Lists
+  become their JSON text, so they group."""
+  flats = [flatten(config) for config in configs]
   keys = dict.fromkeys(key for flat in flats for key in flat if key != 'seed')
   varying = [k for k in keys if len({json.dumps(flat.get(k)) for flat in flats}) > 1]
   return [{
@@ -89,7 +90,7 @@ def _differing_keys(configs: Sequence[ml_collections.ConfigDict]) -> list[dict[s
 def _factors(module, configs: Sequence[ml_collections.ConfigDict]) -> list[dict[str, Any]]:
   if hasattr(module, 'factors'):
     return [dict(module.factors(config)) for config in configs]
-  return _differing_keys(configs)
+  return differing_keys([as_json(config) for config in configs])
 
 
 def plan(module, variants: Sequence[str],

@@ -17,7 +17,7 @@ from gptjax.config import ModelConfig
 from gptjax.files import read_json
 from gptjax.logs import read_metrics
 from gptjax.model import kv_cache_bytes
-from gptjax.sweep.plan import CONFIG_FILE, STATUS_FILE, SWEEP_FILE
+from gptjax.sweep.plan import CONFIG_FILE, STATUS_FILE, SWEEP_FILE, differing_keys
 from gptjax.sweep.plots import plot_curves, plot_factors
 from gptjax.tables import format_bytes, format_si, markdown_table
 
@@ -82,9 +82,18 @@ def load_run(run_dir: Path) -> dict | None:
       'flops_per_token': flops.flops_per_token(cfg, seq_len),
       'kv_cache_bytes_per_token': kv_cache_bytes(cfg),  # what GQA/MQA shrink
       'd_ff': cfg.d_ff,
-      'factors': status.get('factors') or {},
+      'factors': status.get('factors'),  # None: recorded before runs kept their factors
+      'config': config,
       'evals': evals,
   }
+
+
+def _fill_missing_factors(runs: list[dict]) -> None:
+  """Runs whose status.json names no factors (written before runs kept them) are told apart by
+  the config keys in which they differ from one another."""
+  missing = [run for run in runs if run['factors'] is None]
+  for run, factors in zip(missing, differing_keys([run['config'] for run in missing])):
+    run['factors'] = factors
 
 
 def _mean(values: list[float]) -> float:
@@ -247,6 +256,7 @@ def report(sweep_dir: str | Path) -> list[dict]:
   dirs = sorted((d for d in sweep_dir.iterdir() if d.is_dir()), key=lambda d:
                 (order.index(d.name) if d.name in order else len(order), d.name))
   runs = [run for run in map(load_run, dirs) if run is not None]
+  _fill_missing_factors(runs)
   if not runs and not order:
     raise FileNotFoundError(f'{sweep_dir} holds no sweep runs (no */{CONFIG_FILE})')
   planned: dict[str, int] = {}

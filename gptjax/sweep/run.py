@@ -34,7 +34,7 @@ def _check_unchanged(run: PlannedRun, run_dir: Path) -> None:
       if saved.get(k) != new.get(k)
   ]
   if changed:
-    raise ValueError(f'{run_dir} was run with {", ".join(changed)}; use another --workdir for '
+    raise ValueError(f'{run_dir} was run with {", ".join(changed)}; use another sweep workdir for '
                      'the changed sweep, or delete that run directory')
 
 
