@@ -145,9 +145,12 @@ def main(argv):
 def load_model():
   """The model the flags name; with none, the newest checkpoint under runs/, where train.py puts
   a run that has no --workdir."""
-  from gptjax import loading
+  from gptjax import checkpoint, loading
 
   workdir, step = FLAGS.workdir, FLAGS.step
+  if workdir is not None and checkpoint.latest_step(workdir) is None:
+    raise ValueError(f'no checkpoint in {workdir}: train one first (python train.py '
+                     f'--config=configs/small.py --workdir={workdir}) or pick another --workdir')
   if all(FLAGS[name].value is None for name in ('workdir', 'step', 'hf', 'config')):
     latest = loading.latest_checkpoint(cli.RUNS_DIR)
     if latest is None:
