@@ -248,12 +248,15 @@ def matched_d_ff(cfg: ModelConfig, target: int) -> int:
 
   step = D_FF_MULTIPLE
   n_own = matmul_params(cfg)
-  per_unit = (matmul_params(cfg.replace(d_ff=cfg.d_ff + step)) - n_own) / step  # N is linear
-  ideal = cfg.d_ff + (target - n_own) / per_unit
+  # N is linear in d_ff (each hidden unit brings the same weights and bias), so two counts give
+  # it for every d_ff; each count traces the model, which is what a sweep's planning waits on.
+  per_step = matmul_params(cfg.replace(d_ff=cfg.d_ff + step)) - n_own
+  assert per_step % step == 0, 'matmul parameters per hidden unit must be a whole number'
+  n_at = lambda d_ff: n_own + (d_ff - cfg.d_ff) * (per_step // step)
+  ideal = cfg.d_ff + (target - n_own) / (per_step / step)
   below = max(step, int(ideal // step) * step)
   candidates = [cfg.d_ff, below, below + step]
-  return min(candidates, key=lambda d:
-             (abs(matmul_params(cfg.replace(d_ff=d)) - target), d != cfg.d_ff))
+  return min(candidates, key=lambda d: (abs(n_at(d) - target), d != cfg.d_ff))
 
 
 def get_config(arg: str | None = None, overrides: Mapping[str, Any] | None = None):
