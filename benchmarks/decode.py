@@ -23,12 +23,8 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (
-    format_table,
-    load_config,
-    machine,
-    median_seconds,  # noqa: E402
-    transformers_gpt2)
+from common import (  # noqa: E402
+    format_table, load_config, machine, median_seconds, transformers_gpt2)
 from machine import read_bandwidth  # noqa: E402
 
 from gptjax.config import ModelConfig  # noqa: E402

@@ -66,7 +66,7 @@ def _train(run: PlannedRun, run_dir: Path) -> dict:
   write_json_atomic(run_dir / CONFIG_FILE, as_json(run.config))
   _write_status(run, run_dir, 'running', seconds=previous)
   start = time.perf_counter()
-  seconds = lambda: previous + time.perf_counter() - start  # noqa: E731
+  seconds = lambda: previous + time.perf_counter() - start
   try:
     trainer.train_and_evaluate(run.config, run_dir)
   except trainer.TrainingDiverged as e:
