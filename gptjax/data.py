@@ -162,6 +162,15 @@ def _local_files(path: Path) -> tuple[Path, list[str]]:
   return path, files
 
 
+def _content_stamp(path: Path) -> str:
+  """The size and modification time of every file a local corpus reads: editing, adding or
+  removing a file gives the corpus another prepared directory, so stale tokens are never reused
+  (hashing the contents would re-read a large corpus at every start)."""
+  root, files = _local_files(path)
+  stamps = [(f, st.st_size, st.st_mtime_ns) for f in files for st in [(root / f).stat()]]
+  return json.dumps(stamps)
+
+
 def _download_shakespeare(cache_dir: Path) -> Path:
   path = cache_dir / 'tinyshakespeare.txt'
   if path.exists():
@@ -272,12 +281,14 @@ def token_dtype(n_vocab: int) -> np.dtype:
 
 def prepared_dir(data_dir: str | os.PathLike, corpus: str, tokenizer_name: str, *,
                  val_percent: int = DEFAULT_VAL_PERCENT, max_bytes: int | None = None) -> Path:
-  """Where prepare() puts (corpus, tokenizer, options); readable, and unique per local path."""
+  """Where prepare() puts (corpus, tokenizer, options); readable, and unique per local path and
+  per state of its files (see _content_stamp)."""
   spec = canonical_corpus(corpus)
   if spec.startswith('hf:text:') or not spec.startswith('hf:') and spec not in _NAMED:
     path = spec.removeprefix('hf:text:')
     prefix = 'hf_text_' if spec.startswith('hf:text:') else ''
-    name = f'{prefix}{Path(path).name}_{zlib.crc32(path.encode()):08x}'
+    key = f'{path}\n{_content_stamp(_existing(path))}'
+    name = f'{prefix}{Path(path).name}_{zlib.crc32(key.encode()):08x}'
   else:
     name = spec
   name = re.sub(r'[^\w.-]+', '_', name).strip('_')

@@ -1,3 +1,4 @@
+import os
 import sys
 import tracemalloc
 from pathlib import Path
@@ -105,6 +106,28 @@ def test_prepare_text_file_gpt2_roundtrips(tmp_path):
   train, val = decode_docs(out, 'train'), decode_docs(out, 'val')
   assert [*train, *val] == list(data.split_text(TEXT, 10))
   assert len(data.load_split(out, 'train')) < len(TEXT) // 2  # really BPE, not bytes
+
+
+@pytest.mark.parametrize('layout', ['file', 'directory'])
+def test_an_edited_local_corpus_is_tokenized_again(tmp_path, layout):
+  root = tmp_path / 'corpus'
+  texts = write_corpus_dir(root)
+  edited = root / max(texts, key=lambda f: len(texts[f]))  # long enough to split by itself
+  path = edited if layout == 'file' else root
+  prepare = lambda: data.prepare(str(path), 'bytes', tmp_path / 'data', progress=False)
+  first = prepare()
+  assert prepare() == first  # unchanged: reused
+  before = edited.stat()
+  edited.write_text(edited.read_text().replace('words', 'WORDS', 1))  # the same size
+  os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+  second = prepare()
+  assert second != first and (first / 'meta.json').exists()  # the old tokens are kept
+  docs = lambda out: decode_docs(out, 'train') + decode_docs(out, 'val')
+  assert any('WORDS' in doc for doc in docs(second))
+  assert not any('WORDS' in doc for doc in docs(first))
+  (root / 'added.txt').write_text('another document\n')
+  # A file added to a directory corpus is new content; next to a file corpus it is not.
+  assert (prepare() == second) == (layout == 'file')
 
 
 def test_prepare_directory_uses_file_level_split(tmp_path):
