@@ -35,6 +35,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+  cli.STOP.install()  # before JAX: a Ctrl-C at any moment stops the run (cli.StopSignals)
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments: {" ".join(argv[1:])} (flags are --name=value)')
   config = cli.config_flag()

@@ -4,7 +4,9 @@ is given. Imports no JAX, so that --help and flag mistakes answer at once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,7 +16,15 @@ from gptjax.files import directory_name
 
 # Raised for bad input anywhere (config validation, data, checkpoints, prompts).
 USER_ERRORS = (ValueError, FileNotFoundError)
-INTERRUPTED_EXIT_CODE = 130  # the shell's convention for "stopped by Ctrl-C"
+STOP_SIGNALS = ('SIGINT', 'SIGTERM')
+
+
+def exit_code(signal_name: str) -> int:
+  """The shell's convention for a process stopped by a signal: 130 for Ctrl-C, 143 for SIGTERM."""
+  return 128 + signal.Signals[signal_name]
+
+
+INTERRUPTED_EXIT_CODE = exit_code('SIGINT')
 # train.py's runs go here unless --workdir says otherwise; sample.py looks here for the newest.
 RUNS_DIR = 'runs'
 # config_flags' words before the traceback of a config file whose get_config raised.
@@ -23,6 +33,74 @@ CONFIG_FILE_RAISED = 'Error whilst parsing config file:'
 
 class Interrupted(RuntimeError):
   """A long job stopped on request after saving its work; the message says how to resume."""
+  def __init__(self, message: str, signal_name: str = 'SIGINT'):
+    super().__init__(message)
+    self.signal_name = signal_name
+
+
+class StopSignals:
+  """Ctrl-C and SIGTERM as a request that a long job checks at its safe points.
+
+  Python's default turns SIGINT into a KeyboardInterrupt wherever the interpreter is; inside a
+  garbage-collection callback (JAX registers one) the exception is printed and ignored, and a
+  run interrupted during its start-up trained to the end. Here the first signal is always
+  recorded (`signal_name`), and is raised as KeyboardInterrupt too unless the job has `defer`red
+  it to its next safe point (a training step's end: the state is never caught half-donated).
+  The first signal restores the previous handlers, so a second Ctrl-C kills at once.
+  """
+  def __init__(self):
+    self.signal_name: str | None = None
+    self.deferred = False
+    self._previous = {}
+
+  @property
+  def installed(self) -> bool:
+    return bool(self._previous)
+
+  def install(self) -> None:
+    """Entry points call this first, before JAX is imported; a no-op if already installed."""
+    if not self.installed:
+      self.signal_name = None
+      for name in STOP_SIGNALS:
+        sig = signal.Signals[name]
+        self._previous[sig] = signal.signal(sig, self._handle)
+
+  def uninstall(self) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    self.signal_name = signal.Signals(signum).name
+    self.uninstall()
+    if not self.deferred:
+      raise KeyboardInterrupt(self.signal_name)
+
+  @contextlib.contextmanager
+  def watching(self):
+    """For a job: installs the handlers unless an entry point did (keeping a signal that already
+    arrived), and removes what it installed on the way out."""
+    owner = not self.installed and self.signal_name is None
+    if owner:
+      self.install()
+    try:
+      yield self
+    finally:
+      if owner:
+        self.uninstall()
+        self.signal_name = None
+
+  @contextlib.contextmanager
+  def deferring(self):
+    """Signals only set `signal_name` inside: the job looks at it between steps."""
+    previous, self.deferred = self.deferred, True
+    try:
+      yield self
+    finally:
+      self.deferred = previous
+
+
+STOP = StopSignals()
 
 
 def one_line(error: BaseException) -> str:
@@ -92,10 +170,11 @@ def run(main) -> None:
     app.run(main, flags_parser=parse_flags)
   except Interrupted as e:
     print(f'stopped: {one_line(e)}', file=sys.stderr)
-    sys.exit(INTERRUPTED_EXIT_CODE)
-  except KeyboardInterrupt:  # before the work loop started (or a second Ctrl-C): nothing to save
-    print('stopped: interrupted before anything was saved', file=sys.stderr)
-    sys.exit(INTERRUPTED_EXIT_CODE)
+    sys.exit(exit_code(e.signal_name))
+  except KeyboardInterrupt as e:  # before the work loop started, or a second Ctrl-C: nothing saved
+    name = e.args[0] if e.args and e.args[0] in STOP_SIGNALS else 'SIGINT'
+    print(f'stopped: {name} before anything was saved', file=sys.stderr)
+    sys.exit(exit_code(name))
   except USER_ERRORS as e:
     sys.exit(f'error: {one_line(e)}')
   except AttributeError as e:

@@ -249,28 +249,6 @@ def abstract_state(run: Run, optimizer):
 # The loop
 
 
-class _StopRequest:
-  """Turns the first Ctrl-C / SIGTERM into a flag checked between steps (so the state is never
-  caught half-donated), and restores the default handlers so a second Ctrl-C kills at once."""
-  def __init__(self):
-    self.signal_name = None
-    self._previous = {}
-
-  def __enter__(self):
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    self.signal_name = signal.Signals(signum).name
-    self.__exit__()
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-    self._previous = {}
-
-
 class _Throughput:
   """Tokens/s over the training steps since the last restart, excluding compilation, evaluation
   and checkpointing (the loop restarts it after each)."""
@@ -291,21 +269,24 @@ class _Throughput:
     return self.steps * self.tokens_per_step / (time.perf_counter() - self.start)
 
 
-def _agreed_stop(stop: _StopRequest, log_now: bool) -> str | None:
-  """The reason to stop after this step, if any, agreed by every process.
+def _agreed_stop(stop: cli.StopSignals, log_now: bool) -> tuple[str, str] | None:
+  """(reason, signal name) to stop after this step, if any, agreed by every process.
 
   All processes must take part in the same collective checkpoint save, so with several
-  processes the signal flags are exchanged at log steps (host syncs anyway) and all stop there.
+  processes the signals are exchanged at log steps (host syncs anyway) and all stop there, with
+  the exit code of the signal that one of them received.
   """
   if jax.process_count() == 1:
-    return stop.signal_name
+    return (stop.signal_name, stop.signal_name) if stop.signal_name else None
   if not log_now:
     return None
   from jax.experimental import multihost_utils
-  flags = multihost_utils.process_allgather(np.int32(stop.signal_name is not None))
-  if not flags.any():
+  own = signal.Signals[stop.signal_name] if stop.signal_name else 0
+  received = multihost_utils.process_allgather(np.int32(own))
+  if not received.any():
     return None
-  return stop.signal_name or 'stop requested by another process'
+  name = signal.Signals(int(received.max())).name
+  return stop.signal_name or 'stop requested by another process', name
 
 
 def _check_finite(pending: list[tuple[int, dict]]) -> None:
@@ -325,7 +306,12 @@ def _check_finite(pending: list[tuple[int, dict]]) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
   """Trains (resuming from the workdir's latest checkpoint if any); returns the last metrics."""
-  workdir = Path(workdir)
+  with cli.STOP.watching() as stop:
+    return _train_and_evaluate(config, Path(workdir), stop)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
+                        stop: cli.StopSignals) -> dict[str, float]:
   run = setup(config)
   config_dict = config.to_dict()
   config_dict['model'] = run.cfg.to_dict()  # the resolved architecture, for sample.py and resume
@@ -335,9 +321,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, 
   eval_step = make_eval_step(run.cfg)
   train_cfg = run.train
 
+  # From here a signal only sets a flag that the loop reads after each step (cli.StopSignals).
   with contextlib.closing(checkpoint.manager(workdir, train_cfg.keep_checkpoints)) as mngr, \
        MetricWriter(workdir, enabled=jax.process_index() == 0) as writer, \
-       _StopRequest() as stop:
+       stop.deferring():
     start = mngr.latest_step()
     if start is None:
       state = initial_state(run, optimizer, state_sharding)
@@ -348,6 +335,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, 
                                   f'the checkpoint in {workdir}')
       state = checkpoint.restore(mngr, start, abstract)
       logging.info('resumed from step %d of %s', start, workdir)
+    if stop.signal_name:  # it came before the handlers could defer it, and was lost
+      raise TrainingInterrupted(
+          f'{stop.signal_name} before step {start + 1}: nothing new to '
+          'save; rerun the same command to resume', stop.signal_name)
     if start >= train_cfg.steps:
       return {'step': start, 'val_loss': evaluate_loss(run, eval_step, state['params'])}
 
@@ -396,8 +387,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, 
           checkpoint.save(mngr, done, state, config_dict)
           meter.restart()
         if stop_reason:
-          raise TrainingInterrupted(f'{stop_reason} at step {done}: checkpoint saved in '
-                                    f'{workdir}; rerun the same command to resume')
+          reason, signal_name = stop_reason
+          raise TrainingInterrupted(
+              f'{reason} at step {done}: checkpoint saved in {workdir}; '
+              'rerun the same command to resume', signal_name)
   return last
 
 

@@ -436,13 +436,13 @@ def test_two_processes_match_one(two_processes, resumed, reference):
 
 @pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_the_same_step(two_processes, resumed):
-  """A preempted host: SIGTERM reaches process 0 only. The processes exchange their stop flags
-  at log steps, so both stop after the same step, take part in one collective checkpoint save
-  and exit 130. Were each to stop on its own flag, process 0 would start saving while process 1
-  ran the next step's collectives, and the run would hang or crash."""
+  """A preempted host: SIGTERM reaches process 0 only. The processes exchange their signals at
+  log steps, so both stop after the same step, take part in one collective checkpoint save and
+  exit 143, SIGTERM's code. Were each to stop on its own flag, process 0 would start saving
+  while process 1 ran the next step's collectives, and the run would hang or crash."""
   workdir, codes = two_processes
   report = f'exit codes {codes}\n{_processes_report(workdir, codes)}'
-  assert codes == [130, 130], report
+  assert codes == [143, 143], report
   outputs = [_output(workdir, i) for i in range(2)]
   assert not any('Traceback' in output for output in outputs), report
   stopped = [_stopped_lines(output) for output in outputs]
