@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from gptjax import checkpoint, cli, data, flops, sharding
+from gptjax import checkpoint, cli, data, flops, sharding, workdir_lock
 from gptjax.config import DataConfig, ModelConfig, OptimConfig, ShardingConfig, TrainConfig
 from gptjax.logs import MetricWriter
 from gptjax.model import GPT, abstract_params, init_params
@@ -306,7 +306,9 @@ def _check_finite(pending: list[tuple[int, dict]]) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
   """Trains (resuming from the workdir's latest checkpoint if any); returns the last metrics."""
-  with cli.STOP.watching() as stop:
+  # One run per workdir: process 0 speaks for a multi-process run (its processes share it).
+  lock = workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with cli.STOP.watching() as stop, lock:
     return _train_and_evaluate(config, Path(workdir), stop)
 
 

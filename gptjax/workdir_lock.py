@@ -1,0 +1,38 @@
+"""One training run per workdir: a second trainer started on the same directory would delete the
+first's checkpoint in progress and interleave its metrics. The lock is an flock on
+WORKDIR/.lock, which the kernel releases when its holder exits in any way (kill -9 included), so
+a lock is never stale; the file keeps the holder's pid for the message."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+
+LOCK_FILE = '.lock'
+
+
+class WorkdirInUse(ValueError):
+  """Another live process trains in this workdir."""
+
+
+@contextlib.contextmanager
+def hold(workdir: str | os.PathLike):
+  """Holds the workdir's lock for the block; raises WorkdirInUse, naming the holder's pid, if
+  another process holds it."""
+  path = Path(workdir) / LOCK_FILE
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 64, 0).decode(errors='replace').strip() or 'unknown'
+      raise WorkdirInUse(f'{workdir} is in use by another training run (pid {holder}); wait for '
+                         'it to finish or stop it, or train into another workdir') from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the lock; the file stays (removing it would race a new holder)
