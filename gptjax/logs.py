@@ -26,7 +26,9 @@ class MetricWriter:
     if self.enabled:
       self.workdir.mkdir(parents=True, exist_ok=True)
       # Appending keeps the history of a resumed run in one file; `step` orders the lines.
-      self._jsonl = open(self.workdir / METRICS_FILE, 'a', encoding='utf-8')
+      path = self.workdir / METRICS_FILE
+      _drop_torn_last_line(path)
+      self._jsonl = open(path, 'a', encoding='utf-8')
       from tensorboardX import SummaryWriter
       self._tensorboard = SummaryWriter(str(self.workdir / 'tensorboard'))
     return self
@@ -56,9 +58,33 @@ class MetricWriter:
                 dynamic_ncols=True, smoothing=0.1)
 
 
+def _drop_torn_last_line(path: Path) -> None:
+  """A kill mid-write leaves a last line without its newline; appending to it would glue the
+  next record onto it. The torn record is dropped: resuming re-logs its step."""
+  if not path.exists():
+    return
+  with open(path, 'rb+') as f:
+    text = f.read()
+    if text and not text.endswith(b'\n'):
+      f.truncate(text.rfind(b'\n') + 1)
+
+
 def read_metrics(workdir) -> list[dict]:
   """All metric lines of a run, in order (the trainer's and the sweep report's shared reader)."""
   path = Path(workdir) / METRICS_FILE
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  lines = path.read_text().splitlines()
+  metrics = []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      metrics.append(json.loads(line))
+    except json.JSONDecodeError:
+      if number < len(lines):  # only the last line can be torn by a kill mid-write
+        raise ValueError(f'{path}, line {number}, is not JSON: {line[:60]!r}; the file is '
+                         'damaged, not just cut off') from None
+      logging.warning('%s: skipping its unfinished last line %r (being written, or cut by a kill)',
+                      path, line[:60])
+  return metrics

@@ -396,6 +396,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
   return last
 
 
+def perplexity(loss: float) -> float:
+  """exp(loss), inf where that overflows a float (a loss past ~709 nats: an untrained or broken
+  model is still reported, not an OverflowError)."""
+  try:
+    return math.exp(loss)
+  except OverflowError:
+    return math.inf
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
   """Loss, perplexity and bits-per-byte on the val split, with no training step taken.
 
@@ -412,6 +421,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
   params = jax.device_put(_initial_params(run, jax.random.key(0)), sharding.replicated(run.mesh))
   loss = evaluate_loss(run, make_eval_step(run.cfg), params)
   return {
-      'val_loss': loss, 'perplexity': math.exp(loss),
+      'val_loss': loss, 'perplexity': perplexity(loss),
       'bits_per_byte': loss / math.log(2) / run.bytes_per_token
   }

@@ -338,7 +338,7 @@ def test_report_of_a_partial_sweep(finished, tmp_path):
   lines = (running / 'metrics.jsonl').read_text().splitlines()
   (running / 'metrics.jsonl').write_text('\n'.join(l
                                                    for l in lines if json.loads(l)['step'] < STEPS)
-                                         + '\n')
+                                         + '\n{"step": 2, "lo')  # and a line cut by a kill
   status = json.loads((running / 'status.json').read_text())
   (running / 'status.json').write_text(json.dumps({**status, 'status': 'running'}))
 

@@ -5,10 +5,8 @@ results.md and the plots."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 import statistics
-import time
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -29,15 +27,8 @@ def read_status(run_dir: Path) -> dict:
 
 def _metrics(run_dir: Path) -> list[dict]:
   """The run's metric lines, one per step and kind (a resumed run may have logged a step twice:
-  the later line wins). Retried once: a report may read while the trainer appends a line."""
-  for attempt in range(3):
-    try:
-      lines = read_metrics(run_dir)
-      break
-    except json.JSONDecodeError:
-      if attempt == 2:
-        raise
-      time.sleep(0.2)
+  the later line wins). A line being appended while the report reads is skipped (read_metrics)."""
+  lines = read_metrics(run_dir)
   latest = {}
   for line in lines:
     latest[(line['step'], 'val_loss' in line)] = line
