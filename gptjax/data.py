@@ -369,6 +369,25 @@ def _write_tokens(docs: Iterable[str], tokenizer: Tokenizer, dtype: np.dtype, pa
   return counts
 
 
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # alive, another user's
+    return True
+  return True
+
+
+def _remove_dead_temporaries(out: Path) -> None:
+  """Token files a killed prepare left half-written (`train.bin.tmp<pid>`, possibly gigabytes);
+  a live process's are its work in progress and stay."""
+  for path in out.glob('*.bin.tmp*'):
+    pid = path.name.rpartition('.tmp')[2]
+    if pid.isdigit() and not _pid_alive(int(pid)):
+      path.unlink(missing_ok=True)
+
+
 def prepare(corpus: str, tokenizer_name: str, data_dir: str | os.PathLike, *,
             val_percent: int = DEFAULT_VAL_PERCENT, max_bytes: int | None = None,
             progress: bool = True) -> Path:
@@ -401,6 +420,7 @@ def prepare(corpus: str, tokenizer_name: str, data_dir: str | os.PathLike, *,
   total = source.n_bytes if max_bytes is None else min(source.n_bytes or max_bytes, max_bytes)
 
   out.mkdir(parents=True, exist_ok=True)
+  _remove_dead_temporaries(out)
   tmp = {split: out / f'{split}.bin.tmp{os.getpid()}' for split in _SPLITS}
   counts = {}
   try:

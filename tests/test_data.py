@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 import tracemalloc
 from pathlib import Path
@@ -95,6 +96,19 @@ def test_prepare_stdlib_bytes_and_reuse(tmp_path, monkeypatch):
   monkeypatch.setattr(data, '_source', lambda *a: pytest.fail('prepared data was rebuilt'))
   assert data.prepare('stdlib', 'bytes', tmp_path, max_bytes=40_000) == out
   assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
+
+
+def test_prepare_removes_what_a_killed_prepare_left_but_not_a_live_ones(tmp_path):
+  dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                        capture_output=True, text=True, check=True).stdout.strip()
+  out = data.prepared_dir(tmp_path, 'stdlib', 'bytes', max_bytes=20_000)
+  out.mkdir(parents=True)
+  left = out / f'train.bin.tmp{dead}'
+  live = out / f'val.bin.tmp{os.getppid()}'  # a process that is running
+  left.write_bytes(b'\0' * 100)
+  live.write_bytes(b'\0' * 100)
+  data.prepare('stdlib', 'bytes', tmp_path, max_bytes=20_000, progress=False)
+  assert not left.exists() and live.exists()
 
 
 def test_prepare_text_file_gpt2_roundtrips(tmp_path):
