@@ -118,6 +118,32 @@ def parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:
     raise ValueError(f'{flag_error(e)} (--helpshort lists the flags)') from None
+  except KeyError as e:  # an override through a section the config does not have
+    raise ValueError(_override_error(argv, e)) from None
+  except (SyntaxError, AttributeError, ImportError) as e:  # config_flags executing a config file
+    raise ValueError(_config_file_error(argv, e)) from None
+
+
+def _override_error(argv: list[str], error: KeyError) -> str:
+  """--config.modle.n_layers=2: ml_collections raises KeyError("'modle'\nDid you mean...")."""
+  message = one_line(error)
+  key = message.split()[0].strip('\'"') if message else ''
+  given = [a for a in argv if a.startswith('--') and '.' in a.partition('=')[0]]
+  flag = next((a for a in given if key in a.partition('=')[0].split('.')), ' '.join(given))
+  hint = message[len(key) + 2:].strip() or 'check the spelling of each dotted part'
+  return f'{flag}: the config has no section or field {key!r}; {hint}'
+
+
+def _config_file_error(argv: list[str], error: Exception) -> str:
+  """A config file that does not run, or defines no get_config, in one line naming it."""
+  flag = next((a for a in argv if a.startswith('--config=')), '--config')
+  if isinstance(error, SyntaxError):
+    problem = f'syntax error at line {error.lineno}: {error.msg}'
+  elif isinstance(error, AttributeError) and 'get_config' in str(error):
+    problem = 'it defines no get_config()'
+  else:
+    problem = f'{type(error).__name__}: {one_line(error)}'
+  return f'{flag}: cannot load it: {problem}'
 
 
 def flag_error(error: flags.Error) -> str:

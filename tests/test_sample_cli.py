@@ -170,6 +170,30 @@ def test_a_config_file_that_cannot_be_read_is_one_line():
                     "variant norm='bogus' is not one of")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('script', ['sample.py', 'train.py'])
+def test_a_config_file_that_does_not_run_or_a_missing_section_is_one_line(script, tmp_path):
+  (tmp_path / 'syntax.py').write_text('def get_config(:\n')
+  (tmp_path / 'empty.py').write_text('x = 1\n')
+  (tmp_path / 'directory.py').mkdir()
+  cases = [
+      ([f'--config={tmp_path / "syntax.py"}'],
+       ['syntax.py: cannot load it: syntax error at line 1']),
+      ([f'--config={tmp_path / "empty.py"}'],
+       ['empty.py: cannot load it: it defines no get_config()']),
+      ([f'--config={tmp_path / "directory.py"}'], ['directory.py: cannot load it: not a file']),
+      (['--config=configs/tiny.py', '--config.modle.n_layers=2'], [
+          "--config.modle.n_layers=2: the config has no section or field 'modle'",
+          'Did you mean "model"'
+      ]),
+      (['--config=configs/tiny.py', '--config.sharding.mesh.data=2'],
+       ["--config.sharding.mesh.data=2: the config has no section or field 'mesh'"]),
+  ]
+  for args, fragments in cases:
+    assert_user_error(run(script, *args, f'--workdir={tmp_path / "run"}'), *fragments)
+  assert not (tmp_path / 'run').exists()
+
+
 def test_a_rope_prompt_must_fit_max_len():
   args = ('--config=configs/tiny.py', '--config.model.position=rope', '--config.model.n_layers=1',
           '--config.model.block_size=16', '--max_new_tokens=8')
