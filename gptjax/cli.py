@@ -203,6 +203,9 @@ def run(main) -> None:
     sys.exit(exit_code(name))
   except USER_ERRORS as e:
     sys.exit(f'error: {one_line(e)}')
+  except OSError as e:  # the machine's, not gptjax's: a full disk, a permission, a lost mount
+    where = f': {e.filename}' if e.filename else ''
+    sys.exit(f'error: {e.strerror or one_line(e)}{where} (errno {e.errno})')
   except AttributeError as e:
     if not (e.args and isinstance(e.args[0], KeyError)):  # a real bug: keep the traceback
       raise

@@ -17,13 +17,28 @@ class WorkdirInUse(ValueError):
   """Another live process trains in this workdir."""
 
 
+class WorkdirUnusable(ValueError):
+  """The workdir is a file, under a file, or not writable."""
+
+
+def _problem(workdir: Path, error: OSError) -> str:
+  blocking = next((p for p in (workdir, *workdir.parents) if p.exists()), None)
+  if blocking is not None and not blocking.is_dir():
+    return f'{blocking} is a file, not a directory'
+  return f'{error.strerror or error} ({error.filename})' if error.filename else str(error)
+
+
 @contextlib.contextmanager
 def hold(workdir: str | os.PathLike):
   """Holds the workdir's lock for the block; raises WorkdirInUse, naming the holder's pid, if
   another process holds it."""
   path = Path(workdir) / LOCK_FILE
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:  # the first write into the workdir: where an unusable one is named, in one line
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise WorkdirUnusable(f'cannot train in workdir {workdir}: {_problem(Path(workdir), e)}; '
+                          'use a writable directory') from None
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

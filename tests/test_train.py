@@ -721,14 +721,17 @@ def test_cli_run_stopped_exits_128_plus_the_signal_with_one_line(cli_argv, capsy
   assert capsys.readouterr().err.splitlines() == [line]
 
 
-@pytest.mark.parametrize('error, message', [
-    (ValueError('bad x\nmore'), 'error: bad x more'),
-    (FileNotFoundError('no corpus at\n/x'), 'error: no corpus at /x'),
-    (AttributeError(KeyError('Did you mean "n_kv_heads"')),
-     'error: bad config override: Did you mean "n_kv_heads"'),
-    (AttributeError(KeyError('No such field: n_kv_head\nDid you mean "n_kv_heads"?')),
-     'error: bad config override: No such field: n_kv_head Did you mean "n_kv_heads"?'),
-], ids=['ValueError', 'FileNotFoundError', 'override', 'override-multiline'])
+@pytest.mark.parametrize(
+    'error, message', [
+        (ValueError('bad x\nmore'), 'error: bad x more'),
+        (FileNotFoundError('no corpus at\n/x'), 'error: no corpus at /x'),
+        (AttributeError(KeyError('Did you mean "n_kv_heads"')),
+         'error: bad config override: Did you mean "n_kv_heads"'),
+        (AttributeError(KeyError('No such field: n_kv_head\nDid you mean "n_kv_heads"?')),
+         'error: bad config override: No such field: n_kv_head Did you mean "n_kv_heads"?'),
+        (OSError(28, 'No space left on device', 'runs/x/metrics.jsonl'),
+         'error: No space left on device: runs/x/metrics.jsonl (errno 28)'),
+    ], ids=['ValueError', 'FileNotFoundError', 'override', 'override-multiline', 'OSError'])
 def test_cli_run_user_error_exits_with_one_line(cli_argv, error, message):
   with pytest.raises(SystemExit) as exit_info:  # sys.exit(str): printed to stderr, exit code 1
     run_raising(error)

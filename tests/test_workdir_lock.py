@@ -49,3 +49,28 @@ def test_the_lock_of_a_killed_process_is_free_at_once(tmp_path):
     holder.wait()
   with workdir_lock.hold(tmp_path):  # no stale lock after kill -9
     assert re.fullmatch(r'\d+\n', (tmp_path / workdir_lock.LOCK_FILE).read_text())
+
+
+@pytest.mark.parametrize('case', ['file', 'under_a_file', 'read_only'])
+def test_an_unusable_workdir_is_one_line_naming_it(tmp_path, case):
+  (tmp_path / 'file').write_text('not a directory')
+  workdir = {
+      'file': tmp_path / 'file', 'under_a_file': tmp_path / 'file' / 'run',
+      'read_only': tmp_path / 'locked'
+  }[case]
+  if case == 'read_only':
+    workdir.mkdir()
+    workdir.chmod(0o500)
+    if os.access(workdir, os.W_OK):  # root writes anyway
+      pytest.skip('this user can write into a read-only directory')
+  expected = {
+      'file': 'file is a file, not a directory', 'under_a_file': 'file is a file, not a directory',
+      'read_only': 'Permission denied'
+  }[case]
+  try:
+    with pytest.raises(workdir_lock.WorkdirUnusable,
+                       match=rf'^cannot train in workdir {re.escape(str(workdir))}: .*{expected}'):
+      trainer.train_and_evaluate(None, workdir)
+  finally:
+    if case == 'read_only':
+      workdir.chmod(0o700)
