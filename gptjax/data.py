@@ -24,8 +24,10 @@ the last ``val_percent`` % going to val, cut at a line boundary.
 
 from __future__ import annotations
 
+import codecs
 import concurrent.futures
 import json
+import logging
 import os
 import platform
 import re
@@ -41,7 +43,7 @@ from tqdm import tqdm
 
 from gptjax.config import DEFAULT_VAL_PERCENT
 from gptjax.files import write_json_atomic
-from gptjax.tokenizer import Tokenizer, get_tokenizer
+from gptjax.tokenizer import Tokenizer, get_tokenizer, utf8_bytes
 
 SHAKESPEARE_URL = (
     'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt')
@@ -127,8 +129,16 @@ def stdlib_files() -> tuple[Path, list[str]]:
 
 
 def _read(path: Path) -> str:
-  # Text mode translates \r\n to \n, as the Hugging Face text loader does.
-  return path.read_text(encoding='utf-8', errors='replace')
+  """A file's text. Text mode translates \r\n to \n, as the Hugging Face text loader does.
+  Bytes that are not UTF-8 are kept as surrogate escapes (U+DC80..U+DCFF): the byte tokenizer
+  turns them back into the very bytes, a text tokenizer sees U+FFFD; either way it is said."""
+  text = path.read_text(encoding='utf-8', errors='surrogateescape')
+  undecodable = sum(1 for c in text if '\udc80' <= c <= '\udcff')
+  if undecodable:
+    logging.warning(
+        '%s: %d bytes are not UTF-8 (a binary file, or another encoding?): the bytes '
+        'tokenizer keeps them, a text tokenizer reads each as U+FFFD', path, undecodable)
+  return text
 
 
 def _file_source(path: Path, val_percent: int, description: str) -> _Source:
@@ -304,9 +314,10 @@ def _take_bytes(docs: Iterable[str], budget: int) -> Iterator[str]:
   for doc in docs:
     if budget <= 0:
       return
-    raw = doc.encode('utf-8', 'replace')
+    raw = utf8_bytes(doc)
     if len(raw) > budget:
-      doc = raw[:budget].decode('utf-8', 'ignore')  # drops a half-cut character
+      # Not final: a character cut in half stays in the decoder's buffer, and so is dropped.
+      doc = codecs.getincrementaldecoder('utf-8')('surrogateescape').decode(raw[:budget])
     budget -= len(raw)
     yield doc
 
@@ -358,7 +369,7 @@ def _write_tokens(docs: Iterable[str], tokenizer: Tokenizer, dtype: np.dtype, pa
                                                        [text for text, _ in batch])):
         tokens = np.asarray(ids, dtype)
         f.write(tokens.tobytes())
-        n_bytes = len(text.encode('utf-8', 'replace'))
+        n_bytes = len(utf8_bytes(text))
         counts['tokens'] += len(tokens)
         counts['bytes'] += n_bytes
         if ends_doc:

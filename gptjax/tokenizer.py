@@ -162,6 +162,15 @@ class GPT2Tokenizer:
 # --------------------------------------------------------------------------- bytes
 
 
+def utf8_bytes(text: str) -> bytes:
+  """UTF-8, with surrogate escapes (how a file's or argv's non-UTF-8 bytes are read) back as
+  those bytes; any other lone surrogate cannot be encoded and becomes U+FFFD, as in tiktoken."""
+  try:
+    return text.encode('utf-8', 'surrogateescape')
+  except UnicodeEncodeError:
+    return text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace').encode('utf-8')
+
+
 class ByteTokenizer:
   """UTF-8 bytes as ids 0..255 plus an end-of-text id 256. No vocabulary file needed."""
 
@@ -170,16 +179,11 @@ class ByteTokenizer:
   eot_token = 256
 
   def encode(self, text: str) -> list[int]:
-    try:
-      text.encode('utf-8')
-    except UnicodeEncodeError:
-      # Lone surrogates can't be UTF-8 encoded; map them to U+FFFD, as tiktoken does.
-      text = text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')
     ids: list[int] = []
     for i, part in enumerate(text.split(EOT_TEXT)):
       if i:
         ids.append(self.eot_token)
-      ids.extend(part.encode('utf-8'))
+      ids.extend(utf8_bytes(part))
     return ids
 
   def decode(self, ids: Sequence[int]) -> str:

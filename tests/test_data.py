@@ -1,3 +1,4 @@
+import logging
 import os
 import subprocess
 import sys
@@ -142,6 +143,25 @@ def test_an_edited_local_corpus_is_tokenized_again(tmp_path, layout):
   (root / 'added.txt').write_text('another document\n')
   # A file added to a directory corpus is new content; next to a file corpus it is not.
   assert (prepare() == second) == (layout == 'file')
+
+
+def test_a_non_utf8_corpus_keeps_its_bytes_for_the_byte_tokenizer_and_says_so(tmp_path, caplog):
+  raw = ''.join(f'caf\xe9 line {i}\n' for i in range(300)).encode('latin-1') + b'\x00\xff\n'
+  path = tmp_path / 'latin1.txt'
+  path.write_bytes(raw)
+  with caplog.at_level(logging.WARNING):
+    out = data.prepare(str(path), 'bytes', tmp_path / 'data', progress=False)
+  assert f'{path}: 301 bytes are not UTF-8' in caplog.text
+  ids = np.concatenate([data.load_split(out, 'train'), data.load_split(out, 'val')])
+  assert bytes(ids[ids < 256].astype(np.uint8)) == raw  # every byte, none turned into U+FFFD
+  assert sum(s['bytes'] for s in data.read_meta(out)['splits'].values()) == len(raw)
+
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    out = data.prepare(str(path), 'gpt2', tmp_path / 'data', progress=False)
+  assert '301 bytes are not UTF-8' in caplog.text
+  text = ''.join(decode_docs(out, 'train') + decode_docs(out, 'val'))
+  assert text.count('\ufffd') == 301 and text.startswith('caf\ufffd line 0\n')
 
 
 def test_prepare_directory_uses_file_level_split(tmp_path):
