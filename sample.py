@@ -78,19 +78,31 @@ def read_prompt() -> str | None:
   if FLAGS.prompt is not None:
     text, source = FLAGS.prompt, '--prompt'
   elif FLAGS.prompt_file is not None:
-    try:
-      with open(FLAGS.prompt_file, encoding='utf-8') as f:
-        text = f.read()
-    except OSError as e:
-      raise ValueError(f'--prompt_file={FLAGS.prompt_file}: {e.strerror}') from None
     source = f'--prompt_file={FLAGS.prompt_file}'
+    try:
+      with open(FLAGS.prompt_file, 'rb') as f:
+        text = _utf8_text(f.read(), source)
+    except OSError as e:
+      raise ValueError(f'{source}: {e.strerror}') from None
   elif _stdin_is_piped():
-    text, source = sys.stdin.read(), 'the prompt on stdin'
+    source = 'the prompt on stdin'
+    text = _utf8_text(sys.stdin.buffer.read(), source)
   else:
     return None
   if not text:
     raise ValueError(EMPTY_PROMPT.format(source))
   return text
+
+
+def _utf8_text(raw: bytes, source: str) -> str:
+  """The prompt's text; bytes that are not UTF-8 are refused, not replaced unseen. Newlines as
+  text mode reads them (\r\n -> \n)."""
+  try:
+    text = raw.decode('utf-8')
+  except UnicodeDecodeError as e:
+    raise ValueError(f'{source} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); '
+                     'convert it, e.g. iconv -f latin1 -t utf-8') from None
+  return text.replace('\r\n', '\n').replace('\r', '\n')
 
 
 def _stdin_is_piped() -> bool:

@@ -154,6 +154,21 @@ def test_an_empty_prompt_file_or_stdin_is_refused(workdir, tmp_path):
                     'leave the prompt out')
 
 
+def test_a_prompt_that_is_not_utf8_is_refused_naming_where_it_came_from(workdir, tmp_path):
+  latin1 = 'caf\xe9\n'.encode('latin-1')
+  prompt_file = tmp_path / 'latin1.txt'
+  prompt_file.write_bytes(latin1)
+  assert_user_error(sample(f'--workdir={workdir}', f'--prompt_file={prompt_file}'),
+                    f'--prompt_file={prompt_file} is not UTF-8 text (byte 0xe9 at offset 3)')
+  piped = subprocess.run(
+      [sys.executable, str(REPO / 'sample.py'), f'--workdir={workdir}'], cwd=REPO, input=latin1,
+      capture_output=True, timeout=120)
+  assert_user_error(
+      subprocess.CompletedProcess(piped.args, piped.returncode, piped.stdout.decode(),
+                                  piped.stderr.decode()),
+      'the prompt on stdin is not UTF-8 text (byte 0xe9 at offset 3)')
+
+
 def test_no_model_says_what_to_run_first(tmp_path):
   (tmp_path / 'runs' / 'empty').mkdir(parents=True)  # a run that never saved a checkpoint
   assert_user_error(sample('--prompt=hi', cwd=tmp_path), 'no run with a checkpoint under runs/',
