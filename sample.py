@@ -129,6 +129,11 @@ def main(argv):
 
   model = load_model()
   tokenizer = model.tokenizer
+  settings = dict(max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature,
+                  top_k=FLAGS.top_k, top_p=FLAGS.top_p, seed=FLAGS.seed,
+                  eot_token=tokenizer.eot_token, max_len=FLAGS.max_len,
+                  valid_vocab_size=tokenizer.n_vocab)
+  sampling.check_settings(model.cfg, **settings)  # a mistake is said before the prompt is shown
   prompt = text.encode_prompt(prompt_text, tokenizer)
   kept, warning = fit_prompt(model.cfg, prompt)
   print(model.description, file=sys.stderr)
@@ -137,10 +142,7 @@ def main(argv):
   shown = '' if prompt_text is None else prompt_text if kept == prompt else tokenizer.decode(kept)
 
   def generate(prompts, on_token=None):
-    return sampling.generate(model.cfg, model.params, prompts, max_new_tokens=FLAGS.max_new_tokens,
-                             temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
-                             seed=FLAGS.seed, eot_token=tokenizer.eot_token, max_len=FLAGS.max_len,
-                             valid_vocab_size=tokenizer.n_vocab, on_token=on_token)
+    return sampling.generate(model.cfg, model.params, prompts, on_token=on_token, **settings)
 
   if FLAGS.num_samples == 1:
     stream = text.TextStream(tokenizer, kept)

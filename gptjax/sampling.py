@@ -258,8 +258,10 @@ def _as_prompts(prompt_tokens, vocab_size: int) -> tuple[list[list[int]], bool]:
   return [[int(t) for t in p] for p in prompts], is_batch
 
 
-def _validate(cfg, max_new_tokens, temperature, top_k, top_p, eot_token, valid_vocab_size, max_len,
-              seed):
+def check_settings(cfg, max_new_tokens, temperature, top_k=None, top_p=None, eot_token=None,
+                   valid_vocab_size=None, max_len=None, seed=0) -> None:
+  """Every mistake in generate()'s settings as a ValueError, for a caller that must check before
+  it shows anything (sample.py prints the prompt before the first token)."""
   if not _is_int(max_new_tokens) or max_new_tokens < 1:
     raise ValueError(f'max_new_tokens={max_new_tokens!r} must be an integer >= 1')
   if not is_number(temperature) or not (temperature >= 0 and np.isfinite(temperature)):
@@ -348,8 +350,8 @@ def generate(cfg: ModelConfig, params, prompt_tokens, *, max_new_tokens: int,
   compiled program: pass the same function to reuse the compilation.
   """
   prompts, is_batch = _as_prompts(prompt_tokens, cfg.vocab_size)
-  _validate(cfg, max_new_tokens, temperature, top_k, top_p, eot_token, valid_vocab_size, max_len,
-            seed)
+  check_settings(cfg, max_new_tokens, temperature, top_k, top_p, eot_token, valid_vocab_size,
+                 max_len, seed)
   prompts = [fit_prompt(cfg, p, max_new_tokens, max_len, truncate_prompt)[0] for p in prompts]
 
   greedy = temperature == 0

@@ -145,6 +145,16 @@ def test_bad_input_is_one_clear_line(workdir, args, fragments):
   assert_user_error(sample(f'--workdir={workdir}', *args), *fragments)
 
 
+@pytest.mark.parametrize('flag, fragment', [
+    ('--max_len=1000', 'max_len=1000 is past block_size'),
+    ('--temperature=inf', 'temperature=inf must be a finite number'),
+])
+def test_settings_the_model_refuses_are_said_before_the_prompt_is_printed(workdir, flag, fragment):
+  result = sample(f'--workdir={workdir}', '--prompt=PROMPT SHOWN', flag)
+  assert_user_error(result, fragment)
+  assert result.stdout == ''
+
+
 def test_an_empty_prompt_file_or_stdin_is_refused(workdir, tmp_path):
   empty = tmp_path / 'empty.txt'
   empty.write_text('')
