@@ -9,6 +9,7 @@ as the latest one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,26 @@ class CheckpointError(ValueError):
 
 def _checkpoint_dir(workdir) -> Path:
   return Path(workdir).absolute() / CHECKPOINT_DIR
+
+
+@contextlib.contextmanager
+def _reading(workdir, step: int):
+  """A checkpoint that exists but cannot be read (a truncated or overwritten file, a removed
+  item) as one CheckpointError naming it and the way on. It is never deleted here: moving it
+  away is the user's call, and the message says which step that resumes from."""
+  try:
+    yield
+  except CheckpointError:
+    raise
+  except Exception as e:  # orbax and tensorstore raise many types, some plain Exception
+    directory = _checkpoint_dir(workdir)
+    earlier = [s for s in sorted(ocp.utils.checkpoint_steps(directory)) if s < step]
+    way_on = (f'move it away (mv {directory / str(step)} {directory}/bad-{step}) to use step '
+              f'{earlier[-1]}' if earlier else 'it is the only checkpoint: train into another '
+              'workdir, or move it away to start again')
+    detail = ' '.join(str(e).split())[:200]
+    raise CheckpointError(f'checkpoint {directory / str(step)} is damaged ({type(e).__name__}: '
+                          f'{detail}); {way_on}') from None
 
 
 def manager(workdir, keep: int = 3) -> ocp.CheckpointManager:
@@ -58,10 +79,11 @@ def load_config(workdir, step: int | None = None) -> dict[str, Any]:
   # 'metadata' is the file name orbax's JsonSave writes; the item directory also holds orbax's
   # commit_success.txt, so the file must be named rather than globbed.
   path = _checkpoint_dir(workdir) / str(step) / 'config' / 'metadata'
-  if not path.is_file():
-    raise CheckpointError(f'checkpoint {path.parent.parent} has no saved config; '
-                          'it was not written by gptjax')
-  return json.loads(path.read_text())
+  if not path.parent.parent.joinpath('state').is_dir() and not path.parent.is_dir():
+    raise CheckpointError(f'{path.parent.parent} is not a gptjax checkpoint (no state/ or '
+                          'config/ in it)')
+  with _reading(workdir, step):
+    return json.loads(path.read_text())
 
 
 def _existing_step(workdir, step: int | None) -> int:
@@ -95,8 +117,9 @@ def check_same_model(saved_model: dict[str, Any], model: dict[str, Any], source:
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
   """Restores a state onto the shardings of `abstract_state` (any device count)."""
-  restored = mngr.restore(step,
-                          args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+  with _reading(mngr.directory.parent, step):
+    restored = mngr.restore(step,
+                            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
   return restored['state']
 
 
@@ -108,7 +131,11 @@ def restore_params(workdir, abstract_params, step: int | None = None):
   device. Returns (params, step).
   """
   step = _existing_step(workdir, step)
-  path = _checkpoint_dir(workdir) / str(step) / 'state'
+  with _reading(workdir, step):
+    return _restore_params(_checkpoint_dir(workdir) / str(step) / 'state', abstract_params), step
+
+
+def _restore_params(path: Path, abstract_params):
   _check_param_shapes(path, abstract_params)
   default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   item = {
@@ -122,7 +149,7 @@ def restore_params(workdir, abstract_params, step: int | None = None):
         path,
         args=ocp.args.PyTreeRestore(item=item, partial_restore=True,
                                     restore_args=ocp.checkpoint_utils.construct_restore_args(item)))
-  return state['params'], step
+  return state['params']
 
 
 def _check_param_shapes(path: Path, abstract_params) -> None:

@@ -51,3 +51,19 @@ def hold(workdir: str | os.PathLike):
     yield
   finally:
     os.close(fd)  # releases the lock; the file stays (removing it would race a new holder)
+
+
+def is_held(workdir: str | os.PathLike) -> bool:
+  """Whether a live process holds the workdir's lock now (False where there is no lock file)."""
+  path = Path(workdir) / LOCK_FILE
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except OSError:
+    return False
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    return False
+  except BlockingIOError:
+    return True
+  finally:
+    os.close(fd)

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from gptjax import checkpoint, data, flops, sweep, trainer
+from gptjax import checkpoint, data, flops, sweep, trainer, workdir_lock
 from gptjax.config import ModelConfig
 from gptjax.logs import read_metrics
-from gptjax.sweep.report import RUN_COLUMNS
+from gptjax.sweep.report import RUN_COLUMNS, read_status
 
 # The sweep's runs, in-process and in a subprocess, compile most of their time.
 pytestmark = pytest.mark.usefixtures('fast_compiles')
@@ -367,6 +367,30 @@ def test_runs_recorded_without_factors_are_told_apart_by_their_configs(finished,
   assert lrs == [lrs[0], '1e+30', lrs[0]] and lrs[0] != '1e+30'
   factor_columns = set(runs[SLUGS[0]]) - set(RUN_COLUMNS)
   assert factor_columns == {'optim.lr', 'optim.warmup_steps', 'optim.grad_clip'}  # seed aside
+
+
+@pytest.mark.slow
+def test_a_killed_run_reads_as_interrupted_and_keeps_its_training_time(
+    finished, overrides, tmp_path, monkeypatch):
+  """kill -9 leaves status.json saying 'running': no process holds the run's workdir lock, so
+  the report says what happened, and the rerun counts the time the run trained before it."""
+  workdir = Path(shutil.copytree(finished[0], tmp_path / 'sweep'))
+  run_dir = workdir / SLUGS[0]
+  times = [m['time'] for m in read_metrics(run_dir)]
+  status = json.loads((run_dir / 'status.json').read_text())
+  killed = {**status, 'status': 'running', 'seconds': 7.0, 'started': times[0] - 5}
+  (run_dir / 'status.json').write_text(json.dumps(killed))
+  sweep.report(workdir)
+  runs = {r['slug']: r for r in csv_rows(workdir / 'runs.csv')}
+  assert runs[SLUGS[0]]['status'] == 'interrupted'
+  assert 'its process died' in runs[SLUGS[0]]['reason']
+  with workdir_lock.hold(run_dir):  # a live trainer: still running
+    assert read_status(run_dir)['status'] == 'running'
+
+  monkeypatch.setattr(trainer, 'train_and_evaluate', lambda config, run_dir: None)
+  again = sweep.run_sweep(ABLATION, workdir, variants=VARIANTS, overrides=overrides)
+  assert again[0]['status'] == 'done'
+  assert again[0]['seconds'] >= round(7.0 + times[-1] - times[0] + 5, 1) - 0.1
 
 
 def test_interrupt_marks_the_run_and_stops_the_sweep(overrides, tmp_path, monkeypatch):

@@ -342,6 +342,43 @@ def test_a_signal_lost_in_a_gc_callback_during_start_up_still_stops_the_run(
   assert signal.getsignal(signal.SIGINT) is previous
 
 
+def _damage(step_dir: Path, how: str) -> None:
+  state = step_dir / 'state'
+  if how == 'truncated arrays':
+    for path in (state / 'd').rglob('*'):
+      if path.is_file():
+        path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+  elif how == 'garbage manifest':
+    (state / 'manifest.ocdbt').write_bytes(os.urandom(64))
+  elif how == 'no _METADATA':
+    (state / '_METADATA').unlink()
+  elif how == 'no state':
+    shutil.rmtree(state)
+  elif how == 'garbage config':
+    (step_dir / 'config' / 'metadata').write_text('{not json')
+
+
+@pytest.mark.parametrize(
+    'how', ['truncated arrays', 'garbage manifest', 'no _METADATA', 'no state', 'garbage config'])
+def test_a_damaged_checkpoint_is_one_line_naming_it_and_the_way_on(finished, data_dir, tmp_path,
+                                                                   how):
+  workdir = copy_run(finished['workdir'], tmp_path)
+  step_dir = workdir / checkpoint.CHECKPOINT_DIR / str(STEPS)
+  _damage(step_dir, how)
+  message = (rf'^checkpoint {re.escape(str(step_dir))} is damaged \(.*\); move it away \(mv '
+             rf'{re.escape(str(step_dir))} .*bad-{STEPS}\) to use step {STEPS // 2}$')
+  with pytest.raises(checkpoint.CheckpointError, match=message):  # resuming
+    trainer.train_and_evaluate(make_config(data_dir), workdir)
+  expected = abstract_params(checkpoint.load_config(finished['workdir'])['model'])
+  with pytest.raises(checkpoint.CheckpointError, match=message):  # sampling, fine-tuning
+    checkpoint.load_config(workdir)
+    checkpoint.restore_params(workdir, expected)
+  assert step_dir.is_dir()  # never removed for the user
+  # The way on works: the earlier checkpoint resumes.
+  step_dir.rename(step_dir.parent / f'bad-{STEPS}')
+  assert trainer.train_and_evaluate(make_config(data_dir), workdir)['step'] == STEPS
+
+
 def test_a_killed_save_leaves_the_previous_checkpoint_in_use(finished, tmp_path):
   workdir = copy_run(finished['workdir'], tmp_path)
   directory = workdir / checkpoint.CHECKPOINT_DIR

@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from gptjax import flops
+from gptjax import flops, workdir_lock
 from gptjax.config import ModelConfig
 from gptjax.files import read_json
 from gptjax.logs import read_metrics
@@ -19,10 +19,17 @@ from gptjax.sweep.plan import CONFIG_FILE, STATUS_FILE, SWEEP_FILE, differing_ke
 from gptjax.sweep.plots import plot_curves, plot_factors
 from gptjax.tables import format_bytes, format_si, markdown_table
 
+KILLED = 'its process died (kill -9 or a crash) without recording it; rerun the sweep to resume'
+
 
 def read_status(run_dir: Path) -> dict:
-  """What the runner last recorded of a run; 'pending' for one it has not started."""
-  return read_json(Path(run_dir) / STATUS_FILE) or {'status': 'pending', 'reason': None}
+  """What the runner last recorded of a run; 'pending' for one it has not started. A run still
+  recorded as running that no process trains (its workdir lock is free) was killed: it reads
+  as interrupted."""
+  status = read_json(Path(run_dir) / STATUS_FILE) or {'status': 'pending', 'reason': None}
+  if status['status'] == 'running' and not workdir_lock.is_held(run_dir):
+    status = {**status, 'status': 'interrupted', 'reason': KILLED}
+  return status
 
 
 def _metrics(run_dir: Path) -> list[dict]:

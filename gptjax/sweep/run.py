@@ -19,7 +19,8 @@ from gptjax import checkpoint, cli, trainer
 from gptjax.files import write_json_atomic
 from gptjax.sweep.plan import (CONFIG_FILE, ERROR_LOG, STATUS_FILE, SWEEP_FILE, PlannedRun, as_json,
                                flatten, load_sweep_module, plan, sweep_variants)
-from gptjax.sweep.report import read_status, report
+from gptjax.logs import read_metrics
+from gptjax.sweep.report import KILLED, read_status, report
 
 
 def _check_unchanged(run: PlannedRun, run_dir: Path) -> None:
@@ -39,10 +40,10 @@ def _check_unchanged(run: PlannedRun, run_dir: Path) -> None:
 
 
 def _write_status(run: PlannedRun, run_dir: Path, status: str, reason: str | None = None,
-                  seconds: float = 0.0) -> dict:
+                  seconds: float = 0.0, **extra) -> dict:
   record = {
       'status': status, 'reason': reason, 'variant': run.variant, 'label': run.label,
-      'seed': run.seed, 'factors': dict(run.factors), 'seconds': round(seconds, 1)
+      'seed': run.seed, 'factors': dict(run.factors), 'seconds': round(seconds, 1), **extra
   }
   write_json_atomic(run_dir / STATUS_FILE, record)
   return record
@@ -58,13 +59,23 @@ def _finished(run: PlannedRun, run_dir: Path) -> str | None:
   return None
 
 
+def _seconds_so_far(status: dict, run_dir: Path) -> float:
+  """Training time already spent on a run. A killed run recorded none past its start: it
+  trained until its last logged metric line."""
+  seconds = status.get('seconds') or 0.0
+  if status.get('reason') == KILLED and status.get('started'):
+    last = max((m['time'] for m in read_metrics(run_dir) if 'time' in m), default=0.0)
+    seconds += max(0.0, last - status['started'])
+  return seconds
+
+
 def _train(run: PlannedRun, run_dir: Path) -> dict:
   """Trains one run to its end; records and returns its status. Only a stop request (Ctrl-C,
   SIGTERM) propagates, after the trainer saved a checkpoint."""
-  previous = read_status(run_dir).get('seconds') or 0.0
+  previous = _seconds_so_far(read_status(run_dir), run_dir)
   run_dir.mkdir(parents=True, exist_ok=True)
   write_json_atomic(run_dir / CONFIG_FILE, as_json(run.config))
-  _write_status(run, run_dir, 'running', seconds=previous)
+  _write_status(run, run_dir, 'running', seconds=previous, started=time.time())
   start = time.perf_counter()
   seconds = lambda: previous + time.perf_counter() - start
   try:
