@@ -116,11 +116,8 @@ def main(argv):
     raise ValueError(f'unexpected arguments: {" ".join(argv[1:])} (the prompt goes in '
                      '--prompt="...", --prompt_file or stdin)')
   # Generation runs on device inside one call, which Python's Ctrl-C handler would only see when
-  # it returns; a sampler has nothing to save, so Ctrl-C stops it at once. Likewise output piped
-  # into a reader that closes early (| head) ends the sampler quietly, as it would `cat`.
+  # it returns; a sampler has nothing to save, so Ctrl-C stops it at once.
   signal.signal(signal.SIGINT, signal.SIG_DFL)
-  if hasattr(signal, 'SIGPIPE'):
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
   check_flags()
   prompt_text = read_prompt()
   absl_logging.set_verbosity(absl_logging.ERROR)  # keep orbax's restore chatter off the screen
@@ -140,6 +137,11 @@ def main(argv):
   if warning:
     print(f'warning: {warning}', file=sys.stderr)
   shown = '' if prompt_text is None else prompt_text if kept == prompt else tokenizer.decode(kept)
+  # Output piped into a reader that closes early (| head) ends the sampler quietly, as it would
+  # `cat`. Only from here: while orbax restores, a broken internal pipe of its event loop would
+  # kill the process silently instead of letting a damaged checkpoint be reported.
+  if hasattr(signal, 'SIGPIPE'):
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
   def generate(prompts, on_token=None):
     return sampling.generate(model.cfg, model.params, prompts, on_token=on_token, **settings)
