@@ -58,12 +58,14 @@ class StopSignals:
     return bool(self._previous)
 
   def install(self) -> None:
-    """Entry points call this first, before JAX is imported; a no-op if already installed."""
-    if not self.installed:
-      self.signal_name = None
-      for name in STOP_SIGNALS:
-        sig = signal.Signals[name]
-        self._previous[sig] = signal.signal(sig, self._handle)
+    """Entry points call this first, before JAX is imported, and a job again when it starts:
+    a library may have put its own handler in since (jax.distributed's preemption notifier
+    takes SIGTERM). A signal already recorded is kept."""
+    for name in STOP_SIGNALS:
+      sig = signal.Signals[name]
+      previous = signal.signal(sig, self._handle)
+      if previous != self._handle:
+        self._previous.setdefault(sig, previous)
 
   def uninstall(self) -> None:
     for sig, handler in self._previous.items():
@@ -81,7 +83,7 @@ class StopSignals:
     """For a job: installs the handlers unless an entry point did (keeping a signal that already
     arrived), and removes what it installed on the way out."""
     owner = not self.installed and self.signal_name is None
-    if owner:
+    if self.signal_name is None:  # else the job stops at its first check: leave Ctrl-C lethal
       self.install()
     try:
       yield self

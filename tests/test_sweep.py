@@ -342,7 +342,8 @@ def test_report_of_a_partial_sweep(finished, tmp_path):
   status = json.loads((running / 'status.json').read_text())
   (running / 'status.json').write_text(json.dumps({**status, 'status': 'running'}))
 
-  rows = {r['variant']: r for r in sweep.report(workdir)}
+  with workdir_lock.hold(running):  # its trainer is alive
+    rows = {r['variant']: r for r in sweep.report(workdir)}
   assert rows['baseline']['done'] == 0 and rows['baseline']['seeds'] == 2
   assert math.isnan(rows['baseline']['final_val_loss_mean'])
   runs = {r['slug']: r for r in csv_rows(workdir / 'runs.csv')}
@@ -387,7 +388,8 @@ def test_a_killed_run_reads_as_interrupted_and_keeps_its_training_time(
   with workdir_lock.hold(run_dir):  # a live trainer: still running
     assert read_status(run_dir)['status'] == 'running'
 
-  monkeypatch.setattr(trainer, 'train_and_evaluate', lambda config, run_dir: None)
+  # Killed just past its final checkpoint: the rerun trains nothing, and keeps the time.
+  monkeypatch.setattr(trainer, 'train_and_evaluate', lambda config, run_dir: pytest.fail())
   again = sweep.run_sweep(ABLATION, workdir, variants=VARIANTS, overrides=overrides)
   assert again[0]['status'] == 'done'
   assert again[0]['seconds'] >= round(7.0 + times[-1] - times[0] + 5, 1) - 0.1

@@ -134,8 +134,9 @@ def run_sweep(config_path: str | Path, workdir: str | Path, sweep: str = 'defaul
     run_dir = workdir / run.slug
     header = f'[run {i}/{len(runs)}] {run.label}, seed {run.seed} ({run.slug})'
     if finished[run.slug]:
-      if read_status(run_dir)['status'] != finished[run.slug]:  # e.g. killed right after saving
-        _write_status(run, run_dir, finished[run.slug])
+      recorded = read_status(run_dir)
+      if recorded['status'] != finished[run.slug]:  # e.g. killed right after its last save
+        _write_status(run, run_dir, finished[run.slug], seconds=_seconds_so_far(recorded, run_dir))
       statuses.append(read_status(run_dir))
       tqdm.write(f'{header}: {finished[run.slug]} already, skipped')
       continue
