@@ -24,7 +24,6 @@ def exit_code(signal_name: str) -> int:
   return 128 + signal.Signals[signal_name]
 
 
-INTERRUPTED_EXIT_CODE = exit_code('SIGINT')
 # train.py's runs go here unless --workdir says otherwise; sample.py looks here for the newest.
 RUNS_DIR = 'runs'
 # config_flags' words before the traceback of a config file whose get_config raised.
