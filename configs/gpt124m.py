@@ -7,7 +7,8 @@ The vocabulary is GPT-2's 50257 tokens; the LM-head matmul is padded to 50304 (a
 for speed and the padded logits are dropped inside the model, so they are never sampled and the
 parameter count equals Hugging Face's GPT2LMHeadModel (124,439,808).
 
-Run (on accelerators; lower --config.optim.grad_accum_steps as memory allows):
+Run (on accelerators; --config.optim.grad_accum_steps=auto takes the fewest micro-batches that
+fit in memory, and a setting that cannot fit is refused before the first step):
   python train.py --config=configs/gpt124m.py \
       --config.data.corpus=hf:HuggingFaceFW/fineweb:sample-10BT   # into runs/gpt124m
 """

@@ -269,7 +269,9 @@ class OptimConfig(_Section):
   # nanoGPT decays every matrix, the embedding tables included (wte is also the tied LM head).
   decay_embeddings: bool = True
   grad_clip: float | None = 1.0  # max global gradient norm; 0 or None: no clipping
-  grad_accum_steps: int = 1  # micro-batches per optimizer step
+  # Micro-batches per optimizer step, or 'auto': the fewest whose step fits in memory, found
+  # before the first step (gptjax.memory).
+  grad_accum_steps: int | str = 1
 
   def __post_init__(self):
     fraction = 'must be in [0, 1)'
@@ -289,7 +291,8 @@ class OptimConfig(_Section):
         ('decay_embeddings', isinstance(self.decay_embeddings, bool), 'must be True or False'),
         ('grad_clip', self.grad_clip is None or (is_number(self.grad_clip) and self.grad_clip >= 0),
          'must be None or >= 0 (0 and None disable clipping)'),
-        ('grad_accum_steps', _is_positive_int(self.grad_accum_steps), 'must be an integer >= 1'),
+        ('grad_accum_steps', self.grad_accum_steps == 'auto'
+         or _is_positive_int(self.grad_accum_steps), "must be an integer >= 1 or 'auto'"),
     ])
     # After the fields, so that both sides of the comparison are known to be integers.
     self._require([('decay_steps', self.decay_steps is None or self.schedule == 'constant'
@@ -376,7 +379,8 @@ def _section_dict(cls, overrides: dict[str, Any]) -> 'ml_collections.ConfigDict'
 
   A field whose default is None ("derive it", "all of it") becomes a placeholder of its declared
   type, so that a command-line override such as --config.train.seq_len=64 is parsed as an int
-  rather than rejected.
+  rather than rejected. A field of several types (`int | str`) takes any literal:
+  --config.optim.grad_accum_steps=8 is the int 8, =auto the string.
   """
   import ml_collections
   from ml_collections import config_dict
@@ -390,6 +394,8 @@ def _section_dict(cls, overrides: dict[str, Any]) -> 'ml_collections.ConfigDict'
       value_type = next((t for t in typing.get_args(types[f.name]) if t is not type(None)),
                         types[f.name])
       value = config_dict.placeholder(value_type)
+    elif len([t for t in typing.get_args(types[f.name]) if t is not type(None)]) > 1:
+      value = config_dict.FieldReference(value, field_type=object)
     section[f.name] = value
   if overrides:
     cls.from_config(overrides)  # raises, naming the unknown field

@@ -84,3 +84,15 @@ def format_si(value: float) -> str:
     if abs(value) >= scale:
       return f'{value / scale:.3g}{unit}'
   return f'{value:.3g}'
+
+
+def duration(seconds: float) -> str:
+  """A time span for people: '250 ms', '3m05s', '2h07m', '41d06h'."""
+  if seconds < 1:
+    return f'{seconds * 1000:.0f} ms'
+  minutes, secs = divmod(int(round(seconds)), 60)
+  hours, minutes = divmod(minutes, 60)
+  days, hours = divmod(hours, 24)
+  if days:
+    return f'{days}d{hours:02d}h'
+  return f'{hours}h{minutes:02d}m' if hours else f'{minutes}m{secs:02d}s'

@@ -22,8 +22,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from tqdm import tqdm
 
-from gptjax import checkpoint, cli, data, flops, sharding, workdir_lock
+from gptjax import checkpoint, cli, data, flops, memory, sharding, tables, workdir_lock
 from gptjax.config import DataConfig, ModelConfig, OptimConfig, ShardingConfig, TrainConfig
 from gptjax.logs import MetricWriter
 from gptjax.model import GPT, abstract_params, init_params
@@ -124,7 +125,7 @@ def setup(config: ml_collections.ConfigDict) -> Run:
                      f'{cfg.block_size}, the last learned position')
   mesh = sharding.make_mesh()
   sharding.check_batch_divides(train.batch_size, mesh)
-  if train.batch_size % optim.grad_accum_steps:
+  if optim.grad_accum_steps != memory.AUTO and train.batch_size % optim.grad_accum_steps:
     raise ValueError(f'train.batch_size={train.batch_size} must be divisible by '
                      f'optim.grad_accum_steps={optim.grad_accum_steps}')
 
@@ -150,8 +151,12 @@ def cross_entropy(cfg: ModelConfig, params, batch, rng=None, train: bool = False
   return optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets']).mean()
 
 
-def make_train_step(run: Run, optimizer: optax.GradientTransformation, state_sharding):
-  cfg = run.cfg
+def make_train_step(run: Run, optimizer: optax.GradientTransformation, state_sharding, *,
+                    grad_accum_steps: int | None = None, remat: bool | None = None):
+  """The jitted step; grad_accum_steps and remat default to the config's (the memory fit
+  compiles the alternatives with others)."""
+  cfg = run.cfg if remat is None else run.cfg.replace(remat=remat)
+  n_micro = run.optim.grad_accum_steps if grad_accum_steps is None else grad_accum_steps
   schedule = learning_rate_schedule(run.optim, run.train.steps)
   dropout_key = jax.random.key(run.config.seed)
 
@@ -161,8 +166,7 @@ def make_train_step(run: Run, optimizer: optax.GradientTransformation, state_sha
   def train_step(state, batch):
     step = state['step']
     rng = jax.random.fold_in(dropout_key, step)
-    loss, _, grads = accumulate_gradients(loss_fn, state['params'], batch,
-                                          run.optim.grad_accum_steps, rng)
+    loss, _, grads = accumulate_gradients(loss_fn, state['params'], batch, n_micro, rng)
     updates, opt_state = optimizer.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     metrics = {
@@ -174,17 +178,55 @@ def make_train_step(run: Run, optimizer: optax.GradientTransformation, state_sha
                  out_shardings=(state_sharding, sharding.replicated(run.mesh)))
 
 
-def make_eval_step(cfg: ModelConfig):
-  return jax.jit(lambda params, batch: cross_entropy(cfg, params, batch))
+def make_eval_step(cfg: ModelConfig, n_micro: int = 1):
+  """Mean loss of a batch, computed n_micro rows-slices at a time (the training step's
+  micro-batches): a whole batch's logits at once may not fit where its micro-batches do."""
+  def eval_step(params, batch):
+    micro_batches = jax.tree.map(lambda x: x.reshape(n_micro, x.shape[0] // n_micro, *x.shape[1:]),
+                                 batch)
+    return jax.lax.map(lambda micro: cross_entropy(cfg, params, micro), micro_batches).mean()
+
+  return jax.jit(eval_step)
+
+
+def compile_train_step(run: Run, optimizer: optax.GradientTransformation, abstract,
+                       state_sharding) -> memory.Fitted:
+  """The train step compiled ahead of the first step, once it is known to fit in memory (with
+  optim.grad_accum_steps='auto', the fewest micro-batches that do); memory.DoesNotFit says what
+  would fit otherwise. The loop calls the compiled step itself: a jitted function would compile
+  again on its first call."""
+  batch = _abstract(_train_batch(run, 0))
+
+  def compile_step(grad_accum_steps: int, remat: bool):
+    step = make_train_step(run, optimizer, state_sharding, grad_accum_steps=grad_accum_steps,
+                           remat=remat)
+    return step.lower(abstract, batch).compile()
+
+  return memory.fit_step(compile_step, grad_accum_steps=run.optim.grad_accum_steps,
+                         remat=run.cfg.remat, batch_size=run.train.batch_size,
+                         n_devices=run.mesh.size, say=_say)
+
+
+def _say(message: str) -> None:
+  """A line for the user before the MetricWriter is open (process 0 speaks for all)."""
+  if jax.process_index() == 0:
+    tqdm.write(message)
+
+
+def _eval_batches(run: Run) -> list:
+  return data.eval_batches(run.val_tokens, batch_size=run.train.batch_size // jax.process_count(),
+                           seq_len=run.seq_len, n_batches=run.train.eval_batches,
+                           process_index=jax.process_index(), process_count=jax.process_count())
 
 
 def evaluate_loss(run: Run, eval_step, params) -> float:
-  batches = data.eval_batches(run.val_tokens,
-                              batch_size=run.train.batch_size // jax.process_count(),
-                              seq_len=run.seq_len, n_batches=run.train.eval_batches,
-                              process_index=jax.process_index(), process_count=jax.process_count())
-  losses = [eval_step(params, _device_batch(run, batch)) for batch in batches]
+  losses = [eval_step(params, _device_batch(run, batch)) for batch in _eval_batches(run)]
   return float(jnp.mean(jnp.stack(losses)))
+
+
+def _abstract(tree):
+  """The shapes, dtypes and shardings of a pytree of arrays: what a step is compiled for."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
 def _device_batch(run: Run, batch) -> dict:
@@ -269,6 +311,24 @@ class _Throughput:
     return self.steps * self.tokens_per_step / (time.perf_counter() - self.start)
 
 
+def _step_cost(run: Run, fitted: memory.Fitted, seconds_at_peak: float, steps_left: int) -> str:
+  """What a step takes: its micro-batches, its memory, and a lower bound on its time (on a CPU
+  a big model's first step can be minutes away, and nobody should wait blind)."""
+  k = fitted.grad_accum_steps
+  auto = ' (auto)' if run.optim.grad_accum_steps == memory.AUTO else ''
+  parts = [
+      f'{k} micro-batch{"es" if k > 1 else ""} of {run.train.batch_size // k} '
+      f'sequences{auto}'
+  ]
+  if fitted.needed is not None:
+    free = '' if fitted.free is None else f' of {fitted.free / memory.GiB:.2f} {fitted.free_what}'
+    parts.append(f'{fitted.needed / memory.GiB:.2f} GiB{free} per device')
+  bound = f'at least {tables.duration(seconds_at_peak)} at peak'
+  if steps_left > 1:
+    bound += f' ({tables.duration(seconds_at_peak * steps_left)} for {steps_left:,} steps)'
+  return f'step: {", ".join(parts)}, {bound}'
+
+
 def _agreed_stop(stop: cli.StopSignals, log_now: bool) -> tuple[str, str] | None:
   """(reason, signal name) to stop after this step, if any, agreed by every process.
 
@@ -319,8 +379,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
   config_dict['model'] = run.cfg.to_dict()  # the resolved architecture, for sample.py and resume
   optimizer = make_optimizer(run.optim, run.train.steps)
   abstract, state_sharding = abstract_state(run, optimizer)
-  train_step = make_train_step(run, optimizer, state_sharding)
-  eval_step = make_eval_step(run.cfg)
+  # Before any state is allocated: what is free now is what the step can have.
+  fitted = compile_train_step(run, optimizer, abstract, state_sharding)
+  train_step = fitted.compiled
+  eval_step = make_eval_step(run.cfg, fitted.grad_accum_steps)
   train_cfg = run.train
 
   # From here a signal only sets a flag that the loop reads after each step (cli.StopSignals).
@@ -350,6 +412,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
     writer.info(f'{flops.count_params(state["params"]):,} params, {flops_per_token:.3g} '
                 f'FLOPs/token, peak {peak:.3g} FLOP/s ({peak_source}), {jax.device_count()} '
                 f'devices, steps {start}..{train_cfg.steps}')
+    writer.info(
+        _step_cost(run, fitted, flops_per_token * tokens_per_step / peak, train_cfg.steps - start))
 
     pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet checked on the host
     last = {}
@@ -419,7 +483,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
                                      'train.init_from is scratch (set it to a workdir or hf:PATH)')
   run = setup(config)
   params = jax.device_put(_initial_params(run, jax.random.key(0)), sharding.replicated(run.mesh))
-  loss = evaluate_loss(run, make_eval_step(run.cfg), params)
+  n_micro = run.optim.grad_accum_steps
+  if n_micro == memory.AUTO:
+    first_batch = _device_batch(run, next(iter(_eval_batches(run))))
+    n_micro = memory.fit_step(
+        lambda k, _: make_eval_step(run.cfg, k).lower(params, _abstract(first_batch)).compile(),
+        grad_accum_steps=memory.AUTO, remat=run.cfg.remat, batch_size=run.train.batch_size,
+        n_devices=run.mesh.size).grad_accum_steps
+  loss = evaluate_loss(run, make_eval_step(run.cfg, n_micro), params)
   return {
       'val_loss': loss, 'perplexity': perplexity(loss),
       'bits_per_byte': loss / math.log(2) / run.bytes_per_token

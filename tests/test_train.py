@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 from conftest import hf_model
-from gptjax import checkpoint, cli, data, model as model_lib, trainer
+from gptjax import checkpoint, cli, data, memory, model as model_lib, trainer
 from gptjax.config import ModelConfig
 from gptjax.logs import METRICS_FILE, read_metrics
 
@@ -424,6 +424,46 @@ def test_gradient_accumulation_matches_one_big_batch(data_dir, tmp_path):
   # that much; rounding moves a few entries whose gradient is near zero by ~1e-6.
   for a, b in zip(jax.tree.leaves(one_params), jax.tree.leaves(two_params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=2e-5)
+
+
+def test_auto_grad_accum_takes_the_fewest_micro_batches_that_fit(data_dir, tmp_path, monkeypatch):
+  """With the memory of 1 micro-batch's step just short, auto compiles more and trains with 2,
+  exactly as optim.grad_accum_steps=2 does."""
+  steps = {}
+  real_fit = memory.fit_step
+
+  def fit_in(free_fraction):
+    def fit(compile_step, **kwargs):
+      one = memory.needed_bytes(compile_step(1, False))
+      return real_fit(compile_step, free=(int(one * free_fraction), 'test RAM'), **kwargs)
+
+    return fit
+
+  for k in (2, 'auto'):
+    monkeypatch.setattr(memory, 'fit_step', fit_in(0.99))  # 1 needs more than 0.9 of it
+    config = make_config(data_dir, model__resid_dropout=0.0, train__steps=1,
+                         optim__grad_accum_steps=k)
+    trainer.train_and_evaluate(config, tmp_path / str(k))
+    steps[k] = read_metrics(tmp_path / str(k))[0]
+  assert steps['auto']['loss'] == steps[2]['loss']
+  assert steps['auto']['grad_norm'] == steps[2]['grad_norm']
+
+
+def test_a_step_that_does_not_fit_stops_before_anything_is_written(data_dir, tmp_path, monkeypatch):
+  monkeypatch.setattr(memory, 'free_bytes', lambda: (1 << 20, 'test RAM'))
+  config = make_config(data_dir, train__steps=1)
+  with pytest.raises(memory.DoesNotFit, match=r'of test RAM is free: .*micro-batches|shorten'):
+    trainer.train_and_evaluate(config, tmp_path / 'run')
+  assert not (tmp_path / 'run' / 'checkpoints').exists()
+
+
+@pytest.mark.slow
+def test_grad_accum_auto_is_a_command_line_value(data_dir, tmp_path):
+  done = subprocess.run(
+      train_command(data_dir, tmp_path / 'run', train__steps=2, optim__grad_accum_steps='auto'),
+      capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert re.search(r'step: 1 micro-batch of \d+ sequences \(auto\)', done.stdout)
 
 
 # ---------------------------------------------------------------------------------------------

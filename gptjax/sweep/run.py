@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
-from gptjax import checkpoint, cli, trainer
+from gptjax import checkpoint, cli, tables, trainer
 from gptjax.files import write_json_atomic
 from gptjax.sweep.plan import (CONFIG_FILE, ERROR_LOG, STATUS_FILE, SWEEP_FILE, PlannedRun, as_json,
                                flatten, load_sweep_module, plan, sweep_variants)
@@ -93,12 +93,6 @@ def _train(run: PlannedRun, run_dir: Path) -> dict:
   return _write_status(run, run_dir, 'done', seconds=seconds())
 
 
-def _duration(seconds: float) -> str:
-  minutes, secs = divmod(int(round(seconds)), 60)
-  hours, minutes = divmod(minutes, 60)
-  return f'{hours}h{minutes:02d}m' if hours else f'{minutes}m{secs:02d}s'
-
-
 def _steps_left(run: PlannedRun, run_dir: Path) -> int:
   return run.config.train.steps - (checkpoint.latest_step(run_dir) or 0)
 
@@ -141,7 +135,7 @@ def run_sweep(config_path: str | Path, workdir: str | Path, sweep: str = 'defaul
       tqdm.write(f'{header}: {finished[run.slug]} already, skipped')
       continue
     n_todo -= 1
-    eta = (f', ETA {_duration(steps_left * trained_seconds / trained_steps)}'
+    eta = (f', ETA {tables.duration(steps_left * trained_seconds / trained_steps)}'
            if trained_steps else '')
     tqdm.write(f'{header}: training; {n_todo} more after this{eta}')
     run_steps = _steps_left(run, run_dir)
@@ -156,6 +150,6 @@ def run_sweep(config_path: str | Path, workdir: str | Path, sweep: str = 'defaul
     steps_left -= run_steps
     statuses.append(status)
     reason = f': {status["reason"]}' if status['reason'] else ''
-    tqdm.write(f'{header}: {status["status"]} in {_duration(status["seconds"])}{reason}')
+    tqdm.write(f'{header}: {status["status"]} in {tables.duration(status["seconds"])}{reason}')
   report(workdir)
   return statuses
