@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import jax
@@ -248,6 +249,7 @@ def plot_attention(maps: np.ndarray, labels: Sequence[str], path: str) -> str:
   fig.supxlabel('key (attended to)')
   fig.supylabel('query (attending)')
   fig.tight_layout()
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
@@ -371,6 +373,7 @@ def plot_similarity(similarity: np.ndarray, labels: Sequence[str], path: str) ->
   fig.colorbar(image, ax=ax, label='cosine similarity')
   ax.set_title('input embeddings (wte)')
   fig.tight_layout()
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
@@ -517,24 +520,31 @@ def check_args(argv: Sequence[str]) -> str:
 
 
 def output_dir() -> str:
+  """Where the PNGs go, checked before the model loads (a minute for a large one) and created
+  only when a picture is written."""
   default = os.path.join(FLAGS.workdir, 'analysis') if FLAGS.workdir is not None else '.'
   path = FLAGS.out_dir or default
-  os.makedirs(path, exist_ok=True)
+  existing = next((p for p in (path, *Path(path).parents) if os.path.exists(p)), None)
+  if existing is not None and not os.path.isdir(existing):
+    flag = f'--out_dir={path}' if FLAGS.out_dir else f'the default output directory {path}'
+    raise ValueError(f'{flag}: {existing} is a file; give --out_dir a directory (created if '
+                     'missing)')
   return path
 
 
 def main(argv):
   command = check_args(argv)
   absl_logging.set_verbosity(absl_logging.ERROR)  # keep orbax's restore chatter off the screen
+  out_dir = output_dir() if command in ('attention', 'embeddings') else None
   model = load_model(FLAGS.workdir, FLAGS.step, FLAGS.hf, cli.config_flag())
   print(model.description, file=sys.stderr)
   reports = {
       'params': lambda: show_params(model),
       'tokens': lambda: show_tokens(model, FLAGS.text),
       'next': lambda: show_next(model, FLAGS.prompt, FLAGS.top_k, FLAGS.steps),
-      'attention': lambda: show_attention(model, FLAGS.prompt, output_dir()),
+      'attention': lambda: show_attention(model, FLAGS.prompt, out_dir),
       'layers': lambda: show_layers(model, FLAGS.prompt, FLAGS.positions),
-      'embeddings': lambda: show_embeddings(model, FLAGS.words, output_dir()),
+      'embeddings': lambda: show_embeddings(model, FLAGS.words, out_dir),
       'kvcache': lambda: show_kvcache(model, FLAGS.batch, FLAGS.context, FLAGS.new_tokens, FLAGS.
                                       kv_dtype, FLAGS.prompt),
   }

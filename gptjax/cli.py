@@ -76,6 +76,11 @@ class StopSignals:
     self.uninstall()
     if not self.deferred:
       raise KeyboardInterrupt(self.signal_name)
+    # A step can take minutes (a large model on a CPU): say at once that the signal was heard.
+    sys.stderr.write(f'\n{self.signal_name}: stopping after the step under way, with a '
+                     'checkpoint; signal again to stop at once (losing the steps since the '
+                     'last checkpoint)\n')
+    sys.stderr.flush()
 
   @contextlib.contextmanager
   def watching(self):

@@ -293,6 +293,8 @@ def test_cli_tokens_round_trips_the_text():
     (['params', '--config=configs/tiny.py', '--step=2'], ['step=2', 'give its workdir']),
     (['params', '--config=configs/nope.py'], ['--config=configs/nope.py', 'no such file']),
     (['params', '--config=configs/tiny.py', 'extra'], ['unexpected arguments: extra']),
+    (['attention', '--config=configs/tiny.py', '--out_dir=README.md/plots'
+      ], ['--out_dir=README.md/plots: README.md is a file']),
 ])
 @pytest.mark.slow
 def test_cli_mistakes_are_one_line(args, fragments):

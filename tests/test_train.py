@@ -342,6 +342,20 @@ def test_a_signal_lost_in_a_gc_callback_during_start_up_still_stops_the_run(
   assert signal.getsignal(signal.SIGINT) is previous
 
 
+def test_a_deferred_signal_is_acknowledged_at_once(capsys):
+  """A step of a large model on a CPU can take an hour: the user hears at once that the stop
+  will come after it, and that a second signal stops at once."""
+  previous = signal.getsignal(signal.SIGTERM)
+  with cli.STOP.watching() as stop, stop.deferring():
+    signal.raise_signal(signal.SIGTERM)
+    assert stop.signal_name == 'SIGTERM'  # recorded, not raised
+    assert signal.getsignal(signal.SIGTERM) is previous  # the next one is not deferred
+  assert capsys.readouterr().err.strip() == (
+      'SIGTERM: stopping after the step under way, with a checkpoint; signal again to stop at '
+      'once (losing the steps since the last checkpoint)')
+  assert cli.STOP.signal_name is None
+
+
 def _damage(step_dir: Path, how: str) -> None:
   state = step_dir / 'state'
   if how == 'truncated arrays':
@@ -716,6 +730,7 @@ def test_signal_saves_a_checkpoint_and_rerunning_resumes(cli_env, signum, data_d
   report = f'exit code {process.returncode}; stderr:\n{stderr[-4000:]}'
   assert process.returncode == 128 + signum, report  # 130 for SIGINT, 143 for SIGTERM
   assert 'Traceback' not in stderr, report
+  assert f'{signum.name}: stopping after the step under way' in stderr, report
   line = last_line(stderr)
   match = re.fullmatch(
       rf'stopped: {signum.name} at step (\d+): .*rerun the same command to '
