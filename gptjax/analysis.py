@@ -24,7 +24,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import jax
@@ -36,6 +35,7 @@ from ml_collections import config_flags
 
 from gptjax import cli
 from gptjax.config import ModelConfig
+from gptjax.files import file_in_the_way
 from gptjax.flops import count_params, format_param_table
 from gptjax.loading import LoadedModel, load_model
 from gptjax.model import GPT, forward_with_intermediates, kv_cache_bytes
@@ -226,6 +226,16 @@ def attention_maps(cfg: ModelConfig, params, tokens: list[int]) -> np.ndarray:
   return np.asarray(weights[:, 0])
 
 
+def save_png(fig, path: str) -> str:
+  """Writes and closes the figure, creating its directory (output_dir checked it before)."""
+  import matplotlib.pyplot as plt
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
 def plot_attention(maps: np.ndarray, labels: Sequence[str], path: str) -> str:
   """A layers x heads grid of attention maps; token labels on the outer axes."""
   import matplotlib
@@ -248,11 +258,7 @@ def plot_attention(maps: np.ndarray, labels: Sequence[str], path: str) -> str:
       ax.set_title(f'layer {layer} head {head}', fontsize=8)
   fig.supxlabel('key (attended to)')
   fig.supylabel('query (attending)')
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save_png(fig, path)
 
 
 def show_attention(model: LoadedModel, prompt: str, out_dir: str) -> str:
@@ -372,11 +378,7 @@ def plot_similarity(similarity: np.ndarray, labels: Sequence[str], path: str) ->
               color='white' if abs(similarity[i, j]) > 0.6 else 'black')
   fig.colorbar(image, ax=ax, label='cosine similarity')
   ax.set_title('input embeddings (wte)')
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save_png(fig, path)
 
 
 def show_embeddings(model: LoadedModel, words: Sequence[str], out_dir: str) -> str:
@@ -524,8 +526,8 @@ def output_dir() -> str:
   only when a picture is written."""
   default = os.path.join(FLAGS.workdir, 'analysis') if FLAGS.workdir is not None else '.'
   path = FLAGS.out_dir or default
-  existing = next((p for p in (path, *Path(path).parents) if os.path.exists(p)), None)
-  if existing is not None and not os.path.isdir(existing):
+  existing = file_in_the_way(path)
+  if existing is not None:
     flag = f'--out_dir={path}' if FLAGS.out_dir else f'the default output directory {path}'
     raise ValueError(f'{flag}: {existing} is a file; give --out_dir a directory (created if '
                      'missing)')

@@ -1,5 +1,5 @@
-"""Small files that must never be seen half-written (status, metadata, reports), and the names
-of run directories."""
+"""Small files that must never be seen half-written (status, metadata, reports), the names of
+run directories, and the check for a file where a directory is to be created."""
 
 from __future__ import annotations
 
@@ -35,3 +35,11 @@ def directory_name(text: str) -> str:
   any other character but letters, digits and '.+-' ('norm=rmsnorm,pos=rope' ->
   'norm-rmsnorm_pos-rope'): readable, and safe on every filesystem and in a shell."""
   return re.sub(r'[^A-Za-z0-9.+-]', '_', text.replace('=', '-').replace(',', '_'))
+
+
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+  """The file where a directory `path` should be: `path` itself or the nearest existing parent,
+  if that is not a directory; None where the directory exists or can be created."""
+  path = Path(path)
+  existing = next((p for p in (path, *path.parents) if p.exists()), None)
+  return existing if existing is not None and not existing.is_dir() else None

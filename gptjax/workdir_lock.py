@@ -10,6 +10,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from gptjax.files import file_in_the_way
+
 LOCK_FILE = '.lock'
 
 
@@ -22,8 +24,8 @@ class WorkdirUnusable(ValueError):
 
 
 def _problem(workdir: Path, error: OSError) -> str:
-  blocking = next((p for p in (workdir, *workdir.parents) if p.exists()), None)
-  if blocking is not None and not blocking.is_dir():
+  blocking = file_in_the_way(workdir)
+  if blocking is not None:
     return f'{blocking} is a file, not a directory'
   return f'{error.strerror or error} ({error.filename})' if error.filename else str(error)
 
