@@ -464,8 +464,10 @@ def test_auto_grad_accum_takes_the_fewest_micro_batches_that_fit(data_dir, tmp_p
 
 
 def test_a_step_that_does_not_fit_stops_before_anything_is_written(data_dir, tmp_path, monkeypatch):
-  monkeypatch.setattr(memory, 'free_bytes', lambda: (1 << 20, 'test RAM'))
-  config = make_config(data_dir, train__steps=1)
+  monkeypatch.setattr(memory, 'free_bytes', lambda: (1 << 10, 'test RAM'))
+  # Nothing fits in 1 KiB, so the advice compiles every setting it tries: with a batch of 2
+  # and one layer those are 4 small compilations.
+  config = make_config(data_dir, train__steps=1, train__batch_size=2, model__n_layers=1)
   with pytest.raises(memory.DoesNotFit, match=r'of test RAM is free: .*micro-batches|shorten'):
     trainer.train_and_evaluate(config, tmp_path / 'run')
   assert not (tmp_path / 'run' / 'checkpoints').exists()
