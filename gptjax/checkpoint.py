@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+import tensorstore as ts
 
 from gptjax.model import param_paths
 
@@ -48,6 +49,22 @@ def _reading(workdir, step: int):
     detail = ' '.join(str(e).split())[:200]
     raise CheckpointError(f'checkpoint {directory / str(step)} is damaged ({type(e).__name__}: '
                           f'{detail}); {way_on}') from None
+
+
+def _check_readable(state_dir: Path, prefix: str = '') -> None:
+  """Reads every stored value (of the arrays whose names start with `prefix`) once, plainly.
+
+  Orbax reads a checkpoint through asyncio; when a file is truncated or overwritten, its restore
+  fails part-way and the reads still in flight print "Event loop is closed" tracebacks around
+  the one-line error. Read synchronously first, the same damage raises one ValueError here
+  (which _reading words), at the cost of reading the files twice (the second time from the
+  page cache)."""
+  if not (state_dir / 'manifest.ocdbt').is_file():
+    return  # not orbax's OCDBT layout: orbax's own error says what is wrong
+  store = ts.KvStore.open({'driver': 'ocdbt', 'base': f'file://{state_dir}/'}).result()
+  for key in store.list().result():
+    if key.decode().startswith(prefix):
+      store.read(key).result()
 
 
 def manager(workdir, keep: int = 3) -> ocp.CheckpointManager:
@@ -118,6 +135,7 @@ def check_same_model(saved_model: dict[str, Any], model: dict[str, Any], source:
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
   """Restores a state onto the shardings of `abstract_state` (any device count)."""
   with _reading(mngr.directory.parent, step):
+    _check_readable(Path(mngr.directory) / str(step) / 'state')
     restored = mngr.restore(step,
                             args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
   return restored['state']
@@ -136,6 +154,7 @@ def restore_params(workdir, abstract_params, step: int | None = None):
 
 
 def _restore_params(path: Path, abstract_params):
+  _check_readable(path, prefix='params.')
   _check_param_shapes(path, abstract_params)
   default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   item = {

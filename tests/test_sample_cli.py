@@ -3,6 +3,7 @@ tests, a tiny Hugging Face GPT-2 saved with save_pretrained, and the product car
 with no --workdir and no model flag (train.py into runs/, sample.py from there)."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -104,6 +105,17 @@ def test_step_picks_an_older_checkpoint(workdir):
   result = sample(f'--workdir={workdir}', '--step=1', f'--prompt={PROMPT}', '--max_new_tokens=5')
   assert ok(result).startswith(PROMPT)
   assert 'step 1' in result.stderr
+
+
+def test_a_damaged_checkpoint_is_one_line_and_nothing_else(workdir, tmp_path):
+  """Orbax reads through asyncio: a truncated file used to print its reads' "Event loop is
+  closed" tracebacks around the error (only a process's real stderr shows them)."""
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  for path in (copy / 'checkpoints' / '2' / 'state' / 'd').iterdir():
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+  assert_user_error(sample(f'--workdir={copy}', f'--prompt={PROMPT}', '--max_new_tokens=5'),
+                    f'checkpoint {copy / "checkpoints" / "2"} is damaged', 'to use step 1')
 
 
 def test_prompt_from_file_or_stdin_and_unconditional_samples(workdir, tmp_path):
