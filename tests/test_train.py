@@ -28,6 +28,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from conftest import hf_model
@@ -391,6 +392,33 @@ def test_a_damaged_checkpoint_is_one_line_naming_it_and_the_way_on(finished, dat
   # The way on works: the earlier checkpoint resumes.
   step_dir.rename(step_dir.parent / f'bad-{STEPS}')
   assert trainer.train_and_evaluate(make_config(data_dir), workdir)['step'] == STEPS
+
+
+@pytest.mark.parametrize('when', ['before the save', 'during the save'])
+def test_a_full_disk_is_one_line_and_keeps_the_checkpoints(finished, data_dir, tmp_path,
+                                                           monkeypatch, when):
+  workdir = copy_run(finished['workdir'], tmp_path)
+  directory = workdir / checkpoint.CHECKPOINT_DIR
+  before = sorted(p.name for p in directory.iterdir())
+  if when == 'before the save':  # the check before writing sees too little room
+    usage = shutil.disk_usage(directory)
+    monkeypatch.setattr(checkpoint.shutil, 'disk_usage', lambda path: usage._replace(free=4096))
+    detail = r'it needs about [\d.]+ MiB, 0.0 MiB is free'
+  else:  # room enough at the check, and another writer fills the disk during the save
+
+    def fill_up(*args, **kwargs):
+      raise ValueError('RESOURCE_EXHAUSTED: Failed to write 709692 bytes to file 21: No space '
+                       "left on device [os_error_code='28']")
+
+    monkeypatch.setattr(ocp.CheckpointManager, 'save', fill_up)
+    detail = 'the disk filled up while it was written'
+  message = (rf'^no room on the disk for the checkpoint of step {STEPS + 4} in '
+             rf'{re.escape(str(directory))}: {detail}; free some space \(or lower '
+             rf'train.keep_checkpoints\) and rerun the same command, which resumes from step '
+             rf'{STEPS}$')
+  with pytest.raises(checkpoint.CheckpointError, match=message):
+    trainer.train_and_evaluate(make_config(data_dir, train__steps=STEPS + 4), workdir)
+  assert sorted(p.name for p in directory.iterdir()) == before
 
 
 def test_a_killed_save_leaves_the_previous_checkpoint_in_use(finished, tmp_path):
