@@ -468,6 +468,7 @@ def test_gradient_accumulation_matches_one_big_batch(data_dir, tmp_path):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=2e-5)
 
 
+@pytest.mark.slow  # compiles the step at several micro-batch counts
 def test_auto_grad_accum_takes_the_fewest_micro_batches_that_fit(data_dir, tmp_path, monkeypatch):
   """With the memory of 1 micro-batch's step just short, auto compiles more and trains with 2,
   exactly as optim.grad_accum_steps=2 does."""
@@ -491,6 +492,7 @@ def test_auto_grad_accum_takes_the_fewest_micro_batches_that_fit(data_dir, tmp_p
   assert steps['auto']['grad_norm'] == steps[2]['grad_norm']
 
 
+@pytest.mark.slow  # compiles the step at several micro-batch counts
 def test_a_step_that_does_not_fit_stops_before_anything_is_written(data_dir, tmp_path, monkeypatch):
   monkeypatch.setattr(memory, 'free_bytes', lambda: (1 << 10, 'test RAM'))
   # Nothing fits in 1 KiB, so the advice compiles every setting it tries: with a batch of 2
