@@ -113,8 +113,8 @@ def _mib(n: float) -> str:
 
 
 def _no_space(directory: Path, step: int, detail: str) -> CheckpointError:
-  steps = ocp.utils.checkpoint_steps(directory) if directory.is_dir() else []
-  resume = f'resumes from step {max(steps)}' if steps else 'starts again (no checkpoint yet)'
+  latest = latest_step(directory.parent)
+  resume = 'starts again (no checkpoint yet)' if latest is None else f'resumes from step {latest}'
   return CheckpointError(f'no room on the disk for the checkpoint of step {step} in '
                          f'{directory}: {detail}; free some space (or lower '
                          f'train.keep_checkpoints) and rerun the same command, which {resume}')
