@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from gptjax.config import ModelConfig
 from gptjax.layers import POSITIONS, MLP, Attention, LayerCache, attention_mask, make_norm
 from gptjax.layers.dense import normal_init
+from gptjax.layers.residual import store_gradient
 
 
 class KVCache(NamedTuple):
@@ -86,13 +87,16 @@ class Block(nn.Module):
       y, new_cache = attn(h, positions, mask, cache, cache_index)
       return drop(y), new_cache
 
+    # Each sublayer's input is where the residual stream's gradient is stored (see
+    # layers/residual.py: on CPU, XLA would otherwise recompute it from every later layer).
+    x = store_gradient(x)
     if cfg.norm_position == 'pre':  # x + f(norm(x)): the residual stream is never normalised
       y, cache = attend(attn_norm(x))
-      x = x + y
+      x = store_gradient(x + y)
       x = x + drop(mlp(mlp_norm(x)))
     else:  # norm(x + f(x)), as in the original Transformer
       y, cache = attend(x)
-      x = attn_norm(x + y)
+      x = store_gradient(attn_norm(x + y))
       x = mlp_norm(x + drop(mlp(x)))
     self.sow('intermediates', 'output', x)
     return x, cache

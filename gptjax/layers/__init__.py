@@ -5,6 +5,7 @@
   positions.py  learned table, rotary, none               POSITIONS[cfg.position]
   attention.py  q/k/v/out projections, masks, the cache   KERNELS[attention kernel]
   mlp.py        GELU, SwiGLU                              MLPS[cfg.mlp]
+  residual.py   store_gradient: where XLA:CPU keeps the residual stream's gradient
 
 A variant is a function (or module) in one of these tables, keyed by its config string: adding
 one means one function, one table entry and the string in `gptjax.config`'s tuple of allowed
@@ -18,6 +19,7 @@ from gptjax.layers.dense import AXIS_NAMES, Dense, dense, residual_std
 from gptjax.layers.mlp import MLP, MLPS
 from gptjax.layers.norms import NORMS, LayerNorm, RMSNorm, make_norm
 from gptjax.layers.positions import POSITIONS, Position, apply_rope, rope_frequencies
+from gptjax.layers.residual import store_gradient
 
 __all__ = [
     'AXIS_NAMES',
@@ -41,4 +43,5 @@ __all__ = [
     'residual_std',
     'resolve_attention_impl',
     'rope_frequencies',
+    'store_gradient',
 ]
