@@ -67,8 +67,8 @@ def build_model(cfg: ModelConfig, params):
     def __init__(self):
       super().__init__()
       self.transformer = nn.ModuleDict(
-          dict(wte=nn.Embedding(cfg.padded_vocab_size, cfg.d_model),
-               wpe=nn.Embedding(cfg.block_size, cfg.d_model),
+          dict(wte=nn.Embedding(cfg.padded_vocab_size,
+                                cfg.d_model), wpe=nn.Embedding(cfg.block_size, cfg.d_model),
                h=nn.ModuleList(Block() for _ in range(cfg.n_layers)),
                ln_f=nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=bias)))
       self.lm_head = nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
@@ -115,6 +115,9 @@ class NanoGPTTrainer:
                weight_decay: float):
     import torch
 
+    from common import torch_threads
+
+    torch.set_num_threads(torch_threads())  # every core, as XLA uses every core
     self.torch = torch
     self.model = build_model(cfg, params)
     self.model.train()
@@ -122,10 +125,9 @@ class NanoGPTTrainer:
     decay = [p for p in parameters if p.dim() >= 2]
     no_decay = [p for p in parameters if p.dim() < 2]
     # On a CPU nanoGPT's configure_optimizers leaves fused off (it is CUDA-only there).
-    self.optimizer = torch.optim.AdamW(
-        [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay,
-                                                           'weight_decay': 0.0}], lr=lr,
-        betas=betas, eps=1e-8)
+    self.optimizer = torch.optim.AdamW([{'params': decay, 'weight_decay': weight_decay},
+                                        {'params': no_decay, 'weight_decay': 0.0}], lr=lr,
+                                       betas=betas, eps=1e-8)
 
   def set_batch(self, batch):
     self.inputs = self.torch.from_numpy(np.asarray(batch['inputs'], np.int64))

@@ -17,8 +17,8 @@ import os
 
 if 'xla_cpu_enable_xprof_traceme' not in os.environ.get('XLA_FLAGS', ''):
   # Without it XLA:CPU records no per-operation events. Set before JAX starts its backend.
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                             ' --xla_cpu_enable_xprof_traceme=true').strip()
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
+                             + ' --xla_cpu_enable_xprof_traceme=true').strip()
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
@@ -59,11 +59,12 @@ def hlo_summaries(hlo_text: str) -> dict[str, str]:
       if called and called.group(1) in computations:
         ops = collections.Counter(
             m.group(1) for body in computations[called.group(1)]
-            for m in [re.search(r'= \S+ ([\w\-]+)\(', body)] if m and m.group(1) not in (
-                'parameter', 'constant', 'broadcast', 'bitcast', 'reshape', 'convert'))
+            for m in [re.search(r'= \S+ ([\w\-]+)\(', body)]
+            if m and m.group(1) not in ('parameter', 'constant', 'broadcast', 'bitcast', 'reshape',
+                                        'convert'))
         kind = re.search(r'kind=(\w+)', line)
-        text = (f'{opcode}{"(" + kind.group(1) + ")" if kind else ""} {shape}: ' +
-                ' '.join(f'{op}' + (f'x{n}' if n > 1 else '') for op, n in ops.most_common(6)))
+        text = (f'{opcode}{"(" + kind.group(1) + ")" if kind else ""} {shape}: '
+                + ' '.join(f'{op}' + (f'x{n}' if n > 1 else '') for op, n in ops.most_common(6)))
       summaries[name] = text
   return summaries
 
@@ -113,14 +114,10 @@ def gptjax_rows(events, summaries, steps: int, wall: float, top: int) -> list[tu
 
 
 def profile_peer(shape: Shape, steps: int, top: int) -> tuple[float, list[tuple]]:
-  import torch
   from torch.profiler import ProfilerActivity, profile
 
   from nanogpt_peer import NanoGPTTrainer
 
-  from common import torch_threads
-
-  torch.set_num_threads(torch_threads())
   config = train_config(shape.model, shape.batch_size, steps=1000)
   ours = GptjaxTrainer(config)
   peer = NanoGPTTrainer(ours.run.cfg, jax.device_get(ours.state['params']), lr=config.optim.lr,

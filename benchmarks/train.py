@@ -1,24 +1,26 @@
-"""Training throughput: gptjax against Hugging Face transformers on the same model and batch.
+"""Training throughput: gptjax against nanoGPT's step and Hugging Face transformers.
 
-  python benchmarks/train.py                 # the table below, about 5 minutes on 2 CPU cores
-  python benchmarks/train.py --repeats=3     # quicker, noisier
+  python benchmarks/train.py                       # the README table, about 8 minutes on 2 cores
+  python benchmarks/train.py --shape=quickstart    # one shape (benchmarks/shapes.py)
 
-The model is GPT-2 shaped (6 layers, 6 heads, d_model 384, context 256, vocab 50304, tied
-embeddings, biases, no dropout), the batch 8 sequences. gptjax runs its real training step
-(`trainer.make_train_step`: AdamW with the decay mask, global-norm clipping, jitted, state
-donated); the peer is `transformers.GPT2LMHeadModel` (SDPA attention) with torch's AdamW on the
-same parameter groups and `clip_grad_norm_`, i.e. what a PyTorch user would write. Both start
-from the same weights; before timing, the script checks that their first two losses agree (so
-both do the same work). Tokens/s is the median over repeats of a few steps each; MFU counts
-6N + 12LHQT FLOPs per token against this machine's measured float32 matmul peak
-(benchmarks/machine.py). Then it times compilation of the first step for configs/small.py and
-configs/gpt124m.py.
+Two shapes: nanoGPT's CPU quickstart (4 layers, d_model 128, context 64, batch 12, vocab 65, no
+biases) and a GPT-2 shaped model (6 layers, d_model 384, context 256, batch 8, vocab 50304).
+gptjax runs its real training step (`trainer.make_train_step`: AdamW with the decay mask,
+global-norm clipping, jitted, state donated). The peers: nanoGPT's model and training step in
+torch eager (benchmarks/nanogpt_peer.py), and, where the model has biases,
+`transformers.GPT2LMHeadModel` (SDPA attention) with torch's AdamW on the same groups and
+`clip_grad_norm_`. All start from the same weights; before timing, the script checks that their
+losses before and after one update agree (so all do the same work). Tokens/s is the median of
+repetitions of a few steps each, the implementations taking turns; MFU counts 6N + 12LHQT FLOPs
+per token against this machine's measured float32 matmul peak (benchmarks/machine.py). Then it
+times compilation of the first step for configs/small.py and configs/gpt124m.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -28,17 +30,25 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    format_table, load_config, machine, median_seconds, transformers_gpt2)
+    format_table, load_config, machine, transformers_gpt2)
 from machine import matmul_peak  # noqa: E402
+from nanogpt_peer import NanoGPTTrainer  # noqa: E402
+from shapes import SHAPES, Shape  # noqa: E402
 
 from gptjax import sharding, trainer  # noqa: E402
 from gptjax.config import ModelConfig, base_config  # noqa: E402
 from gptjax.flops import flops_per_token  # noqa: E402
 from gptjax.optim import make_optimizer  # noqa: E402
+from gptjax.xla_flags import cpu_compiler_options  # noqa: E402
 
-MODEL = dict(vocab_size=50304, block_size=256, n_layers=6, n_heads=6, d_model=384)
-BATCH_SIZE = 8
 LR = 6e-4
+NANOGPT = 'nanoGPT'
+TRANSFORMERS = 'transformers'
+LABELS = {
+    'gptjax': 'gptjax (jitted step, AdamW + decay mask + clipping, donated state)',
+    NANOGPT: "nanoGPT's model and step (torch eager, its AdamW groups, clip_grad_norm_)",
+    TRANSFORMERS: 'transformers GPT2LMHeadModel + torch AdamW + clip_grad_norm_',
+}
 # Losses of the two implementations after 0 and 1 optimizer steps must agree this closely
 # (float32, different summation orders); a wrong optimizer or model is off by far more.
 LOSS_TOLERANCE = 2e-4
@@ -118,16 +128,32 @@ class TorchTrainer:
     return loss.item()
 
 
-def check_same_losses(ours: GptjaxTrainer, peer: TorchTrainer) -> list[tuple[float, float]]:
-  """The loss before any update and after one: equal, or the comparison is meaningless."""
-  pairs = []
+def check_same_losses(ours: GptjaxTrainer, peers: dict) -> list[tuple[float, ...]]:
+  """The loss before any update and after one, gptjax's and each peer's: equal, or the
+  comparison is meaningless."""
+  rows = []
   for _ in range(2):
-    pair = (ours.steps(1), peer.steps(1))
-    if abs(pair[0] - pair[1]) > LOSS_TOLERANCE * abs(pair[1]):
-      raise AssertionError(f'gptjax loss {pair[0]:.6f} != transformers loss {pair[1]:.6f} on the '
-                           'same weights and batch: the two do not compute the same thing')
-    pairs.append(pair)
-  return pairs
+    row = (ours.steps(1), *(peer.steps(1) for peer in peers.values()))
+    for name, loss in zip(peers, row[1:]):
+      if abs(row[0] - loss) > LOSS_TOLERANCE * abs(loss):
+        raise AssertionError(f'gptjax loss {row[0]:.6f} != {name} loss {loss:.6f} on the same '
+                             'weights and batch: the two do not compute the same thing')
+    rows.append(row)
+  return rows
+
+
+def interleaved_medians(impls: dict, steps: int, repeats: int) -> dict[str, float]:
+  """Median seconds per step of each implementation, the repetitions taken in turns (A B C A B
+  C ...) so that a slow minute of a shared machine falls on all of them alike."""
+  for impl in impls.values():
+    impl.steps(1)
+  timings = {name: [] for name in impls}
+  for _ in range(repeats):
+    for name, impl in impls.items():
+      start = time.perf_counter()
+      impl.steps(steps)
+      timings[name].append((time.perf_counter() - start) / steps)
+  return {name: statistics.median(times) for name, times in timings.items()}
 
 
 def compile_seconds(config) -> float:
@@ -148,45 +174,66 @@ def compile_seconds(config) -> float:
   return time.perf_counter() - start
 
 
+def shape_rows(shape: Shape, args, peak: float) -> tuple[list[tuple], str]:
+  """The table rows of one shape (gptjax and its peers) and the line about their losses."""
+  config = train_config(shape.model, shape.batch_size, steps=1000)
+  ours = GptjaxTrainer(config)
+  cfg = ours.run.cfg
+  params = jax.device_get(ours.state['params'])
+  optim = config.optim
+  peers = {
+      NANOGPT: NanoGPTTrainer(cfg, params, lr=optim.lr, betas=(optim.b1, optim.b2),
+                              weight_decay=optim.weight_decay)
+  }
+  if cfg.use_bias:  # GPT2LMHeadModel always has biases
+    peers[TRANSFORMERS] = TorchTrainer(cfg, params)
+  batch = random_batch(cfg, shape.batch_size)
+  for impl in (ours, *peers.values()):
+    impl.set_batch(batch)
+  losses = check_same_losses(ours, peers)
+  names = ' / '.join(('gptjax', *peers))
+  loss_line = (f'{shape.what}: losses before and after the first update '
+               + ', '.join(' / '.join(f'{loss:.5f}' for loss in row)
+                           for row in losses) + f' ({names})')
+  seconds = interleaved_medians({'gptjax': ours, **peers}, args.steps, args.repeats)
+  tokens = shape.batch_size * cfg.block_size
+  flops = flops_per_token(cfg)
+  rows = []
+  for name, step in seconds.items():
+    speed = tokens / step
+    rows.append((shape.what, LABELS.get(name, name), f'{speed:,.0f}', f'{1000 * step:,.0f}',
+                 f'{100 * flops * speed / peak:.1f}%', f'{seconds[NANOGPT] / step:.2f}x',
+                 f'{compile_seconds(config):.1f}' if name == 'gptjax' else '—'))
+  return rows, loss_line
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--shape', choices=sorted(SHAPES), action='append',
+                      help='a shape to measure (repeatable; default: all)')
   parser.add_argument('--repeats', type=int, default=5, help='timed repetitions (median)')
   parser.add_argument('--steps', type=int, default=3, help='training steps per repetition')
   args = parser.parse_args()
 
-  config = train_config(MODEL, BATCH_SIZE, steps=1000)
-  ours = GptjaxTrainer(config)
-  cfg = ours.run.cfg
-  peer = TorchTrainer(cfg, jax.device_get(ours.state['params']))
-  batch = random_batch(cfg, BATCH_SIZE)
-  ours.set_batch(batch)
-  peer.set_batch(batch)
-  losses = check_same_losses(ours, peer)
-  print(f'same weights, same batch: losses {losses[0][0]:.5f} / {losses[0][1]:.5f} (step 1), '
-        f'{losses[1][0]:.5f} / {losses[1][1]:.5f} (step 2), gptjax / transformers')
-
   peak, peak_source = matmul_peak()
-  tokens = args.steps * BATCH_SIZE * cfg.block_size
-  flops = flops_per_token(cfg)
-  peer_name = 'transformers + torch AdamW'
-  speeds = {
-      name: tokens / median_seconds(lambda: impl.steps(args.steps), repeats=args.repeats)
-      for name, impl in (('gptjax', ours), (peer_name, peer))
-  }
-  rows = [(name, f'{speed:,.0f}', f'{1000 * BATCH_SIZE * cfg.block_size / speed:,.0f}',
-           f'{100 * flops * speed / peak:.1f}%', f'{speed / speeds[peer_name]:.2f}x', '—')
-          for name, speed in speeds.items()]
-  rows[0] = (*rows[0][:-1], f'{compile_seconds(config):.1f}')
+  rows, loss_lines = [], []
+  for name in args.shape or SHAPES:
+    shape_table, loss_line = shape_rows(SHAPES[name], args, peak)
+    rows += shape_table
+    loss_lines.append(loss_line)
   for name in ('small', 'gpt124m'):
-    rows.append((f'gptjax, configs/{name}.py', '—', '—', '—', '—',
+    rows.append(('—', f'gptjax, configs/{name}.py', '—', '—', '—', '—',
                  f'{compile_seconds(load_config(name)):.1f}'))
+  print('\n'.join(loss_lines) + '\n')
   print(
-      format_table(
-          ('training step', 'tokens/s', 'ms/step', 'MFU', 'vs transformers', 'compile s'), rows,
-          title=(f'Training, 6 layers x d_model 384, context 256, vocab 50304, batch 8, float32 '
-                 f'({machine()}). MFU: {flops / 1e6:,.0f} MFLOP/token against the measured matmul '
-                 f'peak {peak / 1e9:,.1f} GFLOP/s ({peak_source}). Medians of {args.repeats} x '
-                 f'{args.steps} steps. compile s: trace + lower + XLA compile of the train step')))
+      format_table((
+          'shape', 'training step', 'tokens/s', 'ms/step', 'MFU', 'vs nanoGPT', 'compile s'
+      ), rows, title=(
+          f"Training, float32 ({machine()}; gptjax's XLA:CPU options "
+          f'{cpu_compiler_options() or "none"}, XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}). '
+          f'MFU against the measured matmul peak {peak / 1e9:,.1f} GFLOP/s '
+          f'({peak_source}). Medians of {args.repeats} interleaved x {args.steps} steps. '
+          'compile s: trace + lower + XLA compile of the train step')))
 
 
 if __name__ == '__main__':

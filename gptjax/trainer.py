@@ -28,6 +28,7 @@ from gptjax import checkpoint, cli, data, flops, memory, sharding, tables, workd
 from gptjax.config import DataConfig, ModelConfig, OptimConfig, ShardingConfig, TrainConfig
 from gptjax.logs import MetricWriter
 from gptjax.model import GPT, abstract_params, init_params
+from gptjax.xla_flags import cpu_compiler_options
 from gptjax.optim import (accumulate_gradients, learning_rate_schedule, make_optimizer,
                           optimizer_metrics)
 
@@ -175,7 +176,8 @@ def make_train_step(run: Run, optimizer: optax.GradientTransformation, state_sha
     return {'params': params, 'opt_state': opt_state, 'step': step + 1}, metrics
 
   return jax.jit(train_step, donate_argnums=0,
-                 out_shardings=(state_sharding, sharding.replicated(run.mesh)))
+                 out_shardings=(state_sharding, sharding.replicated(run.mesh)),
+                 compiler_options=cpu_compiler_options())
 
 
 def make_eval_step(cfg: ModelConfig, n_micro: int = 1):
@@ -186,7 +188,7 @@ def make_eval_step(cfg: ModelConfig, n_micro: int = 1):
                                  batch)
     return jax.lax.map(lambda micro: cross_entropy(cfg, params, micro), micro_batches).mean()
 
-  return jax.jit(eval_step)
+  return jax.jit(eval_step, compiler_options=cpu_compiler_options())
 
 
 def compile_train_step(run: Run, optimizer: optax.GradientTransformation, abstract,
