@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
 import sys
-import time
 from unittest import mock
 
 import jax
@@ -30,7 +28,12 @@ from common import format_table, machine  # noqa: E402
 from nanogpt_peer import NanoGPTTrainer  # noqa: E402
 from shapes import SHAPES, Shape  # noqa: E402
 from gptjax import model  # noqa: E402
-from train import LOSS_TOLERANCE, GptjaxTrainer, random_batch, train_config  # noqa: E402
+from train import (
+    LOSS_TOLERANCE,
+    GptjaxTrainer,
+    interleaved_medians,
+    random_batch,  # noqa: E402
+    train_config)  # noqa: E402
 
 YNN = 'xla_cpu_experimental_ynn_fusion_type'
 
@@ -88,13 +91,7 @@ def shape_rows(shape: Shape, repeats: int, steps: int) -> list[tuple]:
   for label, pair in losses.items():
     if any(abs(a - b) > LOSS_TOLERANCE * abs(b) for a, b in zip(pair, first)):
       raise AssertionError(f'{label}: losses {pair} differ from {first}')
-  timings = {label: [] for label in trainers}
-  for _ in range(repeats):
-    for label, trainer in trainers.items():
-      start = time.perf_counter()
-      trainer.steps(steps)
-      timings[label].append((time.perf_counter() - start) / steps)
-  seconds = {label: statistics.median(t) for label, t in timings.items()}
+  seconds = interleaved_medians(trainers, steps, repeats)
   base = seconds[VARIANTS[0][0]]
   tokens = shape.batch_size * shape.model['block_size']
   return [(shape.what, label, f'{tokens / s:,.0f}', f'{1000 * s:,.0f}', f'{base / s:.2f}x',
