@@ -184,8 +184,13 @@ class GPT(nn.Module):
     pad = cfg.padded_vocab_size - cfg.vocab_size
     if pad and pad_vocab:  # the extra logits are dropped below
       w = jnp.pad(w, ((0, pad), (0, 0)))
-    logits = jnp.dot(x.astype(cfg.compute_dtype),
-                     w.astype(cfg.compute_dtype).T, preferred_element_type=jnp.float32)
+    # As one [B*T, C] @ [C, V] matmul: from [B, T, C] the head's weight gradient contracts two
+    # dimensions, and XLA:CPU transposed the whole [B, T, V] logits gradient to do it (8% of the
+    # GPT-2-shaped train step, benchmarks/profile_train.py).
+    logits = jnp.dot(
+        x.reshape(-1, x.shape[-1]).astype(cfg.compute_dtype),
+        w.astype(cfg.compute_dtype).T, preferred_element_type=jnp.float32)
+    logits = logits.reshape(*x.shape[:-1], -1)
     return logits[..., :cfg.vocab_size]
 
 
