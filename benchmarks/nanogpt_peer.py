@@ -111,8 +111,8 @@ def _nanogpt_state_dict(cfg: ModelConfig, params, names: set[str]) -> dict:
 
 class NanoGPTTrainer:
   """nanoGPT's training step on a fixed batch: forward, backward, clip, AdamW."""
-  def __init__(self, cfg: ModelConfig, params, lr: float, betas: tuple[float, float],
-               weight_decay: float):
+  def __init__(self, cfg: ModelConfig, params, optim):
+    """optim: the run's config.optim (lr, b1, b2, weight_decay), as gptjax's step uses them."""
     import torch
 
     from common import torch_threads
@@ -125,9 +125,9 @@ class NanoGPTTrainer:
     decay = [p for p in parameters if p.dim() >= 2]
     no_decay = [p for p in parameters if p.dim() < 2]
     # On a CPU nanoGPT's configure_optimizers leaves fused off (it is CUDA-only there).
-    self.optimizer = torch.optim.AdamW([{'params': decay, 'weight_decay': weight_decay},
-                                        {'params': no_decay, 'weight_decay': 0.0}], lr=lr,
-                                       betas=betas, eps=1e-8)
+    self.optimizer = torch.optim.AdamW([{'params': decay, 'weight_decay': optim.weight_decay},
+                                        {'params': no_decay, 'weight_decay': 0.0}], lr=optim.lr,
+                                       betas=(optim.b1, optim.b2), eps=1e-8)
 
   def set_batch(self, batch):
     self.inputs = self.torch.from_numpy(np.asarray(batch['inputs'], np.int64))

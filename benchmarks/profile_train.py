@@ -120,9 +120,7 @@ def profile_peer(shape: Shape, steps: int, top: int) -> tuple[float, list[tuple]
 
   config = train_config(shape.model, shape.batch_size, steps=1000)
   ours = GptjaxTrainer(config)
-  peer = NanoGPTTrainer(ours.run.cfg, jax.device_get(ours.state['params']), lr=config.optim.lr,
-                        betas=(config.optim.b1, config.optim.b2),
-                        weight_decay=config.optim.weight_decay)
+  peer = NanoGPTTrainer(ours.run.cfg, jax.device_get(ours.state['params']), config.optim)
   peer.set_batch(random_batch(ours.run.cfg, shape.batch_size))
   peer.steps(3)
   start = time.perf_counter()

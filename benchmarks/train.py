@@ -180,11 +180,7 @@ def shape_rows(shape: Shape, args, peak: float) -> tuple[list[tuple], str]:
   ours = GptjaxTrainer(config)
   cfg = ours.run.cfg
   params = jax.device_get(ours.state['params'])
-  optim = config.optim
-  peers = {
-      NANOGPT: NanoGPTTrainer(cfg, params, lr=optim.lr, betas=(optim.b1, optim.b2),
-                              weight_decay=optim.weight_decay)
-  }
+  peers = {NANOGPT: NanoGPTTrainer(cfg, params, config.optim)}
   if cfg.use_bias:  # GPT2LMHeadModel always has biases
     peers[TRANSFORMERS] = TorchTrainer(cfg, params)
   batch = random_batch(cfg, shape.batch_size)

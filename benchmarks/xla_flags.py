@@ -75,10 +75,7 @@ def variant_trainers(shape: Shape) -> dict:
       lowered = ours.step_fn.lower(ours.state, ours.batch)
     ours.step_fn = lowered.compile(compiler_options=options)
     trainers[label] = ours
-  config = train_config(shape.model, shape.batch_size, steps=1000)
-  optim = config.optim
-  peer = NanoGPTTrainer(ours.run.cfg, jax.device_get(ours.state['params']), lr=optim.lr,
-                        betas=(optim.b1, optim.b2), weight_decay=optim.weight_decay)
+  peer = NanoGPTTrainer(ours.run.cfg, jax.device_get(ours.state['params']), ours.run.config.optim)
   peer.set_batch(random_batch(ours.run.cfg, shape.batch_size))
   trainers[PEER] = peer
   return trainers
