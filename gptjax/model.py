@@ -21,6 +21,10 @@ from gptjax.layers import POSITIONS, MLP, Attention, LayerCache, attention_mask,
 from gptjax.layers.dense import normal_init
 from gptjax.layers.residual import store_gradient
 
+# Up to this many rows (tokens x batch) the LM head runs as a matrix-vector product over the
+# stored [V, C] head (see GPT.head); measured by benchmarks/profile_decode.py.
+MATRIX_VECTOR_HEAD_ROWS = 1
+
 
 class KVCache(NamedTuple):
   """Keys/values of every layer for a batch of rows that share a slot clock.
@@ -184,12 +188,18 @@ class GPT(nn.Module):
     pad = cfg.padded_vocab_size - cfg.vocab_size
     if pad and pad_vocab:  # the extra logits are dropped below
       w = jnp.pad(w, ((0, pad), (0, 0)))
-    # As one [B*T, C] @ [C, V] matmul: from [B, T, C] the head's weight gradient contracts two
-    # dimensions, and XLA:CPU transposed the whole [B, T, V] logits gradient to do it (8% of the
-    # GPT-2-shaped train step, benchmarks/profile_train.py).
-    logits = jnp.dot(
-        x.reshape(-1, x.shape[-1]).astype(cfg.compute_dtype),
-        w.astype(cfg.compute_dtype).T, preferred_element_type=jnp.float32)
+    rows = x.reshape(-1, x.shape[-1]).astype(cfg.compute_dtype)  # [B*T, C]
+    w = w.astype(cfg.compute_dtype)
+    if rows.shape[0] <= MATRIX_VECTOR_HEAD_ROWS:
+      # A batch-1 decode step: [V, C] @ [C, 1] is a matrix-vector product over the head as it is
+      # stored. Written [1, C] @ [C, V], XLA:CPU fused the final norm into a loop over the
+      # transposed head instead, 30% of the GPT-2 124M step (benchmarks/profile_decode.py).
+      logits = jnp.dot(w, rows.T, preferred_element_type=jnp.float32).T
+    else:
+      # As one [B*T, C] @ [C, V] matmul: from [B, T, C] the head's weight gradient contracts two
+      # dimensions, and XLA:CPU transposed the whole [B, T, V] logits gradient to do it (8% of
+      # the GPT-2-shaped train step, benchmarks/profile_train.py).
+      logits = jnp.dot(rows, w.T, preferred_element_type=jnp.float32)
     logits = logits.reshape(*x.shape[:-1], -1)
     return logits[..., :cfg.vocab_size]
 

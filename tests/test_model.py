@@ -312,6 +312,18 @@ def test_vocab_padding_changes_nothing_but_speed(tiny_config, reference):
   assert_logits_close(unpadded, padded_logits)
 
 
+@variants
+def test_a_single_row_takes_the_matrix_vector_head_and_matches_numpy(cfg, reference):
+  """One token of one row (a batch-1 decode step) multiplies the head the other way round
+  (GPT.head): the same logits as NumPy's forward, and as that row inside a full sequence."""
+  params, full, _ = reference(cfg)
+  one = forward_fn(cfg)(params, TOKENS[:1, :1])
+  assert one.shape == (1, 1, cfg.vocab_size)
+  expected = np_forward(cfg, params, TOKENS[:1, :1])
+  np.testing.assert_allclose(one, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+  assert_logits_close(one[:, 0], full[:1, 0])
+
+
 # ---------------------------------------------------------------------------------------------
 # Initialisation
 
