@@ -1,16 +1,17 @@
 """Where a decode step's time goes, per XLA operation, and what the LM head's formulation changes.
 
-  python benchmarks/profile_decode.py               # batch 1 and 16, GPT-2 124M float32 (~4 min)
+  python benchmarks/profile_decode.py               # batch 1 and 16, GPT-2 124M float32 (~5 min)
   python benchmarks/profile_decode.py --batch=1 --top=30
 
 The jitted decode loop of gptjax.sampling (greedy, after a 16-token prompt) is traced with
 jax.profiler and each XLA event matched to its instruction in the optimized HLO, as
 benchmarks/profile_train.py does for the train step; times are per generated token. Then the
-loop is compiled twice more, with the LM head written as [rows, C] @ [C, V] and as the
-matrix-vector product [V, C] @ [C, rows] that GPT.head uses for a single row
-(model.MATRIX_VECTOR_HEAD_ROWS), and the two take turns in every repetition after producing the
-same tokens. A decode step at batch 1 reads every weight once: its speed limit is memory
-bandwidth (benchmarks/machine.py).
+loop is compiled several more ways and the compilations take turns in every repetition, after
+choosing the same tokens: the LM head written as [rows, C] @ [C, V] and as the matrix-vector
+product [V, C] @ [C, rows] that GPT.head uses for a single row (model.MATRIX_VECTOR_HEAD_ROWS),
+and gptjax's loop under XLA:CPU options (as benchmarks/xla_flags.py does for the train step).
+A decode step at batch 1 reads every weight once: its speed limit is memory bandwidth
+(benchmarks/machine.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np  # noqa: E402
 
 from common import format_table, machine  # noqa: E402
 from decode import GPT2_VOCAB, PROMPT_TOKENS, gpt124m_float32  # noqa: E402
+from xla_flags import YNN, ynn  # noqa: E402
 
 from gptjax import model, sampling  # noqa: E402
 
@@ -51,13 +53,30 @@ def decode_args(cfg, params, batch: int, new_tokens: int) -> tuple:
   return params, cache, prompts[:, -1], jax.random.key(0), KNOBS
 
 
-def compiled_loop(cfg, args: tuple, new_tokens: int, matrix_vector_rows: int | None = None):
-  """The decode loop compiled for args; matrix_vector_rows overrides the head's threshold."""
+def compiled_loop(cfg, args: tuple, new_tokens: int, matrix_vector_rows: int | None = None,
+                  options: dict | None = None):
+  """The decode loop compiled for args, with XLA options; matrix_vector_rows overrides the
+  head's threshold (model.MATRIX_VECTOR_HEAD_ROWS)."""
   rows = model.MATRIX_VECTOR_HEAD_ROWS if matrix_vector_rows is None else matrix_vector_rows
   with mock.patch.object(model, 'MATRIX_VECTOR_HEAD_ROWS', rows):
     sampling._cached_decode_fn.cache_clear()  # trace afresh under this threshold
     fn = sampling._cached_decode_fn(cfg, sampling.gpt_forward, GREEDY, new_tokens, None)
-    return fn.lower(*args).compile()
+    return fn.lower(*args).compile(compiler_options=options)
+
+
+BASE = 'head as [rows, C] @ [C, V]'
+
+
+def variants(cfg, args: tuple, batch: int, new_tokens: int) -> dict:
+  """Row label -> the decode loop compiled that way; the first is the comparison's base."""
+  return {
+      BASE: compiled_loop(cfg, args, new_tokens, matrix_vector_rows=0),
+      'head as [V, C] @ [C, rows] (matrix-vector)': compiled_loop(cfg, args, new_tokens, batch),
+      'gptjax + YNNPACK fusion dot': compiled_loop(cfg, args, new_tokens, options=ynn('dot')),
+      'gptjax + YNNPACK off, no XNNPACK (Eigen dots)': compiled_loop(
+          cfg, args, new_tokens, options={YNN: '', 'xla_cpu_use_xnnpack': False}),
+      'gptjax + oneDNN': compiled_loop(cfg, args, new_tokens, options={'xla_cpu_use_onednn': True}),
+  }
 
 
 def profile_rows(compiled, args: tuple, new_tokens: int, top: int) -> tuple[float, list, list]:
@@ -79,21 +98,18 @@ def profile_rows(compiled, args: tuple, new_tokens: int, top: int) -> tuple[floa
   return wall, gptjax_rows(events, summaries, new_tokens, wall, top), kind_rows
 
 
-def head_rows(cfg, args: tuple, batch: int, new_tokens: int, repeats: int) -> list[tuple]:
-  variants = {
-      '[rows, C] @ [C, V]': compiled_loop(cfg, args, new_tokens, matrix_vector_rows=0),
-      '[V, C] @ [C, rows] (matrix-vector)': compiled_loop(cfg, args, new_tokens, batch)
-  }
-  tokens = {label: np.asarray(c(*args)) for label, c in variants.items()}
-  first = next(iter(tokens.values()))
-  assert all(np.array_equal(t, first) for t in tokens.values()), 'the head forms disagree'
+def comparison_rows(cfg, args: tuple, batch: int, new_tokens: int, repeats: int) -> list[tuple]:
+  loops = variants(cfg, args, batch, new_tokens)
+  tokens = {label: np.asarray(compiled(*args)) for label, compiled in loops.items()}
+  for label, out in tokens.items():
+    assert np.array_equal(out, tokens[BASE]), f'{label}: other tokens than {BASE}'
   seconds = collections.defaultdict(list)
   for _ in range(repeats):
-    for label, compiled in variants.items():
+    for label, compiled in loops.items():
       start = time.perf_counter()
       compiled(*args).block_until_ready()
       seconds[label].append((time.perf_counter() - start) / new_tokens)
-  base = np.median(seconds['[rows, C] @ [C, V]'])
+  base = np.median(seconds[BASE])
   return [(batch, label, f'{1000 * np.median(s):.1f}', f'{batch / np.median(s):.1f}',
            f'{base / np.median(s):.2f}x') for label, s in seconds.items()]
 
@@ -103,7 +119,7 @@ def main():
   parser.add_argument('--batch', type=int, action='append', help='rows (repeatable; 1 and 16)')
   parser.add_argument('--new_tokens', type=int, default=32, help='tokens generated per run')
   parser.add_argument('--top', type=int, default=12, help='operations shown')
-  parser.add_argument('--repeats', type=int, default=5, help='timed repetitions of the A/B')
+  parser.add_argument('--repeats', type=int, default=5, help='timed repetitions, rows in turns')
   args = parser.parse_args()
   cfg = gpt124m_float32()
   params = model.init_params(cfg, jax.random.key(0))
@@ -119,12 +135,12 @@ def main():
         format_table(('HLO instruction', 'what it computes', 'ms/step', 'of step'), rows,
                      title=title))
     print(format_table(('kind of operation', 'ms/step', 'of step'), kinds))
-    comparison += head_rows(cfg, loop_args, batch, args.new_tokens, args.repeats)
+    comparison += comparison_rows(cfg, loop_args, batch, args.new_tokens, args.repeats)
   print()
   print(
-      format_table(('batch', 'LM head as', 'ms/step', 'tokens/s', 'vs [rows, C] @ [C, V]'),
-                   comparison, title=(f'The LM head, same tokens, medians of {args.repeats} '
-                                      'runs taking turns')))
+      format_table(('batch', 'decode loop compiled with', 'ms/step', 'tokens/s', 'vs first row'),
+                   comparison, title=('The LM head and XLA:CPU options, same tokens, medians of '
+                                      f'{args.repeats} runs taking turns')))
 
 
 if __name__ == '__main__':
