@@ -112,6 +112,7 @@ def test_next_token_probabilities_are_a_softmax_of_the_logits(model):
   assert len(top_probs) == 5 and np.all(np.diff(top_probs) <= 0)
 
 
+@pytest.mark.slow  # in the full suite; out of the inner loop (-m "not slow")
 def test_greedy_continuation_is_generate_with_each_tokens_probability(model):
   cfg, params = model.cfg, model.params
   tokens = model.tokenizer.encode(PROMPT)

@@ -320,6 +320,7 @@ def widest_fusion(hlo_text: str) -> int:
       for line in hlo_text.splitlines() if ' fusion(' in line)
 
 
+@pytest.mark.slow  # in the full suite; out of the inner loop (-m "not slow")
 def test_the_backward_does_not_recompute_the_residual_gradient_of_every_later_layer(tiny_config):
   """Without store_gradient, XLA:CPU fuses the residual stream's gradient chain into every
   consumer: the widest backward fusion then reads ~10 more arrays per layer (50 / 91 / 173 at

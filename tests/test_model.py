@@ -408,6 +408,7 @@ def rematerialised_blocks(cfg, params):
   return sum(eqn.primitive.name in ('checkpoint', 'remat2') for eqn in jaxpr.eqns)
 
 
+@pytest.mark.slow  # in the full suite; out of the inner loop (-m "not slow")
 def test_remat_same_loss_and_grads(tiny_config, randomize):
   # One layer is enough to check the rematerialised block, dropout rng included.
   cfg = tiny_config(**VARIANTS['llama'], n_layers=1, resid_dropout=0.1)

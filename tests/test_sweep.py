@@ -85,6 +85,7 @@ def test_variant_string_sets_its_field_and_nothing_else(ablation, variant, expec
   ModelConfig.from_config(ablation.get_config(variant).model)  # a valid model
 
 
+@pytest.mark.slow  # in the full suite; out of the inner loop (-m "not slow")
 def test_baseline_is_gpt2_recipe_and_every_sweep_parses(ablation):
   cfg = ModelConfig.from_config(ablation.get_config('').model)
   assert (cfg.norm, cfg.norm_position, cfg.position, cfg.n_kv_heads, cfg.mlp) == \
