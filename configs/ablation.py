@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from gptjax.config import (MLPS, NORM_POSITIONS, NORMS, POSITIONS, ModelConfig, base_config,
-                           closest_key, closest_key_hint)
+                           closest_key, update_config)
 
 STEPS = 300
 BATCH_SIZE = 16
@@ -190,27 +190,6 @@ def base() -> ml_collections.ConfigDict:
   return config
 
 
-def _leaf_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
-  keys = []
-  for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      keys += _leaf_keys(value, f'{prefix}{key}.')
-    else:
-      keys.append(f'{prefix}{key}')
-  return keys
-
-
-def _update(config: ml_collections.ConfigDict, values: Mapping[str, Any]) -> None:
-  """config.update_from_flattened_dict(values), but a key the config lacks is an error naming
-  the closest real one: ml_collections would add it, and the misspelled setting would do nothing.
-  A value of the wrong type is ml_collections' TypeError, which names the field."""
-  known = _leaf_keys(config)
-  for key in values:
-    if key not in known:
-      raise ValueError(f'unknown config key {key!r}{closest_key_hint(key, known)}')
-  config.update_from_flattened_dict(dict(values))
-
-
 def _n_kv_heads(attn: str, n_heads: int) -> int:
   n_kv = {'mha': n_heads, 'mqa': 1}.get(attn) or int(attn[3:])
   if n_kv > n_heads or n_heads % n_kv:
@@ -265,13 +244,13 @@ def get_config(arg: str | None = None, overrides: Mapping[str, Any] | None = Non
   computed against the baseline at the overridden size."""
   variant = parse_variant(arg)
   config = base()
-  _update(config, overrides or {})
+  update_config(config, overrides or {})
   baseline = ModelConfig.from_config(config.model)
 
   settings = {FIELDS[key]: value for key, value in variant.items() if key in FIELDS}
   if 'attn' in variant:
     settings['model.n_kv_heads'] = _n_kv_heads(variant['attn'], config.model.n_heads)
-  _update(config, settings)
+  update_config(config, settings)
 
   cfg = ModelConfig.from_config(config.model)
   if variant.get('match_params', True) and cfg != baseline:

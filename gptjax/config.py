@@ -55,6 +55,62 @@ def closest_key_hint(key: str, known) -> str:
   return f'; did you mean {close!r}?' if close else f'; known fields: {", ".join(known)}'
 
 
+def leaf_keys(config, prefix: str = '') -> list[str]:
+  """Every field of a ConfigDict as a dotted key ('model.norm', 'optim.lr', 'seed')."""
+  import ml_collections
+  keys = []
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      keys += leaf_keys(value, f'{prefix}{key}.')
+    else:
+      keys.append(f'{prefix}{key}')
+  return keys
+
+
+def update_config(config, values: Mapping[str, Any], where: str = 'config key') -> None:
+  """config.update_from_flattened_dict(values), but a key the config lacks is an error naming
+  the closest real one (ml_collections would add it, and the misspelled setting would do
+  nothing), and a value of the wrong type is a ValueError naming the key."""
+  known = leaf_keys(config)
+  for key, value in values.items():
+    if key not in known:
+      raise ValueError(f'unknown {where} {key!r}{closest_key_hint(key, known)}')
+    try:
+      config.update_from_flattened_dict({key: value})
+    except TypeError as error:
+      raise ValueError(f'{where} {key}={value!r}: {error}') from None
+
+
+def parse_field_value(config, key: str, text: str) -> Any:
+  """The value a command-line string means for the (existing) field `key` of a ConfigDict: an
+  int field reads '64', a float field '3e-3', a bool field 'true'/'false', a str field any text;
+  a field of several types (int | str) reads a number where the text is one."""
+  *sections, leaf = key.split('.')
+  section = config
+  for name in sections:
+    section = section[name]
+  field_type = section.get_type(leaf)
+  booleans = {'true': True, 'false': False}
+  if field_type is bool:
+    if text.lower() not in booleans:
+      raise ValueError(f'{key}={text!r}: {key} takes true or false')
+    return booleans[text.lower()]
+  for number_type in (int, float):
+    if field_type is number_type:
+      try:
+        return number_type(text)
+      except ValueError:
+        raise ValueError(f'{key}={text!r}: {key} takes a number ({number_type.__name__})') from None
+  if field_type is str:
+    return text
+  for number_type in (int, float):  # several types allowed: a number where it reads as one
+    try:
+      return number_type(text)
+    except ValueError:
+      pass
+  return booleans.get(text.lower(), text)
+
+
 def load_config_module(path: str | Path):
   """A config file as a module (its get_config, and for sweeps its SWEEPS)."""
   path = Path(path)

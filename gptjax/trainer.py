@@ -113,11 +113,12 @@ def source_model_config(init_from: str) -> ModelConfig | None:
   return ModelConfig.from_config(checkpoint.load_config(init_from)['model'])
 
 
-def setup(config: ml_collections.ConfigDict) -> Run:
-  """Checks every section and their combinations, then prepares the data: a bad config fails
-  here, before any data is tokenized or anything compiled."""
+def check_config(config: ml_collections.ConfigDict) -> ModelConfig:
+  """Every section and their combinations checked, without touching data or compiling: a bad
+  config is a ValueError naming the field (a sweep checks every run's config before the first
+  starts). Returns the run's ModelConfig."""
   optim, train = OptimConfig.from_config(config.optim), TrainConfig.from_config(config.train)
-  data_config = DataConfig.from_config(config.data)
+  DataConfig.from_config(config.data)
   ShardingConfig.from_config(config.sharding)
   cfg = model_config(config.model, train.init_from)
   seq_len = train.seq_len or cfg.block_size
@@ -129,7 +130,16 @@ def setup(config: ml_collections.ConfigDict) -> Run:
   if optim.grad_accum_steps != memory.AUTO and train.batch_size % optim.grad_accum_steps:
     raise ValueError(f'train.batch_size={train.batch_size} must be divisible by '
                      f'optim.grad_accum_steps={optim.grad_accum_steps}')
+  return cfg
 
+
+def setup(config: ml_collections.ConfigDict) -> Run:
+  """Checks the config (check_config), then prepares the data: a bad config fails here, before
+  any data is tokenized or anything compiled."""
+  cfg = check_config(config)
+  train, data_config = TrainConfig.from_config(config.train), DataConfig.from_config(config.data)
+  seq_len = train.seq_len or cfg.block_size
+  mesh = sharding.make_mesh()
   prepared = data.prepare(data_config.corpus, data_config.tokenizer, data_config.data_dir,
                           val_percent=data_config.val_percent, max_bytes=data_config.max_bytes,
                           progress=jax.process_index() == 0)

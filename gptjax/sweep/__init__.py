@@ -5,8 +5,15 @@ that compares them at equal token budget.
   python -m gptjax.sweep --config=configs/ablation.py --workdir=runs/ablation --report_only
   python -m gptjax.sweep --config=configs/ablation.py --workdir=runs/mine \\
       --variant=mlp=swiglu,seed=0 --variant=mlp=swiglu,seed=1 --config.train.steps=600
+  python -m gptjax.sweep --config=configs/small.py --workdir=runs/norms --seeds=3 \\
+      --grid=model.norm=layernorm,rmsnorm --grid=model.position=learned,rope
 
-The runner knows nothing of any one ablation; the config file tells it what it needs:
+Any config file, any field: --grid=KEY=V1,V2 axes multiply, --zip axes advance together, and
+--seeds=N runs every arm with seeds 0..N-1 (gptjax.sweep.grid); every run's config is checked
+before the first one starts.
+
+For named sweeps (--sweep, --variant) the runner knows nothing of any one ablation; a sweep config
+file tells it what it needs:
   get_config(variant, overrides=None)  required: one run's ConfigDict; `--config.KEY=VALUE`
                                        flags become `overrides` ({'train.steps': 600}), applied
                                        to every run alike.
@@ -32,18 +39,19 @@ Rerunning the command skips finished runs (a checkpoint at train.steps) and dive
 ones. The report reads only these files, so `--report_only` works at any time, also while the
 sweep runs.
 
-Modules: plan (what runs), run (running and resuming), report (records, summary, CSV and
-Markdown), plots (the PNGs), __main__ (the command line). The functions `plan` and `report`
-re-exported here shadow their modules as attributes of this package: import from the modules
-by their full names (`from gptjax.sweep.report import load_run`).
+Modules: plan (what runs), grid (runs from --grid/--zip), run (running and resuming), report
+(records, summary, CSV and Markdown), plots (the PNGs), __main__ (the command line). The
+functions `plan` and `report` re-exported here shadow their modules as attributes of this
+package: import from the modules by their full names (`from gptjax.sweep.report import load_run`).
 """
 
+from gptjax.sweep.grid import GridSweep
 from gptjax.sweep.plan import (PlannedRun, as_json, flatten, load_sweep_module, plan, slugify,
                                sweep_variants)
 from gptjax.sweep.report import load_run, read_status, report, summarize
 from gptjax.sweep.run import run_sweep
 
 __all__ = [
-    'PlannedRun', 'as_json', 'flatten', 'load_run', 'load_sweep_module', 'plan', 'read_status',
-    'report', 'run_sweep', 'slugify', 'summarize', 'sweep_variants'
+    'GridSweep', 'PlannedRun', 'as_json', 'flatten', 'load_run', 'load_sweep_module', 'plan',
+    'read_status', 'report', 'run_sweep', 'slugify', 'summarize', 'sweep_variants'
 ]

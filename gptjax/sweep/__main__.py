@@ -12,6 +12,7 @@ from ml_collections import config_flags
 
 import gptjax.sweep
 from gptjax import cli
+from gptjax.sweep.grid import GridSweep
 from gptjax.sweep.report import report
 from gptjax.sweep.run import run_sweep
 
@@ -38,9 +39,14 @@ def main(argv):
   path = config_flags.get_config_filename(flags_['config'])
   if ':' in path:
     sys.exit('error: name the variants with --sweep or --variant, not after the config file')
+  grid = None
+  if flags_.grid or flags_.zip or flags_.seeds is not None:
+    if flags_.variant or flags_['sweep'].present:
+      sys.exit('error: --grid/--zip/--seeds make their own runs; drop --sweep and --variant')
+    grid = GridSweep(path, flags_.grid or (), flags_.zip or (), flags_.seeds)
   statuses = run_sweep(path, flags_.workdir, flags_.sweep, flags_.variant,
                        config_flags.get_override_values(flags_['config']),
-                       command=_command(sys.argv))
+                       command=_command(sys.argv), grid=grid)
   done = sum(s['status'] == 'done' for s in statuses)
   print(f'{done}/{len(statuses)} runs done; report: {Path(flags_.workdir) / "results.md"}')
 
@@ -54,6 +60,13 @@ def _define_flags():
   flags.DEFINE_multi_string(
       'variant', None, 'Run these variants instead of a named sweep '
       '(repeat the flag), e.g. --variant=mlp=swiglu,seed=0.')
+  flags.DEFINE_multi_string(
+      'grid', None, 'A config field and its values, KEY=V1,V2,...; the sweep runs the product '
+      'of all --grid axes (any config file, any field), e.g. --grid=model.norm=layernorm,rmsnorm.')
+  flags.DEFINE_multi_string(
+      'zip', None, 'Like --grid, but the --zip axes advance together (equal lengths), e.g. '
+      '--zip=model.d_model=64,128 --zip=model.n_heads=2,4.')
+  flags.DEFINE_integer('seeds', None, 'With --grid/--zip: run every arm with seeds 0..N-1.')
   flags.DEFINE_bool('report_only', False, 'Only rebuild the report from the run directories.')
 
 

@@ -20,6 +20,7 @@ from gptjax.files import write_json_atomic
 from gptjax.sweep.plan import (CONFIG_FILE, ERROR_LOG, STATUS_FILE, SWEEP_FILE, PlannedRun, as_json,
                                flatten, load_sweep_module, plan, sweep_variants)
 from gptjax.logs import read_metrics
+from gptjax.sweep.grid import GridSweep
 from gptjax.sweep.report import KILLED, read_status, report
 
 
@@ -99,12 +100,15 @@ def _steps_left(run: PlannedRun, run_dir: Path) -> int:
 
 def run_sweep(config_path: str | Path, workdir: str | Path, sweep: str = 'default',
               variants: Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None,
-              command: str | None = None) -> list[dict]:
-  """Runs every variant of SWEEPS[sweep] (or `variants`) in workdir/<slug>, then writes the
-  report; returns each run's status record, in order."""
+              command: str | None = None, grid: GridSweep | None = None) -> list[dict]:
+  """Runs every variant of SWEEPS[sweep] (or `variants`, or a GridSweep's over config_path) in
+  workdir/<slug>, then writes the report; returns each run's status record, in order."""
   workdir = Path(workdir)
-  module = load_sweep_module(config_path)
-  sweep = None if variants else sweep
+  if grid is not None:
+    module, sweep, variants = grid, None, grid.variants
+  else:
+    module = load_sweep_module(config_path)
+    sweep = None if variants else sweep
   runs = plan(module, list(variants) if variants else sweep_variants(module, sweep), overrides)
   for run in runs:
     _check_unchanged(run, workdir / run.slug)

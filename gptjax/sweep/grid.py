@@ -1,0 +1,97 @@
+"""A sweep over any config file's fields, from the command line: the product of --grid axes, the
+paired values of --zip axes, and --seeds.
+
+  --grid=model.norm=layernorm,rmsnorm --grid=model.position=learned,rope --seeds=3
+
+is 2 x 2 arms x 3 seeds = 12 runs of the config file's own get_config(), each with its fields set
+as train.py's --config.KEY=VALUE would set them. Zipped axes advance together (--zip=model.d_model=
+64,128 --zip=model.n_heads=2,4 is 2 arms, not 4) and multiply the grid axes. Every run's config
+is built and checked (trainer.check_config) when the sweep is planned, so a misspelled key, a
+value of the wrong type or an impossible combination is refused, naming it, before any run starts.
+
+A run's variant is its assignments in axis order, 'model.norm=rmsnorm,model.position=rope,seed=1';
+its label, which groups seeds, is the same less the seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from gptjax.config import leaf_keys, load_config_file, parse_field_value, update_config
+
+
+def parse_axis(spec: str, flag: str) -> tuple[str, list[str]]:
+  """'model.norm=layernorm,rmsnorm' -> ('model.norm', ['layernorm', 'rmsnorm'])."""
+  key, sep, values = spec.partition('=')
+  items = values.split(',')
+  if not sep or not key or not all(items):
+    raise ValueError(f'--{flag}={spec!r}: write --{flag}=KEY=VALUE1,VALUE2,... '
+                     '(e.g. --grid=model.norm=layernorm,rmsnorm)')
+  if len(set(items)) < len(items):
+    raise ValueError(f'--{flag}={spec!r} lists a value twice')
+  return key, items
+
+
+class GridSweep:
+  """The planned variants of one config file under grid/zip axes and seeds; it answers
+  gptjax.sweep.plan as a sweep config module would (get_config, variant_label)."""
+  def __init__(self, config_path: str | Path, grids: Sequence[str] = (), zips: Sequence[str] = (),
+               seeds: int | None = None):
+    self.config_path = str(config_path)
+    load_config_file(config_path)  # the file exists and builds
+    grid_axes = [parse_axis(spec, 'grid') for spec in grids]
+    zip_axes = [parse_axis(spec, 'zip') for spec in zips]
+    if not grid_axes and not zip_axes:
+      raise ValueError('a grid sweep needs at least one --grid or --zip axis')
+    keys = [key for key, _ in grid_axes + zip_axes]
+    repeated = {key for key in keys if keys.count(key) > 1}
+    if repeated or 'seed' in keys:
+      raise ValueError(f'{", ".join(sorted(repeated)) or "seed"} is given as two axes; '
+                       'seeds come from --seeds')
+    if len({len(values) for _, values in zip_axes}) > 1:
+      lengths = ', '.join(f'{key} has {len(values)}' for key, values in zip_axes)
+      raise ValueError(f'--zip axes must list as many values each: {lengths}')
+    if seeds is not None and seeds < 1:
+      raise ValueError(f'--seeds={seeds} must be >= 1')
+    self.keys = keys
+
+    points = [
+        list(zip([k for k, _ in grid_axes], combo))
+        for combo in itertools.product(*[values for _, values in grid_axes])
+    ]
+    zipped = [
+        list(zip([k for k, _ in zip_axes], combo))
+        for combo in zip(*[values for _, values in zip_axes])
+    ] or [[]]
+    arms = [
+        ','.join(f'{k}={v}' for k, v in point + paired) for point in points for paired in zipped
+    ]
+    self.variants = ([f'{arm},seed={seed}' for arm in arms
+                      for seed in range(seeds)] if seeds is not None else arms)
+
+  @staticmethod
+  def variant_label(variant: str) -> str:
+    return ','.join(item for item in variant.split(',') if not item.startswith('seed='))
+
+  def get_config(self, variant: str, overrides: Mapping[str, Any] | None = None):
+    """The config file's config, the sweep's overrides and then the variant's fields applied,
+    checked as train.py would check it (a ValueError names the variant and the problem)."""
+    from gptjax.trainer import check_config  # the trainer imports JAX's device setup
+
+    config = load_config_file(self.config_path)
+    update_config(config, dict(overrides or {}))
+    known = leaf_keys(config)
+    settings = {}
+    for item in variant.split(','):
+      key, _, text = item.partition('=')
+      if key != 'seed' and key not in known:
+        update_config(config, {key: text}, where='grid key')  # raises, naming the closest key
+      settings[key] = parse_field_value(config, key, text)
+    try:
+      update_config(config, settings, where='grid key')
+      check_config(config)
+    except ValueError as error:
+      raise ValueError(f'grid point {variant}: {error}') from None
+    return config

@@ -1,0 +1,123 @@
+"""Sweeps over any config file's fields (gptjax.sweep.grid): --grid products, --zip pairs, --seeds,
+checked before anything runs, and one real grid sweep through the command line."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gptjax import data, sweep
+from gptjax.config import ModelConfig
+from gptjax.sweep.grid import GridSweep
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = REPO / 'configs' / 'small.py'
+
+
+def test_grid_axes_multiply_zip_axes_pair_and_seeds_repeat_every_arm():
+  grid = GridSweep(SMALL, ['model.norm=layernorm,rmsnorm', 'optim.lr=1e-3,3e-3'],
+                   ['model.d_model=64,128', 'model.n_heads=2,4'], seeds=2)
+  arms = [
+      f'model.norm={n},optim.lr={lr},model.d_model={d},model.n_heads={h}'
+      for n in ('layernorm', 'rmsnorm') for lr in ('1e-3', '3e-3') for d, h in ((64, 2), (128, 4))
+  ]
+  assert grid.variants == [f'{arm},seed={s}' for arm in arms for s in (0, 1)]
+  assert grid.variant_label(grid.variants[1]) == arms[0]
+  assert GridSweep(SMALL, ['model.norm=layernorm,rmsnorm']).variants == [
+      'model.norm=layernorm', 'model.norm=rmsnorm'
+  ]
+
+
+def test_each_value_takes_its_fields_type_and_nothing_else_changes():
+  grid = GridSweep(SMALL, [
+      'model.n_layers=2', 'optim.lr=1e-3', 'model.norm=rmsnorm', 'model.remat=true',
+      'optim.grad_accum_steps=auto'
+  ], seeds=1)
+  config = grid.get_config(grid.variants[0])
+  assert config.model.n_layers == 2 and type(config.model.n_layers) is int
+  assert config.optim.lr == 1e-3 and type(config.optim.lr) is float
+  assert config.model.norm == 'rmsnorm' and config.model.remat is True
+  assert config.optim.grad_accum_steps == 'auto' and config.seed == 0
+  base = sweep.as_json(
+      grid.get_config('model.n_layers=4,optim.lr=3e-3,model.norm=layernorm,'
+                      'model.remat=false,optim.grad_accum_steps=1,seed=0'))
+  changed = sweep.flatten(sweep.as_json(config))
+  assert {k
+          for k, v in sweep.flatten(base).items() if changed[k] != v} == {
+              'model.n_layers', 'optim.lr', 'model.norm', 'model.remat', 'optim.grad_accum_steps'
+          }
+
+
+def test_a_grid_plans_labelled_runs_told_apart_by_their_fields():
+  grid = GridSweep(SMALL, ['model.norm=layernorm,rmsnorm'], seeds=2)
+  runs = sweep.plan(grid, grid.variants, {'train.steps': 10})
+  assert [r.slug for r in runs] == [
+      'model.norm-layernorm_seed-0', 'model.norm-layernorm_seed-1', 'model.norm-rmsnorm_seed-0',
+      'model.norm-rmsnorm_seed-1'
+  ]
+  assert [r.label for r in runs] == ['model.norm=layernorm'] * 2 + ['model.norm=rmsnorm'] * 2
+  assert [r.factors for r in runs] == [{'model.norm': n}
+                                       for n in ['layernorm'] * 2 + ['rmsnorm'] * 2]
+  assert all(r.config.train.steps == 10 for r in runs)
+
+
+@pytest.mark.parametrize('grids, zips, seeds, message', [
+    (['model.nrom=rmsnorm'], [], None, "unknown grid key 'model.nrom'; did you mean 'model.norm'?"),
+    (['model.n_layers=two'], [], None, 'model.n_layers takes a number (int)'),
+    (['model.remat=yes'], [], None, 'model.remat takes true or false'),
+    (['model.norm=rmsnorm,batchnorm'
+      ], [], None, "grid point model.norm=batchnorm: norm='batchnorm'"),
+    (['model.n_kv_heads=1,3'], [], None, 'grid point model.n_kv_heads=3: '),
+    (['model.norm'], [], None, 'write --grid=KEY=VALUE1,VALUE2'),
+    (['model.norm=rmsnorm,rmsnorm'], [], None, 'lists a value twice'),
+    (['model.norm=rmsnorm', 'model.norm=layernorm'], [], None, 'model.norm is given as two axes'),
+    ([], ['model.d_model=64,128', 'model.n_heads=2'
+          ], None, 'model.d_model has 2, model.n_heads has 1'),
+    (['seed=1,2'], [], None, 'seeds come from --seeds'),
+    (['model.norm=rmsnorm'], [], 0, '--seeds=0 must be >= 1'),
+    ([], [], 2, 'at least one --grid or --zip'),
+])
+def test_a_bad_grid_is_refused_naming_the_key_before_any_run(tmp_path, grids, zips, seeds, message):
+  workdir = tmp_path / 'sweep'
+  with pytest.raises(ValueError) as error:
+    grid = GridSweep(SMALL, grids, zips, seeds)
+    sweep.run_sweep(SMALL, workdir, grid=grid)
+  assert message in str(error.value), str(error.value)
+  assert not workdir.exists()  # refused while planning: nothing was started or written
+
+
+@pytest.mark.slow
+def test_a_grid_sweep_runs_from_the_command_line_on_a_plain_config(tmp_path):
+  data_dir = tmp_path / 'data'
+  data.prepare('stdlib', 'bytes', data_dir, max_bytes=100_000, progress=False)
+  tiny = {
+      'model.n_layers': 1, 'model.d_model': 32, 'model.block_size': 32, 'data.max_bytes': 100_000,
+      'data.data_dir': data_dir, 'optim.warmup_steps': 1, 'train.steps': 2, 'train.batch_size': 4,
+      'train.log_every': 1, 'train.eval_every': 1, 'train.eval_batches': 1, 'train.ckpt_every': 2
+  }
+  workdir = tmp_path / 'norms'
+  command = [
+      sys.executable, '-m', 'gptjax.sweep', f'--config={SMALL}', f'--workdir={workdir}',
+      '--grid=model.norm=layernorm,rmsnorm', '--seeds=2',
+      *(f'--config.{k}={v}' for k, v in tiny.items())
+  ]
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '4/4 runs done' in result.stdout
+  for norm in ('layernorm', 'rmsnorm'):
+    for seed in (0, 1):
+      run_dir = workdir / f'model.norm-{norm}_seed-{seed}'
+      config = json.loads((run_dir / 'config.json').read_text())
+      assert ModelConfig.from_config(config['model']).norm == norm and config['seed'] == seed
+      assert json.loads((run_dir / 'status.json').read_text())['status'] == 'done'
+  assert 'model.norm=rmsnorm' in (workdir / 'results.md').read_text()
+
+  bad = subprocess.run([*command[:5], '--grid=model.nrom=rmsnorm'], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=120)
+  assert bad.returncode != 0
+  assert bad.stderr.strip().splitlines()[-1] == (
+      "error: unknown grid key 'model.nrom'; did you mean 'model.norm'?")
