@@ -19,6 +19,7 @@ import types
 from pathlib import Path
 
 import pytest
+from scipy import stats as scipy_stats
 
 from gptjax import checkpoint, data, flops, sweep, trainer, workdir_lock
 from gptjax.config import ModelConfig
@@ -300,7 +301,12 @@ def test_report_numbers_come_from_the_runs_own_metrics(finished):
   table = markdown_rows(markdown)
   mean, std = float(row['final_val_loss_mean']), float(row['final_val_loss_std'])
   assert table['`baseline`'][1] == f'{mean:.4f} ± {std:.4f}'
-  assert table['`baseline`'][6] == '256 B'  # KV cache/token
+  interval = scipy_stats.ttest_1samp(finals, 0.0).confidence_interval(0.95)
+  assert table['`baseline`'][2] == f'[{interval.low:.4f}, {interval.high:.4f}]'
+  assert float(row['final_val_loss_ci_low']) == pytest.approx(interval.low, rel=1e-10)
+  assert table['`baseline`'][3:5] == ['(baseline)', '']
+  assert table['`lr=1e+30,warmup=0,clip=0`'][3] == '—'  # no finished seed: no difference
+  assert table['`baseline`'][8] == '256 B'  # KV cache/token
   assert table['`lr=1e+30,warmup=0,clip=0`'][-2:] == ['1/1', '0/1']  # diverged 1 of 1, none done
   assert f'`{SLUGS[1]}`: diverged at step' in markdown
   assert '![val loss curves](val_loss_curves.png)' in markdown

@@ -40,9 +40,10 @@ ones. The report reads only these files, so `--report_only` works at any time, a
 sweep runs.
 
 Modules: plan (what runs), grid (runs from --grid/--zip), run (running and resuming), report
-(records, summary, CSV and Markdown), plots (the PNGs), __main__ (the command line). The
-functions `plan` and `report` re-exported here shadow their modules as attributes of this
-package: import from the modules by their full names (`from gptjax.sweep.report import load_run`).
+(records, summary, CSV and Markdown), stats (intervals, Welch's test), plots (the PNGs), __main__
+(the command line). The functions `plan` and `report` re-exported here shadow their modules as
+attributes of this package: import from the modules by their full names
+(`from gptjax.sweep.report import load_run`).
 """
 
 from gptjax.sweep.grid import GridSweep

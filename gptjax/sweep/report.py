@@ -17,6 +17,7 @@ from gptjax.logs import read_metrics
 from gptjax.model import kv_cache_bytes
 from gptjax.sweep.plan import CONFIG_FILE, STATUS_FILE, SWEEP_FILE, differing_keys
 from gptjax.sweep.plots import plot_curves, plot_factors
+from gptjax.sweep.stats import LEVEL, mean_interval, welch
 from gptjax.tables import format_bytes, format_si, markdown_table
 
 KILLED = 'its process died (kill -9 or a crash) without recording it; rerun the sweep to resume'
@@ -107,16 +108,19 @@ _SHARED_BY_SEEDS = ('params', 'flops_per_token', 'kv_cache_bytes_per_token', 'd_
                     'factors')
 
 
-def summarize(runs: list[dict], planned: Mapping[str, int]) -> list[dict]:
+def summarize(runs: list[dict], planned: Mapping[str, int],
+              baseline: str = 'baseline') -> list[dict]:
   """One row per label (variant without seed), sorted by mean final val loss, unfinished last.
-  planned: label -> number of runs the sweep plans for it."""
+  planned: label -> number of runs the sweep plans for it. Each row's final val loss has its t
+  interval over seeds, and its difference to the baseline label's Welch's interval and p-value."""
   by_label: dict[str, list[dict]] = {}
   for run in runs:
     by_label.setdefault(run['label'], []).append(run)
-  rows = []
+  rows, finals_of = [], {}
   for label, group in by_label.items():
     done = [r for r in group if r['status'] == 'done']
-    finals = [r['final_val_loss'] for r in done]
+    finals = finals_of[label] = [r['final_val_loss'] for r in done]
+    interval = mean_interval(finals)
     first = group[0]
     rows.append({
         'variant': label,
@@ -126,15 +130,20 @@ def summarize(runs: list[dict], planned: Mapping[str, int]) -> list[dict]:
         'failed': sum(r['status'] == 'failed' for r in group),
         'final_val_loss_mean': _mean(finals),
         'final_val_loss_std': _std(finals),
+        'final_val_loss_ci_low': interval.low,
+        'final_val_loss_ci_high': interval.high,
         'best_val_loss': _mean([r['best_val_loss'] for r in done]),
         'tokens_per_sec': _mean(
             [r['tokens_per_sec'] for r in group if math.isfinite(r['tokens_per_sec'])]),
         **{k: first[k]
            for k in _SHARED_BY_SEEDS},
     })
-  baseline = next((r['final_val_loss_mean'] for r in rows if r['variant'] == 'baseline'), math.nan)
   for row in rows:
-    row['delta_vs_baseline'] = row['final_val_loss_mean'] - baseline
+    comparison = welch(finals_of[row['variant']], finals_of.get(baseline, []))
+    row.update(is_baseline=row['variant'] == baseline,
+               delta_vs_baseline=comparison.difference.estimate,
+               delta_ci_low=comparison.difference.low, delta_ci_high=comparison.difference.high,
+               p_value=comparison.p_value, resolved=comparison.difference.resolved)
   return sorted(
       rows, key=lambda r: (math.isnan(r['final_val_loss_mean']), r['final_val_loss_mean']
                            if r['done'] else 0.0))
@@ -143,9 +152,11 @@ def summarize(runs: list[dict], planned: Mapping[str, int]) -> list[dict]:
 RUN_COLUMNS = ('slug', 'label', 'seed', 'status', 'reason', 'step', 'steps', 'final_val_loss',
                'best_val_loss', 'tokens_per_sec', 'seconds', 'tokens', 'params', 'flops_per_token',
                'kv_cache_bytes_per_token', 'd_ff')
-RESULT_COLUMNS = ('variant', 'final_val_loss_mean', 'final_val_loss_std', 'delta_vs_baseline',
-                  'best_val_loss', 'seeds', 'done', 'diverged', 'failed', 'params',
-                  'flops_per_token', 'kv_cache_bytes_per_token', 'd_ff', 'tokens', 'tokens_per_sec')
+RESULT_COLUMNS = ('variant', 'final_val_loss_mean', 'final_val_loss_std', 'final_val_loss_ci_low',
+                  'final_val_loss_ci_high', 'delta_vs_baseline', 'delta_ci_low', 'delta_ci_high',
+                  'p_value', 'resolved', 'best_val_loss', 'seeds', 'done', 'diverged', 'failed',
+                  'params', 'flops_per_token', 'kv_cache_bytes_per_token', 'd_ff', 'tokens',
+                  'tokens_per_sec')
 
 
 def _csv_value(value):
@@ -173,22 +184,43 @@ def _loss(value: float, digits: int = 4) -> str:
   return '—' if math.isnan(value) else f'{value:.{digits}f}'
 
 
+def _interval(low: float, high: float, signed: bool = False) -> str:
+  if math.isnan(low):
+    return '—'
+  sign = '+' if signed else ''
+  return f'[{low:{sign}.4f}, {high:{sign}.4f}]'
+
+
+def _delta_cells(row: dict) -> list[str]:
+  """Δ baseline with its interval, and the p-value with whether the sweep resolves the sign."""
+  if row['is_baseline']:
+    return ['(baseline)', '']
+  if math.isnan(row['delta_vs_baseline']):
+    return ['—', '']
+  delta = f'{row["delta_vs_baseline"]:+.4f} ' + _interval(row['delta_ci_low'], row['delta_ci_high'],
+                                                          signed=True)
+  if math.isnan(row['p_value']):
+    return [delta, 'not resolved (< 2 seeds)']
+  return [delta, f'{row["p_value"]:.3g}' + ('' if row['resolved'] else ', not resolved')]
+
+
 def _results_table(rows: list[dict]) -> str:
-  """One line per label; the Δ column only where a finished baseline gives it a meaning."""
-  has_baseline = any(r['variant'] == 'baseline' and r['done'] for r in rows)
+  """One line per label; the Δ columns only where a finished baseline gives them a meaning."""
+  has_baseline = any(r['is_baseline'] and r['done'] for r in rows)
   header = [
-      'variant', 'final val loss', *(['Δ baseline'] if has_baseline else []), 'best val loss',
+      'variant', 'final val loss', f'{LEVEL:.0%} CI',
+      *([f'Δ baseline [{LEVEL:.0%} CI]', "p (Welch's t)"] if has_baseline else []), 'best val loss',
       'params', 'FLOPs/token', 'KV cache/token', 'd_ff', 'tokens/s', 'diverged', 'done'
   ]
   cells = []
   for row in rows:
     mean, std = row['final_val_loss_mean'], row['final_val_loss_std']
     final = _loss(mean) + ('' if math.isnan(std) else f' ± {std:.4f}')
-    delta = ([] if not has_baseline else
-             ['—' if math.isnan(row['delta_vs_baseline']) else f'{row["delta_vs_baseline"]:+.4f}'])
+    ci = _interval(row['final_val_loss_ci_low'], row['final_val_loss_ci_high'])
+    delta = _delta_cells(row) if has_baseline else []
     tok_s = '—' if math.isnan(row['tokens_per_sec']) else f'{row["tokens_per_sec"]:,.0f}'
     cells.append([
-        f'`{row["variant"]}`', final, *delta,
+        f'`{row["variant"]}`', final, ci, *delta,
         _loss(row['best_val_loss']), f'{row["params"]:,}',
         format_si(row['flops_per_token']),
         format_bytes(row['kv_cache_bytes_per_token']),
@@ -199,7 +231,7 @@ def _results_table(rows: list[dict]) -> str:
 
 
 def _markdown(sweep_dir: Path, sweep: dict, runs: list[dict], rows: list[dict],
-              plots: Sequence[str]) -> str:
+              plots: Sequence[str], baseline: str) -> str:
   counts = {
       s: sum(r['status'] == s for r in runs)
       for s in ('done', 'running', 'interrupted', 'diverged', 'failed')
@@ -221,8 +253,12 @@ def _markdown(sweep_dir: Path, sweep: dict, runs: list[dict], rows: list[dict],
   lines += [
       _results_table(rows),
       '',
-      '- final val loss: mean ± sample std over the seeds that finished, at the last step; '
-      "best val loss: mean over those seeds of each run's lowest val loss.",
+      '- final val loss: mean ± sample std over the seeds that finished, at the last step, and '
+      f"the {LEVEL:.0%} t interval of that mean; best val loss: mean over those seeds of each "
+      "run's lowest val loss.",
+      f'- Δ baseline: mean difference to `{baseline}` with its {LEVEL:.0%} interval and the '
+      "two-sided p-value of Welch's t-test (unequal variances) over seeds; *not resolved*: the "
+      'interval holds 0, so this sweep cannot tell the sign of the difference.',
       "- params: all parameters; FLOPs/token: training (6N + attention, PaLM's count); "
       'KV cache/token: 2 x layers x kv heads x head_dim x bytes of the compute dtype.',
       "- tokens/s: median over each run's log lines, mean over seeds (a wall-clock number: "
@@ -260,7 +296,8 @@ def report(sweep_dir: str | Path) -> list[dict]:
   planned: dict[str, int] = {}
   for entry in sweep.get('runs', []):
     planned[entry['label']] = planned.get(entry['label'], 0) + 1
-  rows = summarize(runs, planned)
+  baseline = sweep.get('baseline') or 'baseline'
+  rows = summarize(runs, planned, baseline)
   labels = list(
       dict.fromkeys([*(p['label'] for p in sweep.get('runs', [])), *(r['label'] for r in runs)]))
 
@@ -270,6 +307,6 @@ def report(sweep_dir: str | Path) -> list[dict]:
   plots = ['val_loss_curves.png', 'final_loss_by_factor.png']
   plot_curves(sweep_dir / plots[0], runs, labels)
   plot_factors(sweep_dir / plots[1], runs, factors)
-  (sweep_dir / 'results.md').write_text(_markdown(sweep_dir, sweep, runs, rows, plots),
+  (sweep_dir / 'results.md').write_text(_markdown(sweep_dir, sweep, runs, rows, plots, baseline),
                                         encoding='utf-8')
   return rows

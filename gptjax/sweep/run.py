@@ -115,8 +115,9 @@ def run_sweep(config_path: str | Path, workdir: str | Path, sweep: str = 'defaul
   workdir.mkdir(parents=True, exist_ok=True)
   write_json_atomic(
       workdir / SWEEP_FILE, {
-          'config': str(config_path), 'sweep': sweep, 'overrides': dict(overrides
-                                                                        or {}), 'command': command,
+          'config': str(config_path), 'sweep': sweep,
+          'baseline': runs[0].label if grid else 'baseline', 'overrides': dict(
+              overrides or {}), 'command': command,
           'runs': [{'slug': r.slug, 'variant': r.variant, 'label': r.label, 'seed': r.seed}
                    for r in runs]
       })
