@@ -81,15 +81,20 @@ def update_config(config, values: Mapping[str, Any], where: str = 'config key') 
       raise ValueError(f'{where} {key}={value!r}: {error}') from None
 
 
-def parse_field_value(config, key: str, text: str) -> Any:
-  """The value a command-line string means for the (existing) field `key` of a ConfigDict: an
-  int field reads '64', a float field '3e-3', a bool field 'true'/'false', a str field any text;
-  a field of several types (int | str) reads a number where the text is one."""
+def config_field_type(config, key: str) -> type:
+  """The declared type of the existing field `key` ('optim.lr' -> float) of a ConfigDict."""
   *sections, leaf = key.split('.')
   section = config
   for name in sections:
     section = section[name]
-  field_type = section.get_type(leaf)
+  return section.get_type(leaf)
+
+
+def parse_field_value(config, key: str, text: str) -> Any:
+  """The value a command-line string means for the (existing) field `key` of a ConfigDict: an
+  int field reads '64', a float field '3e-3', a bool field 'true'/'false', a str field any text;
+  a field of several types (int | str) reads a number where the text is one."""
+  field_type = config_field_type(config, key)
   booleans = {'true': True, 'false': False}
   if field_type is bool:
     if text.lower() not in booleans:

@@ -2,16 +2,21 @@
 checked before anything runs, and one real grid sweep through the command line."""
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from gptjax import data, sweep
 from gptjax.config import ModelConfig
 from gptjax.sweep.grid import GridSweep
+from gptjax.sweep.tuned import tuned_markdown, tuned_rows
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = REPO / 'configs' / 'small.py'
@@ -78,7 +83,7 @@ def test_a_grid_plans_labelled_runs_told_apart_by_their_fields():
           ], None, 'model.d_model has 2, model.n_heads has 1'),
     (['seed=1,2'], [], None, 'seeds come from --seeds'),
     (['model.norm=rmsnorm'], [], 0, '--seeds=0 must be >= 1'),
-    ([], [], 2, 'at least one --grid or --zip'),
+    ([], [], 2, 'at least one --grid, --zip or --tune'),
 ])
 def test_a_bad_grid_is_refused_naming_the_key_before_any_run(tmp_path, grids, zips, seeds, message):
   workdir = tmp_path / 'sweep'
@@ -121,3 +126,66 @@ def test_a_grid_sweep_runs_from_the_command_line_on_a_plain_config(tmp_path):
   assert bad.returncode != 0
   assert bad.stderr.strip().splitlines()[-1] == (
       "error: unknown grid key 'model.nrom'; did you mean 'model.norm'?")
+
+
+# --tune
+
+
+def test_tune_values_are_log_spaced_and_an_integer_field_is_rounded():
+  grid = GridSweep(SMALL, ['model.norm=layernorm,rmsnorm'], seeds=2, tune='optim.lr=1e-3:3e-2:5')
+  key, values = grid.tune
+  assert key == 'optim.lr'
+  np.testing.assert_allclose([float(v) for v in values], np.geomspace(1e-3, 3e-2, 5), rtol=2e-3)
+  assert len(grid.variants) == 2 * 5 * 2
+  assert grid.variants[:3] == [
+      f'model.norm=layernorm,optim.lr={values[0]},seed=0',
+      f'model.norm=layernorm,optim.lr={values[0]},seed=1',
+      f'model.norm=layernorm,optim.lr={values[1]},seed=0'
+  ]
+  assert type(grid.get_config(grid.variants[2]).optim.lr) is float
+  warmup = GridSweep(SMALL, tune='optim.warmup_steps=1:4:6')
+  assert warmup.tune[1] == ['1', '2', '3', '4']  # rounded, repeats dropped
+  assert warmup.arms == [''] and warmup.variants[0] == 'optim.warmup_steps=1'
+
+
+@pytest.mark.parametrize('tune, message', [
+    ('optim.lr=1e-3:3e-2', 'write --tune=KEY=LO:HI:N'),
+    ('optim.lr=3e-2:1e-3:5', 'needs 0 < LO < HI and N >= 2'),
+    ('optim.lr=0:1e-3:5', 'needs 0 < LO < HI'),
+    ('optim.lrr=1e-3:3e-2:5', "unknown tune key 'optim.lrr'; did you mean 'optim.lr'?"),
+    ('optim.lr=a:b:c', 'write --tune=KEY=LO:HI:N'),
+])
+def test_a_bad_tune_axis_is_refused(tune, message):
+  with pytest.raises(ValueError) as error:
+    GridSweep(SMALL, tune=tune)
+  assert message in str(error.value)
+
+
+def _row(label, finals):
+  return {
+      'variant': label, 'done': len(finals), 'final_val_losses': finals,
+      'final_val_loss_mean': float(np.mean(finals)) if finals else math.nan,
+      'final_val_loss_std': float(np.std(finals, ddof=1)) if len(finals) > 1 else math.nan,
+      'best_val_loss': float(np.mean(finals)) if finals else math.nan
+  }
+
+
+def test_each_arm_is_reported_at_its_own_best_value_and_an_edge_optimum_is_flagged():
+  tune = {'key': 'optim.lr', 'values': ['0.001', '0.003', '0.01'], 'arms': ['n=a', 'n=b']}
+  rows = [
+      _row('n=a,optim.lr=0.001', [3.5, 3.6]),
+      _row('n=a,optim.lr=0.003', [3.1, 3.2]),
+      _row('n=a,optim.lr=0.01', [3.3, 3.4]),
+      _row('n=b,optim.lr=0.001', [3.6, 3.7]),
+      _row('n=b,optim.lr=0.003', [3.4, 3.5]),
+      _row('n=b,optim.lr=0.01', [3.0, 3.05]),
+  ]
+  arms = {arm['arm']: arm for arm in tuned_rows(rows, tune)}
+  assert (arms['n=a']['value'], arms['n=a']['edge']) == ('0.003', False)
+  assert (arms['n=b']['value'], arms['n=b']['edge']) == ('0.01', True)
+  reference = scipy_stats.ttest_ind([3.0, 3.05], [3.1, 3.2], equal_var=False)
+  assert arms['n=b']['comparison'].p_value == pytest.approx(reference.pvalue, rel=1e-10)
+  assert arms['n=b']['comparison'].difference.estimate == pytest.approx(3.025 - 3.15)
+  text = re.sub(' +', ' ', '\n'.join(tuned_markdown(rows, tune)))  # table padding aside
+  assert '| `n=b` | 0.01 (at the edge: widen the range) | 3.0250 ± 0.0354 |' in text
+  assert '| `n=a` | 0.003 | 3.1500 ± 0.0707 |' in text

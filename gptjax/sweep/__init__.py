@@ -8,9 +8,10 @@ that compares them at equal token budget.
   python -m gptjax.sweep --config=configs/small.py --workdir=runs/norms --seeds=3 \\
       --grid=model.norm=layernorm,rmsnorm --grid=model.position=learned,rope
 
-Any config file, any field: --grid=KEY=V1,V2 axes multiply, --zip axes advance together, and
---seeds=N runs every arm with seeds 0..N-1 (gptjax.sweep.grid); every run's config is checked
-before the first one starts.
+Any config file, any field: --grid=KEY=V1,V2 axes multiply, --zip axes advance together,
+--tune=KEY=LO:HI:N trains every arm at N log-spaced values and reports each at its own best
+(gptjax.sweep.tuned), and --seeds=N runs every arm with seeds 0..N-1 (gptjax.sweep.grid); every
+run's config is checked before the first one starts.
 
 For named sweeps (--sweep, --variant) the runner knows nothing of any one ablation; a sweep config
 file tells it what it needs:
@@ -40,10 +41,10 @@ ones. The report reads only these files, so `--report_only` works at any time, a
 sweep runs.
 
 Modules: plan (what runs), grid (runs from --grid/--zip), run (running and resuming), report
-(records, summary, CSV and Markdown), stats (intervals, Welch's test), plots (the PNGs), __main__
-(the command line). The functions `plan` and `report` re-exported here shadow their modules as
-attributes of this package: import from the modules by their full names
-(`from gptjax.sweep.report import load_run`).
+(records, summary, CSV and Markdown), stats (intervals, Welch's test), tuned (each arm at its
+best --tune value), plots (the PNGs), __main__ (the command line). The functions `plan` and
+`report` re-exported here shadow their modules as attributes of this package: import from the
+modules by their full names (`from gptjax.sweep.report import load_run`).
 """
 
 from gptjax.sweep.grid import GridSweep

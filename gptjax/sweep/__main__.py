@@ -40,10 +40,10 @@ def main(argv):
   if ':' in path:
     sys.exit('error: name the variants with --sweep or --variant, not after the config file')
   grid = None
-  if flags_.grid or flags_.zip or flags_.seeds is not None:
+  if flags_.grid or flags_.zip or flags_.tune or flags_.seeds is not None:
     if flags_.variant or flags_['sweep'].present:
-      sys.exit('error: --grid/--zip/--seeds make their own runs; drop --sweep and --variant')
-    grid = GridSweep(path, flags_.grid or (), flags_.zip or (), flags_.seeds)
+      sys.exit('error: --grid/--zip/--tune/--seeds make their own runs; drop --sweep and --variant')
+    grid = GridSweep(path, flags_.grid or (), flags_.zip or (), flags_.seeds, flags_.tune)
   statuses = run_sweep(path, flags_.workdir, flags_.sweep, flags_.variant,
                        config_flags.get_override_values(flags_['config']),
                        command=_command(sys.argv), grid=grid)
@@ -66,7 +66,10 @@ def _define_flags():
   flags.DEFINE_multi_string(
       'zip', None, 'Like --grid, but the --zip axes advance together (equal lengths), e.g. '
       '--zip=model.d_model=64,128 --zip=model.n_heads=2,4.')
-  flags.DEFINE_integer('seeds', None, 'With --grid/--zip: run every arm with seeds 0..N-1.')
+  flags.DEFINE_string(
+      'tune', None, 'KEY=LO:HI:N: train every arm at N log-spaced values of a numeric field and '
+      'report each arm at its own best, e.g. --tune=optim.lr=1e-3:3e-2:5.')
+  flags.DEFINE_integer('seeds', None, 'With --grid/--zip/--tune: run every arm with seeds 0..N-1.')
   flags.DEFINE_bool('report_only', False, 'Only rebuild the report from the run directories.')
 
 

@@ -19,7 +19,8 @@ import itertools
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from gptjax.config import leaf_keys, load_config_file, parse_field_value, update_config
+from gptjax.config import (closest_key_hint, config_field_type, leaf_keys, load_config_file,
+                           parse_field_value, update_config)
 
 
 def parse_axis(spec: str, flag: str) -> tuple[str, list[str]]:
@@ -34,18 +35,42 @@ def parse_axis(spec: str, flag: str) -> tuple[str, list[str]]:
   return key, items
 
 
+def parse_tune(spec: str, config) -> tuple[str, list[str]]:
+  """'optim.lr=1e-3:3e-2:5' -> ('optim.lr', ['0.001', '0.00237', ...]): n log-spaced values from
+  lo to hi (3 significant digits; an integer field's rounded, repeats dropped)."""
+  usage = (f'--tune={spec!r}: write --tune=KEY=LO:HI:N, N log-spaced values '
+           '(e.g. optim.lr=1e-3:3e-2:5)')
+  key, _, bounds = spec.partition('=')
+  parts = bounds.split(':')
+  try:
+    lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
+  except (ValueError, IndexError):
+    raise ValueError(usage) from None
+  if len(parts) != 3 or not 0 < lo < hi or n < 2:
+    raise ValueError(f'{usage}; needs 0 < LO < HI and N >= 2')
+  known = leaf_keys(config)
+  if key not in known:
+    raise ValueError(f'unknown tune key {key!r}{closest_key_hint(key, known)}')
+  points = [lo * (hi / lo)**(i / (n - 1)) for i in range(n)]
+  if config_field_type(config, key) is int:
+    return key, list(dict.fromkeys(str(round(p)) for p in points))
+  return key, list(dict.fromkeys(f'{p:.3g}' for p in points))
+
+
 class GridSweep:
   """The planned variants of one config file under grid/zip axes and seeds; it answers
   gptjax.sweep.plan as a sweep config module would (get_config, variant_label)."""
   def __init__(self, config_path: str | Path, grids: Sequence[str] = (), zips: Sequence[str] = (),
-               seeds: int | None = None):
+               seeds: int | None = None, tune: str | None = None):
     self.config_path = str(config_path)
-    load_config_file(config_path)  # the file exists and builds
+    config = load_config_file(config_path)  # the file exists and builds
     grid_axes = [parse_axis(spec, 'grid') for spec in grids]
     zip_axes = [parse_axis(spec, 'zip') for spec in zips]
-    if not grid_axes and not zip_axes:
-      raise ValueError('a grid sweep needs at least one --grid or --zip axis')
-    keys = [key for key, _ in grid_axes + zip_axes]
+    # (key, values): every arm is trained at every value and reported at its own best.
+    self.tune = parse_tune(tune, config) if tune else None
+    if not grid_axes and not zip_axes and not self.tune:
+      raise ValueError('a grid sweep needs at least one --grid, --zip or --tune axis')
+    keys = [key for key, _ in grid_axes + zip_axes + ([self.tune] if self.tune else [])]
     repeated = {key for key in keys if keys.count(key) > 1}
     if repeated or 'seed' in keys:
       raise ValueError(f'{", ".join(sorted(repeated)) or "seed"} is given as two axes; '
@@ -65,11 +90,15 @@ class GridSweep:
         list(zip([k for k, _ in zip_axes], combo))
         for combo in zip(*[values for _, values in zip_axes])
     ] or [[]]
-    arms = [
+    self.arms = [
         ','.join(f'{k}={v}' for k, v in point + paired) for point in points for paired in zipped
     ]
-    self.variants = ([f'{arm},seed={seed}' for arm in arms
-                      for seed in range(seeds)] if seeds is not None else arms)
+    tuned = [(self.tune[0], value) for value in self.tune[1]] if self.tune else [None]
+    seeded = [f'seed={seed}' for seed in range(seeds)] if seeds is not None else [None]
+    self.variants = [
+        ','.join(item for item in (arm, point and f'{point[0]}={point[1]}', seed) if item)
+        for arm in self.arms for point in tuned for seed in seeded
+    ]
 
   @staticmethod
   def variant_label(variant: str) -> str:

@@ -18,6 +18,7 @@ from gptjax.model import kv_cache_bytes
 from gptjax.sweep.plan import CONFIG_FILE, STATUS_FILE, SWEEP_FILE, differing_keys
 from gptjax.sweep.plots import plot_curves, plot_factors
 from gptjax.sweep.stats import LEVEL, mean_interval, welch
+from gptjax.sweep.tuned import tuned_markdown
 from gptjax.tables import format_bytes, format_si, markdown_table
 
 KILLED = 'its process died (kill -9 or a crash) without recording it; rerun the sweep to resume'
@@ -130,6 +131,7 @@ def summarize(runs: list[dict], planned: Mapping[str, int],
         'failed': sum(r['status'] == 'failed' for r in group),
         'final_val_loss_mean': _mean(finals),
         'final_val_loss_std': _std(finals),
+        'final_val_losses': finals,
         'final_val_loss_ci_low': interval.low,
         'final_val_loss_ci_high': interval.high,
         'best_val_loss': _mean([r['best_val_loss'] for r in done]),
@@ -256,15 +258,19 @@ def _markdown(sweep_dir: Path, sweep: dict, runs: list[dict], rows: list[dict],
       '- final val loss: mean ± sample std over the seeds that finished, at the last step, and '
       f"the {LEVEL:.0%} t interval of that mean; best val loss: mean over those seeds of each "
       "run's lowest val loss.",
-      f'- Δ baseline: mean difference to `{baseline}` with its {LEVEL:.0%} interval and the '
-      "two-sided p-value of Welch's t-test (unequal variances) over seeds; *not resolved*: the "
-      'interval holds 0, so this sweep cannot tell the sign of the difference.',
+      *([
+          f'- Δ baseline: mean difference to `{baseline}` with its {LEVEL:.0%} interval and the '
+          "two-sided p-value of Welch's t-test (unequal variances) over seeds; *not resolved*: the "
+          'interval holds 0, so this sweep cannot tell the sign of the difference.'
+      ] if any(r['is_baseline'] and r['done'] for r in rows) else []),
       "- params: all parameters; FLOPs/token: training (6N + attention, PaLM's count); "
       'KV cache/token: 2 x layers x kv heads x head_dim x bytes of the compute dtype.',
       "- tokens/s: median over each run's log lines, mean over seeds (a wall-clock number: "
       'other load on the machine lowers it).',
       '- diverged: seeds whose loss became NaN/inf, of all seeds; done: seeds that finished.',
   ]
+  if sweep.get('tune'):
+    lines += [''] + tuned_markdown(rows, sweep['tune'])
   troubles = [r for r in runs if r['status'] in ('diverged', 'failed', 'interrupted')]
   if troubles:
     lines += ['', '## Runs that did not finish', '']
@@ -296,7 +302,7 @@ def report(sweep_dir: str | Path) -> list[dict]:
   planned: dict[str, int] = {}
   for entry in sweep.get('runs', []):
     planned[entry['label']] = planned.get(entry['label'], 0) + 1
-  baseline = sweep.get('baseline') or 'baseline'
+  baseline = sweep['baseline'] if 'baseline' in sweep else 'baseline'  # None: a tuned grid
   rows = summarize(runs, planned, baseline)
   labels = list(
       dict.fromkeys([*(p['label'] for p in sweep.get('runs', [])), *(r['label'] for r in runs)]))

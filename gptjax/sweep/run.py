@@ -98,6 +98,20 @@ def _steps_left(run: PlannedRun, run_dir: Path) -> int:
   return run.config.train.steps - (checkpoint.latest_step(run_dir) or 0)
 
 
+def _baseline(grid: GridSweep | None, runs: Sequence[PlannedRun]) -> str | None:
+  """The label the report measures differences from: a named sweep's 'baseline' variant, a grid's
+  first arm; none for a tuned grid, whose arms are compared each at its own best value."""
+  if grid is None:
+    return 'baseline'
+  return None if grid.tune else runs[0].label
+
+
+def _tune(grid: GridSweep | None) -> dict | None:
+  if grid is None or not grid.tune:
+    return None
+  return {'key': grid.tune[0], 'values': grid.tune[1], 'arms': grid.arms}
+
+
 def run_sweep(config_path: str | Path, workdir: str | Path, sweep: str = 'default',
               variants: Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None,
               command: str | None = None, grid: GridSweep | None = None) -> list[dict]:
@@ -115,9 +129,8 @@ def run_sweep(config_path: str | Path, workdir: str | Path, sweep: str = 'defaul
   workdir.mkdir(parents=True, exist_ok=True)
   write_json_atomic(
       workdir / SWEEP_FILE, {
-          'config': str(config_path), 'sweep': sweep,
-          'baseline': runs[0].label if grid else 'baseline', 'overrides': dict(
-              overrides or {}), 'command': command,
+          'config': str(config_path), 'sweep': sweep, 'baseline': _baseline(grid, runs),
+          'tune': _tune(grid), 'overrides': dict(overrides or {}), 'command': command,
           'runs': [{'slug': r.slug, 'variant': r.variant, 'label': r.label, 'seed': r.seed}
                    for r in runs]
       })
