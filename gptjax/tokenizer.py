@@ -256,10 +256,14 @@ class HFTokenizer:
 _TOKENIZERS = {'gpt2': GPT2Tokenizer, 'bytes': ByteTokenizer}
 
 
-def get_tokenizer(name: str) -> Tokenizer:
+def get_tokenizer_class(name: str) -> type:
+  """The tokenizer's class, whose n_vocab is known without loading it (a config check's use)."""
   try:
-    cls = _TOKENIZERS[name]
+    return _TOKENIZERS[name]
   except KeyError:
     allowed = ', '.join(sorted(_TOKENIZERS))
     raise ValueError(f'unknown tokenizer {name!r}; allowed: {allowed}') from None
-  return cls()
+
+
+def get_tokenizer(name: str) -> Tokenizer:
+  return get_tokenizer_class(name)()

@@ -29,6 +29,7 @@ from gptjax.config import DataConfig, ModelConfig, OptimConfig, ShardingConfig, 
 from gptjax.logs import MetricWriter
 from gptjax.model import GPT, abstract_params, init_params
 from gptjax.xla_flags import cpu_compiler_options
+from gptjax.tokenizer import get_tokenizer_class
 from gptjax.optim import (accumulate_gradients, learning_rate_schedule, make_optimizer,
                           optimizer_metrics)
 
@@ -113,14 +114,21 @@ def source_model_config(init_from: str) -> ModelConfig | None:
   return ModelConfig.from_config(checkpoint.load_config(init_from)['model'])
 
 
+def _check_vocab(cfg: ModelConfig, tokenizer: str, n_vocab: int) -> None:
+  if n_vocab > cfg.vocab_size:
+    raise ValueError(f'model.vocab_size={cfg.vocab_size} is smaller than the '
+                     f"{tokenizer} tokenizer's {n_vocab} tokens")
+
+
 def check_config(config: ml_collections.ConfigDict) -> ModelConfig:
   """Every section and their combinations checked, without touching data or compiling: a bad
   config is a ValueError naming the field (a sweep checks every run's config before the first
   starts). Returns the run's ModelConfig."""
   optim, train = OptimConfig.from_config(config.optim), TrainConfig.from_config(config.train)
-  DataConfig.from_config(config.data)
+  data_config = DataConfig.from_config(config.data)
   ShardingConfig.from_config(config.sharding)
   cfg = model_config(config.model, train.init_from)
+  _check_vocab(cfg, data_config.tokenizer, get_tokenizer_class(data_config.tokenizer).n_vocab)
   seq_len = train.seq_len or cfg.block_size
   if seq_len > cfg.block_size and cfg.position == 'learned':
     raise ValueError(f'train.seq_len={seq_len} is longer than model.block_size='
@@ -143,10 +151,7 @@ def setup(config: ml_collections.ConfigDict) -> Run:
   prepared = data.prepare(data_config.corpus, data_config.tokenizer, data_config.data_dir,
                           val_percent=data_config.val_percent, max_bytes=data_config.max_bytes,
                           progress=jax.process_index() == 0)
-  meta = data.read_meta(prepared)
-  if meta['n_vocab'] > cfg.vocab_size:
-    raise ValueError(f'model.vocab_size={cfg.vocab_size} is smaller than the '
-                     f'{data_config.tokenizer} tokenizer\'s {meta["n_vocab"]} tokens')
+  _check_vocab(cfg, data_config.tokenizer, data.read_meta(prepared)['n_vocab'])  # as prepared
   return Run(cfg, config, mesh, seq_len, data.load_split(prepared, 'train'),
              data.load_split(prepared, 'val'), data.bytes_per_token(prepared, 'val'))
 

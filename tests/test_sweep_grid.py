@@ -76,6 +76,9 @@ def test_a_grid_plans_labelled_runs_told_apart_by_their_fields():
     (['model.norm=rmsnorm,batchnorm'
       ], [], None, "grid point model.norm=batchnorm: norm='batchnorm'"),
     (['model.n_kv_heads=1,3'], [], None, 'grid point model.n_kv_heads=3: '),
+    (['data.tokenizer=bytes,gpt2'], [], None,
+     "grid point data.tokenizer=gpt2: model.vocab_size=257 is smaller than the gpt2 tokenizer's "
+     '50257 tokens'),
     (['model.norm'], [], None, 'write --grid=KEY=VALUE1,VALUE2'),
     (['model.norm=rmsnorm,rmsnorm'], [], None, 'lists a value twice'),
     (['model.norm=rmsnorm', 'model.norm=layernorm'], [], None, 'model.norm is given as two axes'),

@@ -80,7 +80,6 @@ class GridSweep:
       raise ValueError(f'--zip axes must list as many values each: {lengths}')
     if seeds is not None and seeds < 1:
       raise ValueError(f'--seeds={seeds} must be >= 1')
-    self.keys = keys
 
     points = [
         list(zip([k for k, _ in grid_axes], combo))
