@@ -67,14 +67,20 @@ def leaf_keys(config, prefix: str = '') -> list[str]:
   return keys
 
 
+def check_config_key(config, key: str, where: str = 'config key', known=None) -> None:
+  """A key the config lacks is a ValueError naming the closest real one."""
+  known = leaf_keys(config) if known is None else known
+  if key not in known:
+    raise ValueError(f'unknown {where} {key!r}{closest_key_hint(key, known)}')
+
+
 def update_config(config, values: Mapping[str, Any], where: str = 'config key') -> None:
   """config.update_from_flattened_dict(values), but a key the config lacks is an error naming
   the closest real one (ml_collections would add it, and the misspelled setting would do
   nothing), and a value of the wrong type is a ValueError naming the key."""
   known = leaf_keys(config)
   for key, value in values.items():
-    if key not in known:
-      raise ValueError(f'unknown {where} {key!r}{closest_key_hint(key, known)}')
+    check_config_key(config, key, where, known)
     try:
       config.update_from_flattened_dict({key: value})
     except TypeError as error:

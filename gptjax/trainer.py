@@ -120,10 +120,10 @@ def _check_vocab(cfg: ModelConfig, tokenizer: str, n_vocab: int) -> None:
                      f"{tokenizer} tokenizer's {n_vocab} tokens")
 
 
-def check_config(config: ml_collections.ConfigDict) -> ModelConfig:
+def check_config(config: ml_collections.ConfigDict, mesh=None) -> ModelConfig:
   """Every section and their combinations checked, without touching data or compiling: a bad
   config is a ValueError naming the field (a sweep checks every run's config before the first
-  starts). Returns the run's ModelConfig."""
+  starts; mesh: the run's, else the default one). Returns the run's ModelConfig."""
   optim, train = OptimConfig.from_config(config.optim), TrainConfig.from_config(config.train)
   data_config = DataConfig.from_config(config.data)
   ShardingConfig.from_config(config.sharding)
@@ -133,8 +133,7 @@ def check_config(config: ml_collections.ConfigDict) -> ModelConfig:
   if seq_len > cfg.block_size and cfg.position == 'learned':
     raise ValueError(f'train.seq_len={seq_len} is longer than model.block_size='
                      f'{cfg.block_size}, the last learned position')
-  mesh = sharding.make_mesh()
-  sharding.check_batch_divides(train.batch_size, mesh)
+  sharding.check_batch_divides(train.batch_size, mesh or sharding.make_mesh())
   if optim.grad_accum_steps != memory.AUTO and train.batch_size % optim.grad_accum_steps:
     raise ValueError(f'train.batch_size={train.batch_size} must be divisible by '
                      f'optim.grad_accum_steps={optim.grad_accum_steps}')
@@ -144,10 +143,10 @@ def check_config(config: ml_collections.ConfigDict) -> ModelConfig:
 def setup(config: ml_collections.ConfigDict) -> Run:
   """Checks the config (check_config), then prepares the data: a bad config fails here, before
   any data is tokenized or anything compiled."""
-  cfg = check_config(config)
+  mesh = sharding.make_mesh()
+  cfg = check_config(config, mesh)
   train, data_config = TrainConfig.from_config(config.train), DataConfig.from_config(config.data)
   seq_len = train.seq_len or cfg.block_size
-  mesh = sharding.make_mesh()
   prepared = data.prepare(data_config.corpus, data_config.tokenizer, data_config.data_dir,
                           val_percent=data_config.val_percent, max_bytes=data_config.max_bytes,
                           progress=jax.process_index() == 0)

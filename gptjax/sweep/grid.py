@@ -19,8 +19,8 @@ import itertools
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from gptjax.config import (closest_key_hint, config_field_type, leaf_keys, load_config_file,
-                           parse_field_value, update_config)
+from gptjax.config import (check_config_key, config_field_type, load_config_file, parse_field_value,
+                           update_config)
 
 
 def parse_axis(spec: str, flag: str) -> tuple[str, list[str]]:
@@ -48,9 +48,7 @@ def parse_tune(spec: str, config) -> tuple[str, list[str]]:
     raise ValueError(usage) from None
   if len(parts) != 3 or not 0 < lo < hi or n < 2:
     raise ValueError(f'{usage}; needs 0 < LO < HI and N >= 2')
-  known = leaf_keys(config)
-  if key not in known:
-    raise ValueError(f'unknown tune key {key!r}{closest_key_hint(key, known)}')
+  check_config_key(config, key, 'tune key')
   points = [lo * (hi / lo)**(i / (n - 1)) for i in range(n)]
   if config_field_type(config, key) is int:
     return key, list(dict.fromkeys(str(round(p)) for p in points))
@@ -110,12 +108,10 @@ class GridSweep:
 
     config = load_config_file(self.config_path)
     update_config(config, dict(overrides or {}))
-    known = leaf_keys(config)
     settings = {}
     for item in variant.split(','):
       key, _, text = item.partition('=')
-      if key != 'seed' and key not in known:
-        update_config(config, {key: text}, where='grid key')  # raises, naming the closest key
+      check_config_key(config, key, 'grid key')
       settings[key] = parse_field_value(config, key, text)
     try:
       update_config(config, settings, where='grid key')

@@ -37,7 +37,8 @@ def tuned_rows(rows: list[dict], tune: Mapping) -> list[dict]:
   for arm, points in by_arm.items():
     finished = [(v, r) for v, r in points if r['done'] and math.isfinite(r['final_val_loss_mean'])]
     best[arm] = min(finished, key=lambda p: p[1]['final_val_loss_mean'], default=None)
-  base = next(iter(best.values()), None)
+  first_arm = next(iter(best), None)
+  base = best.get(first_arm)
   out = []
   for arm, point in best.items():
     if point is None:
@@ -49,7 +50,7 @@ def tuned_rows(rows: list[dict], tune: Mapping) -> list[dict]:
         'arm': arm, 'value': value, 'edge': values.index(value) in (0, len(values) - 1),
         'values_done': sum(r['done'] > 0 for _, r in by_arm[arm]), 'row': row,
         'interval': mean_interval(row['final_val_losses']), 'comparison': comparison,
-        'is_base': arm == next(iter(best))
+        'is_base': arm == first_arm
     })
   return out
 
