@@ -82,7 +82,7 @@ class GptjaxTrainer:
   """gptjax's own train step on a fixed batch."""
   def __init__(self, config):
     self.run = make_run(config)
-    self.optimizer = make_optimizer(config.optim, config.train.steps)
+    self.optimizer = make_optimizer(config.optim, config.train.steps, self.run.cfg)
     _, self.shardings = trainer.abstract_state(self.run, self.optimizer)
     self.step_fn = trainer.make_train_step(self.run, self.optimizer, self.shardings)
     self.state = trainer.initial_state(self.run, self.optimizer, self.shardings)
@@ -160,7 +160,7 @@ def compile_seconds(config) -> float:
   """Seconds from nothing to a compiled train step of `config` (trace, lower, XLA compile),
   without allocating the state: what a run waits before its first step."""
   run = make_run(config)
-  optimizer = make_optimizer(config.optim, config.train.steps)
+  optimizer = make_optimizer(config.optim, config.train.steps, run.cfg)
   start = time.perf_counter()
   abstract, shardings = trainer.abstract_state(run, optimizer)
   step_fn = trainer.make_train_step(run, optimizer, shardings)

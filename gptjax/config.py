@@ -29,6 +29,7 @@ NORM_POSITIONS = ('pre', 'post')
 POSITIONS = ('learned', 'rope', 'none')
 ATTENTION_IMPLS = ('xla', 'cudnn', 'explicit', 'auto')
 DTYPES = ('float32', 'bfloat16', 'float16')
+PARAMETRIZATIONS = ('sp', 'mup')  # gptjax.parametrization: how init, logits and lr scale with width
 SCHEDULES = ('cosine', 'linear', 'constant')
 TOKENIZER_NAMES = ('gpt2', 'bytes')  # gptjax.tokenizer.get_tokenizer builds each
 DEFAULT_VAL_PERCENT = 5  # of a corpus held out for validation
@@ -234,6 +235,11 @@ class ModelConfig(_Section):
   # it applies, else XLA; 'explicit' materialises the probabilities (the plain reference).
   attention_impl: str = 'auto'
   init_std: float = 0.02
+  # 'sp': GPT-2's standard parametrization. 'mup': the maximal-update parametrization (Yang et al.,
+  # Tensor Programs V), under which the best learning rate and init found at d_model =
+  # mup_base_width carry over to wider models (gptjax.parametrization has the rules).
+  parametrization: str = 'sp'
+  mup_base_width: int | None = None  # the d_model hyperparameters were tuned at (mup only)
   remat: bool = False  # recompute each block in the backward pass: less memory, ~1/3 more compute
 
   def __post_init__(self):
@@ -248,6 +254,12 @@ class ModelConfig(_Section):
     _choice('attention_impl', self.attention_impl, ATTENTION_IMPLS)
     _choice('dtype', self.dtype, DTYPES)
     _choice('param_dtype', self.param_dtype, DTYPES)
+    _choice('parametrization', self.parametrization, PARAMETRIZATIONS)
+    if self.mup_base_width is not None:
+      _positive_int('mup_base_width', self.mup_base_width)
+    elif self.parametrization == 'mup':
+      raise ValueError('parametrization=mup needs mup_base_width: the d_model at which the '
+                       'learning rate and init were tuned (e.g. mup_base_width=64)')
     if self.d_model % self.n_heads:
       raise ValueError(f'd_model={self.d_model} must be divisible by n_heads={self.n_heads}')
     if self.n_heads % self.n_kv_heads:

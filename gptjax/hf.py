@@ -374,13 +374,14 @@ def from_hf(model_or_path) -> tuple[ModelConfig, dict]:
 
 def _export_target(cfg: ModelConfig) -> str:
   """The HF model_type that reproduces cfg exactly, else ValueError naming what does not fit."""
+  # No HF family has μP's attention scale or output multiplier.
   gpt2 = {
       'position': 'learned', 'norm': 'layernorm', 'mlp': 'gelu', 'norm_position': 'pre',
-      'n_kv_heads': cfg.n_heads, 'attention_window': None
+      'n_kv_heads': cfg.n_heads, 'attention_window': None, 'parametrization': 'sp'
   }
   llama = {
       'position': 'rope', 'norm': 'rmsnorm', 'mlp': 'swiglu', 'norm_position': 'pre',
-      'attention_window': None
+      'attention_window': None, 'parametrization': 'sp'
   }
   targets = (  # (model_type, the values cfg must have), in order of preference
       ('gpt2', gpt2),

@@ -20,6 +20,7 @@ from gptjax.config import ModelConfig
 from gptjax.layers import POSITIONS, MLP, Attention, LayerCache, attention_mask, make_norm
 from gptjax.layers.dense import normal_init
 from gptjax.layers.residual import store_gradient
+from gptjax.parametrization import output_multiplier
 
 # Up to this many rows (tokens x batch) the LM head runs as a matrix-vector product over the
 # stored [V, C] head (see GPT.head); measured by benchmarks/profile_decode.py.
@@ -200,12 +201,15 @@ class GPT(nn.Module):
       # dimensions, and XLA:CPU transposed the whole [B, T, V] logits gradient to do it (8% of
       # the GPT-2-shaped train step, benchmarks/profile_train.py).
       logits = jnp.dot(rows, w.T, preferred_element_type=jnp.float32)
-    logits = logits.reshape(*x.shape[:-1], -1)
-    return logits[..., :cfg.vocab_size]
+    logits = logits.reshape(*x.shape[:-1], -1)[..., :cfg.vocab_size]
+    if cfg.parametrization == 'mup':  # 1 / width multiplier: the head keeps an unscaled init and lr
+      logits = logits * jnp.float32(output_multiplier(cfg))
+    return logits
 
 
 def init_params(cfg: ModelConfig, rng: jax.Array) -> dict:
-  """Freshly initialised parameters (GPT-2 scheme: N(0, 0.02), residual projections scaled)."""
+  """Freshly initialised parameters (GPT-2 scheme: N(0, 0.02), residual projections scaled;
+  hidden matrices scaled down with width under μP, see gptjax.parametrization)."""
   return nn.meta.unbox(jax.jit(_boxed_init, static_argnums=0)(cfg, rng))
 
 

@@ -19,8 +19,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gptjax.config import OptimConfig, is_int
+from gptjax.config import ModelConfig, OptimConfig, is_int
 from gptjax.model import param_path
+from gptjax.parametrization import learning_rate_multipliers
 
 # How weight decay treats a parameter, by its name (the last part of its path): matrices are
 # decayed, vectors (offsets and gains rather than feature directions) never; embedding tables
@@ -92,9 +93,11 @@ def decay_mask(params: Any, decay_embeddings: bool = True) -> Any:
   return jax.tree_util.tree_map_with_path(decayed, params)
 
 
-def make_optimizer(optim: OptimConfig | Mapping[str, Any],
-                   total_steps: int | None = None) -> optax.GradientTransformation:
-  """Global-norm clipping, then AdamW (decoupled, masked weight decay) on the schedule.
+def make_optimizer(optim: OptimConfig | Mapping[str, Any], total_steps: int | None = None,
+                   model: ModelConfig | None = None) -> optax.GradientTransformation:
+  """Global-norm clipping, then AdamW (decoupled, masked weight decay) on the schedule, then the
+  model's per-group learning rates (μP's lr / width multiplier for hidden matrices; nothing under
+  SP or when `model` is None).
 
   The schedule is evaluated at the optimizer's update count, which is the train step count since
   gradient accumulation happens before the optimizer (see `accumulate_gradients`).
@@ -104,7 +107,9 @@ def make_optimizer(optim: OptimConfig | Mapping[str, Any],
   adamw = optax.adamw(learning_rate_schedule(c), b1=c.b1, b2=c.b2, eps=c.eps,
                       weight_decay=c.weight_decay,
                       mask=lambda params: decay_mask(params, c.decay_embeddings))
-  return optax.chain(clip, adamw)
+  if model is None or model.parametrization == 'sp':
+    return optax.chain(clip, adamw)  # the state SP checkpoints have always had
+  return optax.chain(clip, adamw, learning_rate_multipliers(model))
 
 
 def accumulate_gradients(loss_fn: Callable, params: Any, batch: Any, n_micro: int,

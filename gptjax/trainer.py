@@ -393,7 +393,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
   run = setup(config)
   config_dict = config.to_dict()
   config_dict['model'] = run.cfg.to_dict()  # the resolved architecture, for sample.py and resume
-  optimizer = make_optimizer(run.optim, run.train.steps)
+  optimizer = make_optimizer(run.optim, run.train.steps, run.cfg)
   abstract, state_sharding = abstract_state(run, optimizer)
   # Before any state is allocated: what is free now is what the step can have.
   fitted = compile_train_step(run, optimizer, abstract, state_sharding)

@@ -44,6 +44,15 @@ def np_visible(t_len, s_len, window):
   return visible
 
 
+def np_attention_scale(cfg):
+  """1 / sqrt(D); under μP (Tensor Programs V) 1 / D, times sqrt(D) of the base model (same
+  heads, d_model = mup_base_width), so that it is 1 / sqrt(D) at the base width."""
+  d = cfg.d_model / cfg.n_heads
+  if cfg.parametrization == 'mup':
+    return np.sqrt(cfg.mup_base_width / cfg.n_heads) / d
+  return 1.0 / np.sqrt(d)
+
+
 def np_attention(params, x, positions, cfg):
   """Softmax attention head by head; query head h reads kv head h // (n_heads / n_kv_heads)."""
   b, t, _ = x.shape
@@ -63,7 +72,7 @@ def np_attention(params, x, positions, cfg):
   weights = np.zeros((b, h, t, t))
   for head in range(h):
     kv_head = head // (h // kv)
-    scores = np.einsum('btd,bsd->bts', q[:, :, head], k[:, :, kv_head]) / np.sqrt(d)
+    scores = np.einsum('btd,bsd->bts', q[:, :, head], k[:, :, kv_head]) * np_attention_scale(cfg)
     probs = np_softmax(np.where(visible, scores, -np.inf))
     weights[:, head] = probs
     out[:, :, head] = np.einsum('bts,bsd->btd', probs, v[:, :, kv_head])
@@ -92,7 +101,7 @@ def np_mlp(params, x, kind):
 
 def np_forward(cfg, params, tokens):
   """The whole model in NumPy float64 from the references above: embeddings,
-  pre- or post-norm blocks, final norm, tied or untied head."""
+  pre- or post-norm blocks, final norm, tied or untied head (μP's logit multiplier)."""
   b, t = tokens.shape
   positions = np.broadcast_to(np.arange(t), (b, t))
   x = params['wte']['embedding'][tokens].astype(np.float64)
@@ -117,4 +126,7 @@ def np_forward(cfg, params, tokens):
   if cfg.norm_position == 'pre':
     x = norm(params['norm_f'], x)
   head = params['wte']['embedding'] if cfg.tie_embeddings else params['lm_head']
-  return x @ head.T
+  logits = x @ head.T
+  if cfg.parametrization == 'mup':  # the output multiplier, base width / width
+    logits = logits * cfg.mup_base_width / cfg.d_model
+  return logits

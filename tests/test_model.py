@@ -108,6 +108,7 @@ def test_variant_matrix_covers_every_value(tiny_config):
   assert covered('attention_window') == {None, 3}
   assert covered('tie_embeddings') == covered('use_bias') == covered('remat') == {True, False}
   assert covered('vocab_pad_multiple') == {1, 64}
+  assert covered('parametrization') == {'sp', 'mup'}
   assert len(set(configs)) == len(configs)
 
 

@@ -220,7 +220,7 @@ SAMPLED = {
     name: dict(VARIANTS[name], n_layers=n_layers)
     for name, n_layers in [('gpt2', 2), ('post_rmsnorm_rope_window',
                                          1), ('rope_mqa_swiglu_window_remat',
-                                              2), ('nopos_gqa_window', 1)]
+                                              2), ('nopos_gqa_window_mup', 1)]
 }
 PROMPTS = [[5, 17, 3, 40, 8, 21, 9], [33, 2, 50, 11, 7], [1, 2, 3, 4, 5, 6, 7, 8]]
 

@@ -288,6 +288,24 @@ def interrupt_before_step(monkeypatch, step: int):
 
 
 @pytest.mark.slow
+def test_a_mup_run_learns_and_resumes_exactly(data_dir, tmp_path, monkeypatch):
+  """μP adds per-group optimizer state (optax.multi_transform): it is checkpointed and
+  restored like the rest."""
+  changes = dict(model__parametrization='mup', model__mup_base_width=16, train__steps=8,
+                 optim__decay_steps=8, train__ckpt_every=4, train__eval_every=4)
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  trainer.train_and_evaluate(make_config(data_dir, **changes), straight)
+  interrupt_before_step(monkeypatch, 3)
+  with pytest.raises(trainer.TrainingInterrupted):
+    trainer.train_and_evaluate(make_config(data_dir, **changes), resumed)
+  monkeypatch.undo()
+  trainer.train_and_evaluate(make_config(data_dir, **changes), resumed)
+  assert losses(resumed) == losses(straight)
+  assert losses(straight)[8] < losses(straight)[1] - 0.3
+  assert_trees_equal(saved_params(resumed)[0], saved_params(straight)[0])
+
+
+@pytest.mark.slow
 def test_resume_is_exact(finished, data_dir, tmp_path, monkeypatch):
   workdir, half = tmp_path / 'resumed', STEPS // 2
   config = make_config(data_dir)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from gptjax.config import ModelConfig
 from gptjax.layers.dense import dense, residual_std
 from gptjax.layers.positions import POSITIONS
+from gptjax.parametrization import attention_scale
 
 
 class LayerCache(NamedTuple):
@@ -56,46 +57,55 @@ def attention_mask(query_slots: jax.Array, key_slots: jax.Array, window: int | N
   return visible
 
 
-def attention_weights(q, k, mask) -> jax.Array:
-  """Explicit softmax(q k^T / sqrt(D)) [B, H, T, S] in float32 from q [B, T, H, D] and
-  k [B, S, K, D]; each kv head serves its group of H / K query heads."""
+def scale_logits(logits: jax.Array, head_dim: int, scale: float | None) -> jax.Array:
+  """q.k logits times `scale`; None: divided by sqrt(head_dim), the standard scale."""
+  if scale is None:
+    return logits / jnp.sqrt(jnp.float32(head_dim))
+  return logits * jnp.float32(scale)
+
+
+def attention_weights(q, k, mask, scale: float | None = None) -> jax.Array:
+  """Explicit softmax(q k^T * scale) [B, H, T, S] in float32 from q [B, T, H, D] and
+  k [B, S, K, D]; each kv head serves its group of H / K query heads. scale None: 1 / sqrt(D)."""
   n_groups = q.shape[2] // k.shape[2]
   k = jnp.repeat(k, n_groups, axis=2)  # [B, S, H, D]
   logits = jnp.einsum('bthd,bshd->bhts', q, k, preferred_element_type=jnp.float32)
-  logits = logits / jnp.sqrt(jnp.float32(q.shape[-1]))
+  logits = scale_logits(logits, q.shape[-1], scale)
   logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   return jax.nn.softmax(logits, axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------
-# Full-sequence kernels: (q [B, T, H, D], k and v [B, T, K, D], window, probs_hook) -> [B, T, H, D].
-# probs_hook sees (and may change) the probabilities [B, H, T, S] before they weight the values;
-# only a kernel that materialises them can take one.
+# Full-sequence kernels: (q [B, T, H, D], k and v [B, T, K, D], window, probs_hook, scale) ->
+# [B, T, H, D]. probs_hook sees (and may change) the probabilities [B, H, T, S] before they weight
+# the values; only a kernel that materialises them can take one. scale: what q.k is multiplied by
+# (None: 1 / sqrt(D); see gptjax.parametrization).
 
 ProbsHook = Callable[[jax.Array], jax.Array]
 
 
-def explicit_kernel(q, k, v, window: int | None, probs_hook: ProbsHook | None = None):
+def explicit_kernel(q, k, v, window: int | None, probs_hook: ProbsHook | None = None,
+                    scale: float | None = None):
   """The probabilities as an array: attention maps for analysis and attention dropout need it;
   also the plain reference the fused kernels are tested against."""
   t, s = q.shape[1], k.shape[1]
-  probs = attention_weights(q, k, attention_mask(jnp.arange(t), jnp.arange(s), window))
+  probs = attention_weights(q, k, attention_mask(jnp.arange(t), jnp.arange(s), window), scale)
   if probs_hook is not None:
     probs = probs_hook(probs)
   v = jnp.repeat(v, q.shape[2] // v.shape[2], axis=2)  # [B, S, H, D]
   return jnp.einsum('bhts,bshd->bthd', probs.astype(v.dtype), v)
 
 
-def fused_kernel(q, k, v, window: int | None, probs_hook: ProbsHook | None = None, *,
-                 implementation: str):
+def fused_kernel(q, k, v, window: int | None, probs_hook: ProbsHook | None = None,
+                 scale: float | None = None, *, implementation: str):
   """jax.nn.dot_product_attention: native GQA, and causal/window flags that cuDNN turns into
   skipped blocks of work. It never materialises the probabilities."""
   if probs_hook is not None:
     raise ValueError(f'the {implementation} attention kernel does not expose the attention '
                      'probabilities; use the explicit kernel')
   local_window = None if window is None else (window - 1, 0)
-  return jax.nn.dot_product_attention(q, k, v, is_causal=True, local_window_size=local_window,
-                                      implementation=implementation)
+  return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
+                                      local_window_size=local_window, implementation=implementation)
 
 
 KERNELS = {
@@ -134,14 +144,15 @@ def _notice_cudnn_fallback(backend: str, dtype: str) -> None:
 # Decoding over a cache
 
 
-def cached_attention(q, k, v, mask) -> jax.Array:
-  """softmax(q k^T / sqrt(D)) v over a cache: q [B, T, H, D], k and v [B, K, S, D], boolean mask
-  [B|1, 1, T, S] -> [B, T, H, D]. Each kv head serves its group of H / K query heads."""
+def cached_attention(q, k, v, mask, scale: float | None = None) -> jax.Array:
+  """softmax(q k^T * scale) v over a cache: q [B, T, H, D], k and v [B, K, S, D], boolean mask
+  [B|1, 1, T, S] -> [B, T, H, D]. Each kv head serves its group of H / K query heads; scale
+  None: 1 / sqrt(D)."""
   b, t, h, d = q.shape
   kv = k.shape[1]
   q = q.reshape(b, t, kv, h // kv, d).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, D]
   logits = jnp.einsum('bkgtd,bksd->bkgts', q, k, preferred_element_type=jnp.float32)
-  logits = logits / jnp.sqrt(jnp.float32(d))
+  logits = scale_logits(logits, d, scale)
   logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)  # [B, 1, 1, T, S]
   probs = jax.nn.softmax(logits, axis=-1)
   y = jnp.einsum('bkgts,bksd->bkgtd', probs.astype(v.dtype), v)  # [B, K, G, T, D]
@@ -186,9 +197,9 @@ class Attention(nn.Module):
 
     if cache is not None:  # write this chunk at cache_index, then attend over the whole cache
       cache = write_cache(cache, k, v, cache_index)
-      y = cached_attention(q, cache.k, cache.v, mask)
+      y = cached_attention(q, cache.k, cache.v, mask, attention_scale(cfg))
     else:
-      y = self._kernel()(q, k, v, cfg.attention_window, self._probs_hook())
+      y = self._kernel()(q, k, v, cfg.attention_window, self._probs_hook(), attention_scale(cfg))
     out = dense(cfg, 'out', cfg.d_model, ('heads', 'head_dim', 'embed'), std=residual_std(cfg),
                 n_contract=2)
     return out(y), cache

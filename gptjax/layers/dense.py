@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from gptjax.config import ModelConfig
+from gptjax.parametrization import hidden_init_std
 
 # The vocabulary of logical axis names; None marks an axis no rule will ever shard.
 AXIS_NAMES = ('batch', 'sequence', 'embed', 'heads', 'kv_heads', 'head_dim', 'mlp', 'vocab',
@@ -24,8 +25,9 @@ AXIS_NAMES = ('batch', 'sequence', 'embed', 'heads', 'kv_heads', 'head_dim', 'ml
 
 def residual_std(cfg: ModelConfig) -> float:
   """GPT-2's init for projections that write into the residual stream: std / sqrt(2 * depth),
-  so the stream's variance does not grow with the number of blocks."""
-  return cfg.init_std / (2.0 * cfg.n_layers)**0.5
+  so the stream's variance does not grow with the number of blocks (and, as every hidden
+  matrix, scaled down with width under μP)."""
+  return hidden_init_std(cfg) / (2.0 * cfg.n_layers)**0.5
 
 
 def normal_init(std: float, axes: Sequence[str | None]):
@@ -70,10 +72,10 @@ class Dense(nn.Module):
 def dense(cfg: ModelConfig, name: str, features: int | tuple[int, ...], axes: tuple[str | None,
                                                                                     ...], *,
           std: float | None = None, use_bias: bool | None = None, n_contract: int = 1) -> Dense:
-  """A Dense with the model's dtypes, init std (default cfg.init_std) and biases (default
-  cfg.use_bias): the arguments every projection shares, written once."""
+  """A Dense with the model's dtypes, init std (default: a hidden matrix's, cfg.init_std under
+  SP) and biases (default cfg.use_bias): the arguments every projection shares, written once."""
   features = (features,) if isinstance(features, int) else tuple(features)
   return Dense(features=features, axes=axes, n_contract=n_contract,
-               std=cfg.init_std if std is None else std,
+               std=hidden_init_std(cfg) if std is None else std,
                use_bias=cfg.use_bias if use_bias is None else use_bias, dtype=cfg.compute_dtype,
                param_dtype=cfg.params_dtype, name=name)
