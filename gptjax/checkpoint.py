@@ -130,7 +130,7 @@ def latest_step(workdir) -> int | None:
 
 def load_config(workdir, step: int | None = None) -> dict[str, Any]:
   """The config saved with a checkpoint (the latest one by default), as a plain dict."""
-  step = _existing_step(workdir, step)
+  step = existing_step(workdir, step)
   # 'metadata' is the file name orbax's JsonSave writes; the item directory also holds orbax's
   # commit_success.txt, so the file must be named rather than globbed.
   path = _checkpoint_dir(workdir) / str(step) / 'config' / 'metadata'
@@ -141,7 +141,8 @@ def load_config(workdir, step: int | None = None) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _existing_step(workdir, step: int | None) -> int:
+def existing_step(workdir, step: int | None) -> int:
+  """`step` (None: the latest) if the workdir has a checkpoint for it; else a CheckpointError."""
   steps = []
   directory = _checkpoint_dir(workdir)
   if directory.is_dir():
@@ -186,41 +187,58 @@ def restore_params(workdir, abstract_params, step: int | None = None):
   of the run's ModelConfig); a leaf without a sharding is restored onto this process's first
   device. Returns (params, step).
   """
-  step = _existing_step(workdir, step)
+  step = existing_step(workdir, step)
   with _reading(workdir, step):
     return _restore_params(_checkpoint_dir(workdir) / str(step) / 'state', abstract_params), step
 
 
+def restore_state(workdir, abstract_state, step: int | None = None):
+  """The whole training state (params, optimizer state, step) of a run's checkpoint, onto the
+  shapes and shardings of `abstract_state`: another run continues from it (a branch, such as a
+  warmup-stable-decay cooldown). Its optimizer state must have the expected structure."""
+  step = existing_step(workdir, step)
+  with _reading(workdir, step):
+    path = _checkpoint_dir(workdir) / str(step) / 'state'
+    _check_readable(path)
+    _check_shapes(path, abstract_state, 'training state')
+    return _restore(path, abstract_state, partial=False)
+
+
 def _restore_params(path: Path, abstract_params):
   _check_readable(path, prefix='params.')
-  _check_param_shapes(path, abstract_params)
-  default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  item = {
-      'params': jax.tree.map(
-          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None) or
-                                         default), abstract_params)
-  }
+  _check_shapes(path, abstract_params, 'parameters', only='params')
   # partial_restore: read the params and skip the optimizer state (twice their size).
+  return _restore(path, {'params': abstract_params}, partial=True)['params']
+
+
+def _restore(path: Path, abstract, partial: bool):
+  """A leaf without a sharding is restored onto this process's first device."""
+  default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  item = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None) or
+                                     default), abstract)
   with ocp.PyTreeCheckpointer() as checkpointer:
-    state = checkpointer.restore(
+    return checkpointer.restore(
         path,
-        args=ocp.args.PyTreeRestore(item=item, partial_restore=True,
+        args=ocp.args.PyTreeRestore(item=item, partial_restore=partial,
                                     restore_args=ocp.checkpoint_utils.construct_restore_args(item)))
-  return state['params']
 
 
-def _check_param_shapes(path: Path, abstract_params) -> None:
-  """Raises, naming the parameters that differ, unless the stored params have the expected names
-  and shapes: a readable message instead of a failure deep inside orbax's restore."""
+def _check_shapes(path: Path, abstract, what: str, only: str | None = None) -> None:
+  """Raises, naming the leaves that differ, unless the stored tree (its `only` item) has the
+  expected names and shapes: a readable message instead of a failure deep inside orbax's
+  restore."""
   def shapes(tree) -> dict[str, tuple[int, ...]]:
     return {name: tuple(leaf.shape) for name, leaf in param_paths(tree).items()}
 
   handler = ocp.PyTreeCheckpointHandler()
   try:
-    stored = shapes(handler.metadata(path)['params'])
+    stored_tree = handler.metadata(path)
   finally:
     handler.close()
-  expected = shapes(abstract_params)
+  stored_tree = getattr(stored_tree, 'tree', stored_tree)
+  stored = shapes(stored_tree[only] if only else stored_tree)
+  expected = shapes(abstract)
   differ = [
       f'{k}: checkpoint {stored.get(k)} vs expected {expected.get(k)}'
       for k in sorted(set(stored) | set(expected)) if stored.get(k) != expected.get(k)
@@ -228,5 +246,5 @@ def _check_param_shapes(path: Path, abstract_params) -> None:
   if differ:
     # A few names locate the difference; all of them (every layer's) would bury it.
     more = f'; and {len(differ) - 3} more' if len(differ) > 3 else ''
-    raise CheckpointError(f'checkpoint {path.parent} holds other parameters than expected '
+    raise CheckpointError(f'checkpoint {path.parent} holds other {what} than expected '
                           f'({"; ".join(differ[:3])}{more})')

@@ -30,7 +30,8 @@ POSITIONS = ('learned', 'rope', 'none')
 ATTENTION_IMPLS = ('xla', 'cudnn', 'explicit', 'auto')
 DTYPES = ('float32', 'bfloat16', 'float16')
 PARAMETRIZATIONS = ('sp', 'mup')  # gptjax.parametrization: how init, logits and lr scale with width
-SCHEDULES = ('cosine', 'linear', 'constant')
+SCHEDULES = ('cosine', 'linear', 'constant', 'wsd')
+INIT_STATES = ('params', 'full')  # train.init_state
 TOKENIZER_NAMES = ('gpt2', 'bytes')  # gptjax.tokenizer.get_tokenizer builds each
 DEFAULT_VAL_PERCENT = 5  # of a corpus held out for validation
 
@@ -341,6 +342,10 @@ class OptimConfig(_Section):
   # total number of steps.
   decay_steps: int | None = None
   schedule: str = 'cosine'
+  # 'wsd' (warmup-stable-decay): the peak lr until the last decay_fraction of decay_steps, then a
+  # linear decay; a run of any length shares its stable phase with a longer one, so one long run's
+  # checkpoints can be cooled down at several budgets (train.init_state='full').
+  decay_fraction: float = 0.2
   b1: float = 0.9
   b2: float = 0.95
   eps: float = 1e-8
@@ -363,6 +368,8 @@ class OptimConfig(_Section):
         ('decay_steps', self.decay_steps is None
          or _is_positive_int(self.decay_steps), 'must be None or a positive integer'),
         ('schedule', self.schedule in SCHEDULES, _choices(SCHEDULES)),
+        ('decay_fraction', is_number(self.decay_fraction)
+         and 0 < self.decay_fraction <= 1, 'must be in (0, 1]'),
         ('b1', is_number(self.b1) and 0 <= self.b1 < 1, fraction),
         ('b2', is_number(self.b2) and 0 <= self.b2 < 1, fraction),
         ('eps', is_number(self.eps) and self.eps > 0, 'must be > 0'),
@@ -378,6 +385,18 @@ class OptimConfig(_Section):
                     or self.decay_steps >= self.warmup_steps,
                     f'must be >= optim.warmup_steps={self.warmup_steps} '
                     '(decay starts when warmup ends)')])
+    if self.schedule == 'wsd' and self.decay_steps is not None:
+      self._require([('decay_fraction', self.decay_start >= self.warmup_steps,
+                      f'leaves a stable phase from step {self.decay_start}, before warmup ends at '
+                      f'optim.warmup_steps={self.warmup_steps}; lower one of them')])
+
+  @property
+  def decay_start(self) -> int:
+    """The step at which the lr starts to fall from its peak: warmup's end, or under 'wsd' the
+    end of the stable phase (decay_steps must be resolved)."""
+    if self.schedule != 'wsd':
+      return self.warmup_steps
+    return self.decay_steps - round(self.decay_fraction * self.decay_steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -396,6 +415,11 @@ class TrainConfig(_Section):
   ckpt_every: int = 500
   keep_checkpoints: int = 3
   init_from: str = 'scratch'  # 'scratch' | a workdir | 'hf:PATH_OR_NAME'
+  init_step: int | None = None  # the checkpoint of an init_from workdir; None: its latest
+  # 'params': fine-tune, from step 0 with a fresh optimizer. 'full': branch the init_from workdir's
+  # run at init_step, its optimizer state and step count too, as if it had been trained in this
+  # workdir (a warmup-stable-decay run cooled down from a longer run's checkpoint).
+  init_state: str = 'params'
 
   def __post_init__(self):
     counts = ('steps', 'batch_size', 'log_every', 'eval_every', 'eval_batches', 'ckpt_every',
@@ -407,6 +431,16 @@ class TrainConfig(_Section):
          'must be None (model.block_size) or a positive integer'),
         ('init_from', _is_nonempty_str(self.init_from),
          "must be 'scratch', a workdir or 'hf:PATH_OR_NAME'"),
+        ('init_step', self.init_step is None or (is_int(self.init_step) and self.init_step >= 0),
+         'must be None (the latest checkpoint) or an integer >= 0'),
+        ('init_state', self.init_state in INIT_STATES, _choices(INIT_STATES)),
+    ])
+    from_workdir = self.init_from not in ('scratch', '') and not self.init_from.startswith('hf:')
+    self._require([
+        ('init_step', self.init_step is None
+         or from_workdir, f'needs train.init_from to be a workdir (it is {self.init_from!r})'),
+        ('init_state', self.init_state == 'params' or from_workdir,
+         f"'full' needs train.init_from to be a workdir (it is {self.init_from!r})"),
     ])
 
 

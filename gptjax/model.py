@@ -238,7 +238,9 @@ def param_axes(cfg: ModelConfig) -> dict[str, tuple[str | None, ...]]:
 
 def param_path(key_path) -> str:
   """A jax key path -> 'blocks_0/attn/query/kernel': the one spelling of a parameter's name."""
-  return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in key_path)
+  # DictKey.key, SequenceKey.idx, and a named tuple's (an optimizer state's) GetAttrKey.name.
+  names = (getattr(k, 'key', getattr(k, 'idx', getattr(k, 'name', k))) for k in key_path)
+  return '/'.join(map(str, names))
 
 
 def param_paths(params: Any) -> dict[str, Any]:

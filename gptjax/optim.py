@@ -39,28 +39,34 @@ def _resolved(optim: OptimConfig | Mapping[str, Any], total_steps: int | None) -
   if total_steps is None:
     raise ValueError('optim.decay_steps=None means "decay over the whole run", '
                      'so total_steps must be given')
-  return dataclasses.replace(optim, decay_steps=total_steps)  # validated again: >= warmup
+  try:
+    return dataclasses.replace(optim, decay_steps=total_steps)  # validated again: >= warmup
+  except ValueError as error:
+    raise ValueError(
+        f"{error} (optim.decay_steps=None means the run's {total_steps} steps)") from None
 
 
 def learning_rate_schedule(optim: OptimConfig | Mapping[str, Any],
                            total_steps: int | None = None) -> optax.Schedule:
-  """Step -> learning rate: linear warmup to `lr`, then cosine/linear decay or constant.
+  """Step -> learning rate: linear warmup to `lr`, then cosine/linear decay, constant, or 'wsd'.
 
   Warmup follows nanoGPT: step s < warmup_steps gets lr * (s + 1) / warmup_steps, so the first
   update already moves the weights and step warmup_steps - 1 is at the peak. The decay runs from
-  step warmup_steps (lr) to step decay_steps (lr * min_lr_ratio) and stays there afterwards.
+  step decay_start (lr) to step decay_steps (lr * min_lr_ratio) and stays there afterwards;
+  decay_start is warmup's end, or under 'wsd' (warmup-stable-decay) the end of the stable phase,
+  decay_steps - round(decay_fraction * decay_steps), from which the decay is linear.
   """
   c = _resolved(optim, total_steps)
   peak, floor = c.lr, c.lr * c.min_lr_ratio
-  decay_length = max(c.decay_steps - c.warmup_steps, 1)
+  decay_length = max(c.decay_steps - c.decay_start, 1)
 
   def schedule(step):
     step = jnp.asarray(step, jnp.float32)
     warmup = peak * (step + 1) / max(c.warmup_steps, 1)
-    progress = jnp.clip((step - c.warmup_steps) / decay_length, 0.0, 1.0)
+    progress = jnp.clip((step - c.decay_start) / decay_length, 0.0, 1.0)
     if c.schedule == 'cosine':
       decayed = floor + (peak - floor) * 0.5 * (1 + jnp.cos(math.pi * progress))
-    elif c.schedule == 'linear':
+    elif c.schedule in ('linear', 'wsd'):
       decayed = peak + (floor - peak) * progress
     else:
       decayed = jnp.full_like(step, peak)

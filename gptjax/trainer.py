@@ -80,10 +80,11 @@ class Run:
 # Setup
 
 
-def model_config(model: ml_collections.ConfigDict, init_from: str) -> ModelConfig:
+def model_config(model: ml_collections.ConfigDict, init_from: str,
+                 init_step: int | None = None) -> ModelConfig:
   """The run's ModelConfig; when fine-tuning, the architecture comes from the source."""
   cfg = ModelConfig.from_config(model)
-  source = source_model_config(init_from)
+  source = source_model_config(init_from, init_step)
   if source is None:
     return cfg
   # A field the config leaves at its default defers to the source; one it sets must agree.
@@ -106,12 +107,12 @@ def _load_hf(path_or_name: str):
   return from_hf(path_or_name)
 
 
-def source_model_config(init_from: str) -> ModelConfig | None:
+def source_model_config(init_from: str, init_step: int | None = None) -> ModelConfig | None:
   if init_from == 'scratch':
     return None
   if init_from.startswith('hf:'):
     return _load_hf(init_from[3:])[0]
-  return ModelConfig.from_config(checkpoint.load_config(init_from)['model'])
+  return ModelConfig.from_config(checkpoint.load_config(init_from, init_step)['model'])
 
 
 def _check_vocab(cfg: ModelConfig, tokenizer: str, n_vocab: int) -> None:
@@ -127,12 +128,18 @@ def check_config(config: ml_collections.ConfigDict, mesh=None) -> ModelConfig:
   optim, train = OptimConfig.from_config(config.optim), TrainConfig.from_config(config.train)
   data_config = DataConfig.from_config(config.data)
   ShardingConfig.from_config(config.sharding)
-  cfg = model_config(config.model, train.init_from)
+  cfg = model_config(config.model, train.init_from, train.init_step)
   _check_vocab(cfg, data_config.tokenizer, get_tokenizer_class(data_config.tokenizer).n_vocab)
   seq_len = train.seq_len or cfg.block_size
   if seq_len > cfg.block_size and cfg.position == 'learned':
     raise ValueError(f'train.seq_len={seq_len} is longer than model.block_size='
                      f'{cfg.block_size}, the last learned position')
+  learning_rate_schedule(optim, train.steps)  # decay_steps resolved: the schedule is checked whole
+  if train.init_state == 'full':
+    branch_step = checkpoint.existing_step(train.init_from, train.init_step)
+    if branch_step >= train.steps:
+      raise ValueError(f'train.init_from={train.init_from} at step {branch_step} is already at or '
+                       f'past train.steps={train.steps}: nothing to train')
   sharding.check_batch_divides(train.batch_size, mesh or sharding.make_mesh())
   if optim.grad_accum_steps != memory.AUTO and train.batch_size % optim.grad_accum_steps:
     raise ValueError(f'train.batch_size={train.batch_size} must be divisible by '
@@ -273,13 +280,17 @@ def _initial_params(run: Run, rng):
   replicated = sharding.replicated(run.mesh)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
                           abstract_params(run.cfg))
-  return checkpoint.restore_params(init_from, abstract)[0]
+  return checkpoint.restore_params(init_from, abstract, run.train.init_step)[0]
 
 
-def initial_state(run: Run, optimizer, state_sharding):
+def initial_state(run: Run, optimizer, state_sharding, abstract=None):
+  """The state training starts from: fresh, fine-tuned from init_from's params, or (init_state
+  'full') init_from's whole state at init_step, onto `abstract`'s shapes and shardings."""
   def make(params):
     return {'params': params, 'opt_state': optimizer.init(params), 'step': jnp.zeros((), jnp.int32)}
 
+  if run.train.init_state == 'full':
+    return checkpoint.restore_state(run.train.init_from, abstract, run.train.init_step)
   rng = jax.random.key(run.config.seed)
   if run.train.init_from == 'scratch':
     # Initialised inside one jit with the target shardings, so under FSDP no device ever holds
@@ -407,8 +418,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
        stop.deferring():
     start = mngr.latest_step()
     if start is None:
-      state = initial_state(run, optimizer, state_sharding)
-      start = 0
+      state = initial_state(run, optimizer, state_sharding, abstract)
+      start = int(state['step'])
     else:
       saved = checkpoint.load_config(workdir, start)
       checkpoint.check_same_model(saved['model'], config_dict['model'],
@@ -459,7 +470,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
           meter.restart()
         if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
           last['val_loss'] = evaluate_loss(run, eval_step, state['params'])
-          writer.write(done, {'val_loss': last['val_loss']})
+          last['val_bpb'] = bits_per_byte(last['val_loss'], run.bytes_per_token)
+          writer.write(done, {'val_loss': last['val_loss'], 'val_bpb': last['val_bpb']})
           meter.restart()
         progress.update(1)
         stop_reason = _agreed_stop(stop, log_now)
@@ -474,6 +486,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
               f'{reason} at step {done}: checkpoint saved in {workdir}; '
               'rerun the same command to resume', signal_name)
   return last
+
+
+def bits_per_byte(loss: float, bytes_per_token: float) -> float:
+  """Nats per token as bits per byte of the text: comparable across tokenizers, which nats per
+  token are not (a token of a BPE holds several bytes, one of 'bytes' one)."""
+  return loss / math.log(2) / bytes_per_token
 
 
 def perplexity(loss: float) -> float:
@@ -509,5 +527,5 @@ def evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
   loss = evaluate_loss(run, make_eval_step(run.cfg, n_micro), params)
   return {
       'val_loss': loss, 'perplexity': perplexity(loss),
-      'bits_per_byte': loss / math.log(2) / run.bytes_per_token
+      'bits_per_byte': bits_per_byte(loss, run.bytes_per_token)
   }

@@ -45,6 +45,27 @@ def test_schedule_values(schedule):
   assert lr(10_000) == pytest.approx(end)  # stays at min lr after decay_steps
 
 
+def test_wsd_holds_the_peak_then_decays_linearly_over_its_last_fraction():
+  lr = learning_rate_schedule(
+      optim_config(lr=1.0, min_lr_ratio=0.1, warmup_steps=10, decay_steps=110, schedule='wsd',
+                   decay_fraction=0.2))
+  # decay_start = 110 - round(0.2 * 110) = 88
+  assert lr(0) == pytest.approx(0.1) and lr(9) == pytest.approx(1.0)  # warmup as every schedule
+  assert lr(10) == lr(50) == lr(88) == pytest.approx(1.0)  # stable
+  assert lr(99) == pytest.approx(1.0 - 0.9 * 11 / 22)
+  assert lr(110) == pytest.approx(0.1) and lr(500) == pytest.approx(0.1)
+  # A shorter run of the same schedule shares the stable phase up to its own decay start.
+  short = learning_rate_schedule(
+      optim_config(lr=1.0, warmup_steps=10, decay_steps=50, schedule='wsd', decay_fraction=0.2))
+  assert [float(short(s)) for s in range(40)] == [float(lr(s)) for s in range(40)]
+  with pytest.raises(ValueError, match=r'optim.decay_fraction=0 must be in \(0, 1\]'):
+    OptimConfig(schedule='wsd', decay_fraction=0)
+  with pytest.raises(
+      ValueError, match='leaves a stable phase from step 8, before warmup ends at '
+      'optim.warmup_steps=10'):
+    OptimConfig(schedule='wsd', decay_fraction=0.2, warmup_steps=10, decay_steps=10)
+
+
 def test_schedule_shapes_between_points():
   cosine = learning_rate_schedule(optim_config(lr=1.0, warmup_steps=0, decay_steps=100))
   linear = learning_rate_schedule(

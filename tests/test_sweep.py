@@ -24,6 +24,7 @@ from scipy import stats as scipy_stats
 from gptjax import checkpoint, data, flops, sweep, trainer, workdir_lock
 from gptjax.config import ModelConfig
 from gptjax.logs import read_metrics
+from gptjax.sweep.grid import GridSweep
 from gptjax.sweep.report import RUN_COLUMNS, read_status
 
 # The sweep's runs, in-process and in a subprocess, compile most of their time.
@@ -101,6 +102,9 @@ def test_baseline_is_gpt2_recipe_and_every_sweep_parses(ablation):
                for r in runs}
     assert len(budgets) == 1, f'{name}: every run must see the same tokens in the same order'
   assert len(ablation.SWEEPS['full']) == 2 * 2 * 2 * 3 * 2
+  for name, spec in ablation.TUNE.items():  # each named sweep's tuning builds on its arms
+    grid = GridSweep(ABLATION, tune=spec, arms=ablation.SWEEPS[name])
+    assert len(grid.variants) == len(ablation.SWEEPS[name]) * len(grid.tune[1]), name
 
 
 @pytest.mark.parametrize('variant, needles', [
@@ -270,6 +274,8 @@ def test_report_numbers_come_from_the_runs_own_metrics(finished):
     losses = val_losses(workdir / slug)
     assert float(runs[slug]['final_val_loss']) == losses[STEPS]
     assert float(runs[slug]['best_val_loss']) == min(losses.values())
+    # One byte per token: bits per byte are nats per token / ln 2.
+    assert float(runs[slug]['final_val_bpb']) == pytest.approx(losses[STEPS] / math.log(2))
     finals.append(losses[STEPS])
   assert finals[0] != finals[1]  # the seeds really differ
   assert runs[SLUGS[1]]['status'] == 'diverged' and runs[SLUGS[1]]['final_val_loss'] == ''
@@ -329,10 +335,22 @@ def test_rerun_skips_finished_and_diverged_runs(finished, overrides, monkeypatch
 
 
 @pytest.mark.slow
-def test_a_changed_config_is_refused_instead_of_mixed_in(finished, overrides, tmp_path):
+def test_a_changed_config_is_refused_instead_of_mixed_in(finished, overrides, tmp_path,
+                                                         monkeypatch):
   workdir = Path(shutil.copytree(finished[0], tmp_path / 'sweep'))
   with pytest.raises(ValueError, match=r'train.steps=2 \(now 3\); use another sweep workdir'):
     sweep.run_sweep(ABLATION, workdir, variants=VARIANTS, overrides={**overrides, 'train.steps': 3})
+  # A field that gptjax gained after the runs were saved is no change while it keeps its default.
+  for slug in SLUGS:
+    path = workdir / slug / 'config.json'
+    saved = json.loads(path.read_text())
+    del saved['optim']['decay_fraction']
+    path.write_text(json.dumps(saved))
+  monkeypatch.setattr(trainer, 'train_and_evaluate', lambda config, run_dir: pytest.fail())
+  sweep.run_sweep(ABLATION, workdir, variants=VARIANTS, overrides=overrides)
+  with pytest.raises(ValueError, match=r'optim.decay_fraction=None \(now 0.5\)'):
+    sweep.run_sweep(ABLATION, workdir, variants=VARIANTS,
+                    overrides={**overrides, 'optim.decay_fraction': 0.5})
 
 
 @pytest.mark.slow
@@ -449,3 +467,35 @@ def test_command_line_applies_overrides_to_every_run_and_skips_finished(finished
                        env=env, capture_output=True, text=True, timeout=120)
   assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == \
       f'error: no sweep directory {workdir / "nope"}'
+
+
+def _fake_run(label, seed, tokenizer, loss, bpb):
+  return {
+      'slug': f'{label}_{seed}', 'label': label, 'seed': seed, 'status': 'done',
+      'final_val_loss': loss, 'final_val_bpb': bpb, 'best_val_loss': loss, 'tokenizer': tokenizer,
+      'tokens_per_sec': 1.0, 'params': 10, 'flops_per_token': 60.0, 'kv_cache_bytes_per_token': 8,
+      'd_ff': 4, 'tokens': 100, 'factors': {'data.tokenizer': tokenizer}
+  }
+
+
+def test_runs_of_different_tokenizers_are_compared_in_bits_per_byte():
+  """A BPE token holds several bytes: its nats are not a byte's. The byte model has the lower
+  loss per token and the higher bits per byte; the comparison must follow bits per byte."""
+  from gptjax.sweep.report import _results_table, compared_metric, summarize
+
+  runs = [
+      *(_fake_run('data.tokenizer=bytes', s, 'bytes', 1.40 + s / 100, 2.02 + s / 100)
+        for s in range(3)),
+      *(_fake_run('data.tokenizer=gpt2', s, 'gpt2', 4.10 + s / 100, 1.61 + s / 100)
+        for s in range(3)),
+  ]
+  assert compared_metric(runs) == 'val_bpb' and compared_metric(runs[:3]) == 'val_loss'
+  rows = summarize(runs, {}, 'data.tokenizer=bytes', 'val_bpb')
+  assert [r['variant'] for r in rows] == ['data.tokenizer=gpt2', 'data.tokenizer=bytes']
+  gpt2 = rows[0]
+  assert gpt2['delta_vs_baseline'] == pytest.approx(1.62 - 2.03)
+  reference = scipy_stats.ttest_ind([1.61, 1.62, 1.63], [2.02, 2.03, 2.04], equal_var=False)
+  assert gpt2['p_value'] == pytest.approx(reference.pvalue, rel=1e-9)
+  assert gpt2['final_val_loss_mean'] == pytest.approx(4.11)  # still reported, beside
+  table = markdown_rows(_results_table(rows, 'val_bpb'))
+  assert table['`data.tokenizer=gpt2`'][1:4] == ['gpt2', '4.1100 ± 0.0100', '1.6200 ± 0.0100']

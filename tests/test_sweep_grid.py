@@ -5,16 +5,19 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from gptjax import data, sweep
+from gptjax import checkpoint, data, sweep
 from gptjax.config import ModelConfig
+from gptjax.logs import read_metrics
 from gptjax.sweep.grid import GridSweep
 from gptjax.sweep.tuned import tuned_markdown, tuned_rows
 
@@ -58,7 +61,7 @@ def test_each_value_takes_its_fields_type_and_nothing_else_changes():
 
 def test_a_grid_plans_labelled_runs_told_apart_by_their_fields():
   grid = GridSweep(SMALL, ['model.norm=layernorm,rmsnorm'], seeds=2)
-  runs = sweep.plan(grid, grid.variants, {'train.steps': 10})
+  runs = sweep.plan(grid, grid.variants, {'train.steps': 10, 'optim.warmup_steps': 2})
   assert [r.slug for r in runs] == [
       'model.norm-layernorm_seed-0', 'model.norm-layernorm_seed-1', 'model.norm-rmsnorm_seed-0',
       'model.norm-rmsnorm_seed-1'
@@ -86,7 +89,7 @@ def test_a_grid_plans_labelled_runs_told_apart_by_their_fields():
           ], None, 'model.d_model has 2, model.n_heads has 1'),
     (['seed=1,2'], [], None, 'seeds come from --seeds'),
     (['model.norm=rmsnorm'], [], 0, '--seeds=0 must be >= 1'),
-    ([], [], 2, 'at least one --grid, --zip or --tune'),
+    ([], [], 2, 'at least one --grid, --zip, --ladder or --tune'),
 ])
 def test_a_bad_grid_is_refused_naming_the_key_before_any_run(tmp_path, grids, zips, seeds, message):
   workdir = tmp_path / 'sweep'
@@ -166,7 +169,7 @@ def test_a_bad_tune_axis_is_refused(tune, message):
 
 def _row(label, finals):
   return {
-      'variant': label, 'done': len(finals), 'final_val_losses': finals,
+      'variant': label, 'done': len(finals), 'final_val_loss_values': finals,
       'final_val_loss_mean': float(np.mean(finals)) if finals else math.nan,
       'final_val_loss_std': float(np.std(finals, ddof=1)) if len(finals) > 1 else math.nan,
       'best_val_loss': float(np.mean(finals)) if finals else math.nan
@@ -192,3 +195,83 @@ def test_each_arm_is_reported_at_its_own_best_value_and_an_edge_optimum_is_flagg
   text = re.sub(' +', ' ', '\n'.join(tuned_markdown(rows, tune)))  # table padding aside
   assert '| `n=b` | 0.01 (at the edge: widen the range) | 3.0250 ± 0.0354 |' in text
   assert '| `n=a` | 0.003 | 3.1500 ± 0.0707 |' in text
+
+
+# A sweep config's own arms (configs/ablation.py's variants), tuned
+
+
+def test_a_sweep_configs_named_arms_are_tuned_and_keep_their_own_seeds():
+  ablation = REPO / 'configs' / 'ablation.py'
+  named = ['seed=0', 'seed=1', 'mlp=swiglu,seed=0', 'mlp=swiglu,seed=1']
+  grid = GridSweep(ablation, tune='optim.lr=1e-3:1e-2:2', arms=named)
+  assert grid.arm_labels() == ['baseline', 'mlp=swiglu']
+  assert grid.variants == [
+      f'{arm}optim.lr={lr},seed={seed}' for arm in ('', 'mlp=swiglu,') for lr in ('0.001', '0.01')
+      for seed in (0, 1)
+  ]
+  runs = sweep.plan(grid, grid.variants, {'train.steps': 10, 'optim.warmup_steps': 2})
+  assert [r.label for r in runs[:4]] == ['baseline,optim.lr=0.001'] * 2 + \
+      ['baseline,optim.lr=0.01'] * 2
+  swiglu = runs[-1].config
+  # The module built the arm (SwiGLU at matched parameters), then the tuned value was set.
+  assert (swiglu.model.mlp, swiglu.model.d_ff, swiglu.optim.lr, swiglu.seed) == \
+      ('swiglu', 344, 0.01, 1)
+  assert swiglu.train.steps == 10
+  assert runs[-1].factors['lr'] == 0.01 and runs[-1].factors['mlp'] == 'swiglu'
+  # --seeds replaces the sweep's own seeds.
+  assert GridSweep(ablation, seeds=3, arms=named).variants == [
+      'seed=0', 'seed=1', 'seed=2', 'mlp=swiglu,seed=0', 'mlp=swiglu,seed=1', 'mlp=swiglu,seed=2'
+  ]
+
+
+# --parallel
+
+
+@pytest.mark.slow
+def test_parallel_runs_train_on_their_own_cores_and_a_sigterm_stops_them_with_checkpoints(tmp_path):
+  """Two runs at once, one core each; SIGTERM to the sweep reaches each worker once: each saves
+  a checkpoint and records itself interrupted, the sweep exits 143, and the same command
+  resumes both to the end."""
+  data_dir = tmp_path / 'data'
+  data.prepare('stdlib', 'bytes', data_dir, max_bytes=100_000, progress=False)
+  tiny = {
+      'model.n_layers': 1, 'model.d_model': 32, 'model.block_size': 32, 'data.max_bytes': 100_000,
+      'data.data_dir': data_dir, 'optim.warmup_steps': 1, 'train.steps': 3000,
+      'train.batch_size': 4, 'train.log_every': 10, 'train.eval_every': 3000,
+      'train.eval_batches': 1, 'train.ckpt_every': 3000
+  }
+  workdir = tmp_path / 'norms'
+  command = [
+      sys.executable, '-m', 'gptjax.sweep', f'--config={SMALL}', f'--workdir={workdir}',
+      '--grid=model.norm=layernorm,rmsnorm', '--parallel=2',
+      *(f'--config.{k}={v}' for k, v in tiny.items())
+  ]
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  run_dirs = [workdir / f'model.norm-{norm}_seed-0' for norm in ('layernorm', 'rmsnorm')]
+  sweep_process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 120
+  while not all(read_metrics(d) if d.exists() else [] for d in run_dirs):  # both are training
+    assert time.time() < deadline and sweep_process.poll() is None, sweep_process.communicate()
+    time.sleep(0.2)
+  sweep_process.send_signal(signal.SIGTERM)
+  out, err = sweep_process.communicate(timeout=120)
+  assert sweep_process.returncode == 143, err[-3000:]
+  assert 'stopped: SIGTERM: the runs under way saved checkpoints' in err
+  stopped_at = []
+  for run_dir in run_dirs:
+    status = json.loads((run_dir / 'status.json').read_text())
+    assert status['status'] == 'interrupted' and 'SIGTERM' in status['reason'], status
+    stopped_at.append(checkpoint.latest_step(run_dir))
+    assert 0 < stopped_at[-1] < 3000
+    assert 'started on cores' in out + err
+  cores = re.findall(r'started on cores (\d+)', out + err)
+  assert sorted(cores) == ['0', '1']
+
+  result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '2/2 runs done' in result.stdout
+  for run_dir, step in zip(run_dirs, stopped_at):
+    log = (run_dir / 'train.log').read_text()
+    assert 'steps 0..3000' in log and f'steps {step}..3000' in log  # resumed where it stopped
+    assert checkpoint.latest_step(run_dir) == 3000

@@ -883,3 +883,42 @@ def test_cli_run_user_error_exits_with_one_line(cli_argv, error, message):
 def test_cli_run_lets_a_bug_keep_its_traceback(cli_argv):
   with pytest.raises(AttributeError, match='no attribute'):
     run_raising(AttributeError("'Run' object has no attribute 'cfgg'"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Warmup-stable-decay, and branching a run from a checkpoint
+
+
+@pytest.mark.slow
+def test_a_wsd_cooldown_branched_from_a_longer_run_is_the_short_run_exactly(data_dir, tmp_path):
+  """Under 'wsd' a run of B steps and a longer one share the stable phase, so a run branched
+  (init_state='full') from the longer one's checkpoint at B's decay start continues bit for bit
+  as the B-step run trained from scratch: one long run gives every shorter budget's result."""
+  wsd = dict(optim__schedule='wsd', optim__decay_fraction=0.25, optim__min_lr_ratio=0.0,
+             optim__decay_steps=None)
+  long_run, short, branch = tmp_path / 'long', tmp_path / 'short', tmp_path / 'branch'
+  trainer.train_and_evaluate(
+      make_config(data_dir, train__steps=16, train__ckpt_every=6, train__keep_checkpoints=5, **wsd),
+      long_run)
+  trainer.train_and_evaluate(make_config(data_dir, train__steps=8, **wsd), short)
+  trainer.train_and_evaluate(
+      make_config(data_dir, train__steps=8, train__init_from=str(long_run), train__init_step=6,
+                  train__init_state='full', **wsd), branch)
+
+  lrs = {m['step']: m['lr'] for m in read_metrics(long_run) if 'lr' in m}
+  # lr is logged at the step it took: the 13th step (0-based 12) is the last at the peak.
+  assert lrs[6] == lrs[13] == pytest.approx(3e-3) and lrs[16] < lrs[15] < lrs[13]
+  assert sorted(losses(branch)) == [7, 8]  # it trained only the cooldown
+  assert {s: losses(short)[s] for s in (7, 8)} == losses(branch)
+  assert losses(branch, 'val_loss') == {8: losses(short, 'val_loss')[8]}
+  assert_trees_equal(saved_params(branch)[0], saved_params(short)[0])
+  assert losses(short)[6] == losses(long_run)[6]  # the shared stable phase
+
+  with pytest.raises(ValueError, match='at step 6 is already at or past train.steps=6'):
+    trainer.check_config(
+        make_config(data_dir, train__steps=6, train__init_from=str(long_run), train__init_step=6,
+                    train__init_state='full', **wsd))
+  with pytest.raises(checkpoint.CheckpointError, match='no checkpoint for step 5 .* 6, 12, 16'):
+    trainer.check_config(
+        make_config(data_dir, train__steps=8, train__init_from=str(long_run), train__init_step=5,
+                    train__init_state='full', **wsd))

@@ -10,8 +10,11 @@ that compares them at equal token budget.
 
 Any config file, any field: --grid=KEY=V1,V2 axes multiply, --zip axes advance together,
 --tune=KEY=LO:HI:N trains every arm at N log-spaced values and reports each at its own best
-(gptjax.sweep.tuned), and --seeds=N runs every arm with seeds 0..N-1 (gptjax.sweep.grid); every
-run's config is checked before the first one starts.
+(gptjax.sweep.tuned), --ladder=KEY=V1,V2 axes make a scaling ladder whose rungs train on
+--tokens_per_param tokens per parameter, fitted per arm (gptjax.sweep.ladder), and --seeds=N runs
+every arm with seeds 0..N-1 (gptjax.sweep.grid); on a sweep config the axes multiply its named
+variants. Every run's config is checked before the first one starts. --parallel=N trains N runs
+at once, each on its own share of the CPU cores (gptjax.sweep.parallel).
 
 For named sweeps (--sweep, --variant) the runner knows nothing of any one ablation; a sweep config
 file tells it what it needs:
@@ -19,6 +22,8 @@ file tells it what it needs:
                                        flags become `overrides` ({'train.steps': 600}), applied
                                        to every run alike.
   SWEEPS = {name: [variant, ...]}      required: the grids that --sweep names.
+  TUNE = {name: 'KEY=LO:HI:N'}         optional: the field a named sweep tunes per arm, as
+                                       --tune would (--tune replaces it).
   variant_label(variant) -> str        optional: the variant's canonical name without its seed,
                                        which groups seeds (default: the variant less its seed=
                                        items, or 'baseline').
@@ -34,15 +39,19 @@ WORKDIR holds
   <slug>/status.json         {'status': 'running'|'done'|'diverged'|'failed'|'interrupted',
                               'reason': ..., 'seconds': ..., 'factors': {...}, ...}
   <slug>/metrics.jsonl, checkpoints/, tensorboard/: the trainer's
-  runs.csv, results.csv, results.md, val_loss_curves.png, final_loss_by_factor.png: the report
+  <slug>/train.log           a --parallel run's own output
+  runs.csv, results.csv, results.md, val_loss_curves.png, final_loss_by_factor.png: the report,
+  and tuned.png (--tune: each arm's final loss at every value), scaling.png (--ladder: the fits)
 Rerunning the command skips finished runs (a checkpoint at train.steps) and diverged ones
 (training is deterministic: they would diverge again), resumes interrupted ones and retries failed
 ones. The report reads only these files, so `--report_only` works at any time, also while the
 sweep runs.
 
-Modules: plan (what runs), grid (runs from --grid/--zip), run (running and resuming), report
-(records, summary, CSV and Markdown), stats (intervals, Welch's test), tuned (each arm at its
-best --tune value), plots (the PNGs), __main__ (the command line). The functions `plan` and
+Modules: plan (what runs), grid (runs from --grid/--zip/--ladder/--tune), run (running and
+resuming), parallel and worker (--parallel), report (records, summary, CSV and Markdown), stats
+(intervals, Welch's test), tuned (each arm at its best --tune value), scaling (power-law fits,
+compute multipliers), ladder (the report's scaling section), plots (the PNGs), __main__ (the
+command line). The functions `plan` and
 `report` re-exported here shadow their modules as attributes of this package: import from the
 modules by their full names (`from gptjax.sweep.report import load_run`).
 """

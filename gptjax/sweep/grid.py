@@ -19,8 +19,9 @@ import itertools
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from gptjax.config import (check_config_key, config_field_type, load_config_file, parse_field_value,
-                           update_config)
+from gptjax.config import (ModelConfig, check_config_key, config_field_type, load_config_file,
+                           parse_field_value, update_config)
+from gptjax.sweep.plan import load_sweep_module, variant_label_of
 
 
 def parse_axis(spec: str, flag: str) -> tuple[str, list[str]]:
@@ -56,66 +57,169 @@ def parse_tune(spec: str, config) -> tuple[str, list[str]]:
 
 
 class GridSweep:
-  """The planned variants of one config file under grid/zip axes and seeds; it answers
-  gptjax.sweep.plan as a sweep config module would (get_config, variant_label)."""
+  """The planned variants of one config file under grid/zip axes, a scaling ladder, a tuned field
+  and seeds; it answers gptjax.sweep.plan as a sweep config module would (get_config,
+  variant_label).
+
+  `arms`: a sweep config module's own variants (a named sweep's, with their seeds), which the
+  axes multiply; None for a plain config file, whose only arm is its config. `ladder`: axes that
+  advance together, as --zip's, one model size per rung; each rung trains for tokens_per_param
+  tokens per parameter (the N of 6N), and the report fits a scaling law per arm."""
   def __init__(self, config_path: str | Path, grids: Sequence[str] = (), zips: Sequence[str] = (),
-               seeds: int | None = None, tune: str | None = None):
+               seeds: int | None = None, tune: str | None = None, arms: Sequence[str] | None = None,
+               ladder: Sequence[str] = (), tokens_per_param: float = 20.0):
     self.config_path = str(config_path)
-    config = load_config_file(config_path)  # the file exists and builds
+    self.module = load_sweep_module(config_path) if arms is not None else None
+    config = self._module_config('') if self.module else load_config_file(config_path)
     grid_axes = [parse_axis(spec, 'grid') for spec in grids]
     zip_axes = [parse_axis(spec, 'zip') for spec in zips]
+    ladder_axes = [parse_axis(spec, 'ladder') for spec in ladder]
     # (key, values): every arm is trained at every value and reported at its own best.
     self.tune = parse_tune(tune, config) if tune else None
-    if not grid_axes and not zip_axes and not self.tune:
-      raise ValueError('a grid sweep needs at least one --grid, --zip or --tune axis')
-    keys = [key for key, _ in grid_axes + zip_axes + ([self.tune] if self.tune else [])]
-    repeated = {key for key in keys if keys.count(key) > 1}
-    if repeated or 'seed' in keys:
-      raise ValueError(f'{", ".join(sorted(repeated)) or "seed"} is given as two axes; '
-                       'seeds come from --seeds')
-    if len({len(values) for _, values in zip_axes}) > 1:
-      lengths = ', '.join(f'{key} has {len(values)}' for key, values in zip_axes)
-      raise ValueError(f'--zip axes must list as many values each: {lengths}')
-    if seeds is not None and seeds < 1:
-      raise ValueError(f'--seeds={seeds} must be >= 1')
+    if not grid_axes and not zip_axes and not ladder_axes and not self.tune and arms is None:
+      raise ValueError('a grid sweep needs at least one --grid, --zip, --ladder or --tune axis')
+    _check_axes(grid_axes + zip_axes + ladder_axes + ([self.tune] if self.tune else []),
+                {'zip': zip_axes, 'ladder': ladder_axes}, seeds)
+    if ladder_axes and not tokens_per_param > 0:
+      raise ValueError(f'--tokens_per_param={tokens_per_param} must be > 0')
+    self.tokens_per_param = tokens_per_param
+    self.ladder_keys = [key for key, _ in ladder_axes]
+    self.rungs = [','.join(items) for items in _paired(ladder_axes)]
 
-    points = [
-        list(zip([k for k, _ in grid_axes], combo))
-        for combo in itertools.product(*[values for _, values in grid_axes])
-    ]
-    zipped = [
-        list(zip([k for k, _ in zip_axes], combo))
-        for combo in zip(*[values for _, values in zip_axes])
-    ] or [[]]
-    self.arms = [
-        ','.join(f'{k}={v}' for k, v in point + paired) for point in points for paired in zipped
-    ]
-    tuned = [(self.tune[0], value) for value in self.tune[1]] if self.tune else [None]
-    seeded = [f'seed={seed}' for seed in range(seeds)] if seeds is not None else [None]
+    named = _named_arms(arms if arms is not None else [''], seeds)
+    self.arms, arm_seeds = [], []
+    for arm, seed_items in named.items():
+      for point in _product(grid_axes):
+        for paired in _paired(zip_axes):
+          self.arms.append(_join(arm, *point, *paired))
+          arm_seeds.append(seed_items or [''])
+    tuned = [f'{self.tune[0]}={value}' for value in self.tune[1]] if self.tune else ['']
     self.variants = [
-        ','.join(item for item in (arm, point and f'{point[0]}={point[1]}', seed) if item)
-        for arm in self.arms for point in tuned for seed in seeded
+        _join(arm, rung, point, seed) for arm, seed_items in zip(self.arms, arm_seeds)
+        for rung in self.rungs for point in tuned for seed in seed_items
     ]
+    if self.module is not None and hasattr(self.module, 'factors'):
+      self.factors = self.module.factors  # the module's own columns for the report
 
-  @staticmethod
-  def variant_label(variant: str) -> str:
-    return ','.join(item for item in variant.split(',') if not item.startswith('seed='))
+  def _split(self, variant: str) -> tuple[str, list[str]]:
+    """A variant's items for the sweep module's get_config, and its config field assignments
+    (dotted keys, and the seed)."""
+    items = [item for item in variant.split(',') if item]
+    fields = [item for item in items if self._is_field(item.partition('=')[0])]
+    return ','.join(item for item in items if item not in fields), fields
+
+  def _is_field(self, key: str) -> bool:
+    return self.module is None or '.' in key or key == 'seed'
+
+  def variant_label(self, variant: str) -> str:
+    """The variant less its seed; a sweep module's part by the module's own label."""
+    own, fields = self._split(variant)
+    fields = [item for item in fields if not item.startswith('seed=')]
+    if self.module is None:
+      return ','.join(fields)
+    return _join(variant_label_of(self.module, own), *fields)
+
+  def arm_labels(self) -> list[str]:
+    """What --tune tunes separately: every arm at every rung."""
+    return [self.variant_label(_join(arm, rung)) for arm in self.arms for rung in self.rungs]
+
+  def _module_config(self, own: str, overrides: Mapping[str, Any] | None = None):
+    return self.module.get_config(own or None, overrides=dict(overrides or {}))
 
   def get_config(self, variant: str, overrides: Mapping[str, Any] | None = None):
-    """The config file's config, the sweep's overrides and then the variant's fields applied,
-    checked as train.py would check it (a ValueError names the variant and the problem)."""
+    """The config file's config with the sweep's overrides and the variant's fields applied,
+    checked as train.py would check it (a ValueError names the variant and the problem).
+
+    A sweep module gets the fields as overrides of its base, before its own variant is built on
+    them: configs/ablation.py matches a variant's d_ff to the baseline at a rung's width."""
     from gptjax.trainer import check_config  # the trainer imports JAX's device setup
 
-    config = load_config_file(self.config_path)
-    update_config(config, dict(overrides or {}))
+    own, fields = self._split(variant)
+    overrides = dict(overrides or {})
+    if self.module is not None:
+      config = self._module_config('', overrides)
+    else:
+      config = load_config_file(self.config_path)
+      update_config(config, overrides)
     settings = {}
-    for item in variant.split(','):
+    for item in fields:
       key, _, text = item.partition('=')
       check_config_key(config, key, 'grid key')
       settings[key] = parse_field_value(config, key, text)
     try:
-      update_config(config, settings, where='grid key')
+      if self.module is not None:
+        config = self._module_config(own, {**overrides, **settings})
+        _check_kept(config, settings, own)
+      else:
+        update_config(config, settings, where='grid key')
+      if self.ladder_keys:
+        config.train.steps = self._rung_steps(config)
       check_config(config)
     except ValueError as error:
       raise ValueError(f'grid point {variant}: {error}') from None
     return config
+
+  def _rung_steps(self, config) -> int:
+    """Steps that train for tokens_per_param tokens per matmul parameter (at least one)."""
+    from gptjax.flops import matmul_params  # traces the model: only where a ladder needs it
+
+    cfg = ModelConfig.from_config(config.model)
+    tokens_per_step = config.train.batch_size * (config.train.seq_len or cfg.block_size)
+    return max(1, round(self.tokens_per_param * matmul_params(cfg) / tokens_per_step))
+
+
+def _check_axes(axes: list[tuple[str, list[str]]], paired: dict[str, list], seeds) -> None:
+  keys = [key for key, _ in axes]
+  repeated = {key for key in keys if keys.count(key) > 1}
+  if repeated or 'seed' in keys:
+    raise ValueError(f'{", ".join(sorted(repeated)) or "seed"} is given as two axes; '
+                     'seeds come from --seeds')
+  for flag, flag_axes in paired.items():
+    if len({len(values) for _, values in flag_axes}) > 1:
+      lengths = ', '.join(f'{key} has {len(values)}' for key, values in flag_axes)
+      raise ValueError(f'--{flag} axes must list as many values each: {lengths}')
+  if seeds is not None and seeds < 1:
+    raise ValueError(f'--seeds={seeds} must be >= 1')
+
+
+def _product(axes: list[tuple[str, list[str]]]) -> list[list[str]]:
+  """Every combination of the axes' values, as KEY=VALUE items ([[]] for no axes)."""
+  return [[f'{k}={v}' for k, v in zip([k for k, _ in axes], combo)]
+          for combo in itertools.product(*[values for _, values in axes])]
+
+
+def _paired(axes: list[tuple[str, list[str]]]) -> list[list[str]]:
+  """The axes' i-th values together, for each i, as KEY=VALUE items ([[]] for no axes)."""
+  return [[f'{k}={v}' for k, v in zip([k for k, _ in axes], combo)]
+          for combo in zip(*[values for _, values in axes])] or [[]]
+
+
+def _named_arms(arms: Sequence[str], seeds: int | None) -> dict[str, list[str]]:
+  """Each arm (its variant less seeds) with its seed items: the ones its sweep lists, unless
+  --seeds replaces them."""
+  named: dict[str, list[str]] = {}
+  for arm in arms:
+    named.setdefault(_without_seed(arm),
+                     []).extend(item for item in arm.split(',') if item.startswith('seed='))
+  if seeds is not None:
+    named = {arm: [f'seed={seed}' for seed in range(seeds)] for arm in named}
+  return named
+
+
+def _check_kept(config, settings: Mapping[str, Any], own: str) -> None:
+  """A sweep module's variant that sets an axis' field itself would silently win over it."""
+  for key, value in settings.items():
+    node = config
+    for part in key.split('.'):
+      node = node[part]
+    if node != value:
+      raise ValueError(f'the variant {own!r} sets {key}={node!r} itself, over the axis value '
+                       f'{value!r}; drop it from the variant or from the axes')
+
+
+def _join(*items: str) -> str:
+  return ','.join(item for item in items if item)
+
+
+def _without_seed(variant: str) -> str:
+  return _join(*(item for item in variant.split(',') if not item.startswith('seed=')))

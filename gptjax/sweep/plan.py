@@ -51,7 +51,8 @@ def slugify(label: str, seed: int) -> str:
   return f'{directory_name(label)}_seed-{seed}'
 
 
-def _label(module, variant: str) -> str:
+def variant_label_of(module, variant: str) -> str:
+  """A variant's label: the module's variant_label, else the variant less its seed= items."""
   if hasattr(module, 'variant_label'):
     return module.variant_label(variant)
   kept = [item for item in variant.split(',') if item and not item.startswith('seed=')]
@@ -99,7 +100,7 @@ def plan(module, variants: Sequence[str],
   configs = [module.get_config(variant, overrides=dict(overrides or {})) for variant in variants]
   runs, by_slug, by_config = [], {}, {}
   for variant, config, factors in zip(variants, configs, _factors(module, configs)):
-    label = _label(module, variant)
+    label = variant_label_of(module, variant)
     run = PlannedRun(variant, label, config.seed, slugify(label, config.seed), config, factors)
     same_config = json.dumps(as_json(config), sort_keys=True)
     for seen, key in ((by_slug, run.slug), (by_config, same_config)):

@@ -111,3 +111,78 @@ def plot_factors(path: Path, runs: list[dict], names: Sequence[str]) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def plot_tuned(path: Path, arms: list[dict], key: str, metric: str, metric_name: str) -> None:
+  """The final metric against the tuned value, a line per arm (tuned.tuned_rows' arms, with
+  their points), its best value starred. Arms that share their first item (e.g.
+  model.parametrization=sp) share a panel, so that a width sweep under two parametrizations
+  shows whether the optimum moves in one and not the other."""
+  import matplotlib.pyplot as plt
+  panels: dict[str, list[dict]] = {}
+  for arm in arms:
+    first, _, rest = arm['arm'].partition(',')
+    panel = first if rest and len({a['arm'].partition(',')[0] for a in arms}) > 1 else ''
+    panels.setdefault(panel, []).append(arm)
+  fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False,
+                           sharey=True)
+  best_values = [a['row'][f'final_{metric}_mean'] for a in arms if a['row'] is not None]
+  for ax, (panel, group) in zip(axes[0], panels.items()):
+    colors = plt.get_cmap('viridis')
+    for i, arm in enumerate(group):
+      points = sorted(arm['points'])
+      if not points:
+        continue
+      color = colors(i / max(len(group) - 1, 1))
+      name = arm['arm'][len(panel):].lstrip(',') or arm['arm']
+      ax.plot([x for x, _ in points], [y for _, y in points], marker='o', color=color, label=name)
+      if arm['row'] is not None:
+        ax.plot([float(arm['value'])], [arm['row'][f'final_{metric}_mean']], marker='*',
+                markersize=16, color=color, markeredgecolor='black')
+    ax.set_xscale('log')
+    ax.set_xlabel(key)
+    ax.set_title(panel or f'final {metric_name} by {key}')
+    ax.grid(alpha=0.3, which='both')
+    ax.legend(fontsize=8)
+  axes[0][0].set_ylabel(f'final {metric_name} (mean over seeds)')
+  if best_values:  # diverged or stuck points would squash the interesting part
+    low, high = min(best_values), max(best_values)
+    axes[0][0].set_ylim(low - 0.05 * (high - low) - 0.01, high + max(0.5, 2 * (high - low)))
+  fig.suptitle('each arm at every tuned value (star: its best)', fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_scaling(path: Path, analysis: list[dict], metric_name: str) -> None:
+  """Each arm's final loss against training compute (a point per rung, bars: the seeds' spread)
+  and its fitted power law, on log-scaled compute."""
+  import matplotlib.pyplot as plt
+  import numpy as np
+  fig, ax = plt.subplots(figsize=(8, 5.5))
+  colors = plt.get_cmap('tab10')
+  computes = [p['compute'] for entry in analysis for p in entry['points']]
+  for i, entry in enumerate(analysis):
+    points, fit, color = entry['points'], entry['fit'], colors(i % 10)
+    if not points:
+      continue
+    label = entry['arm']
+    if fit is not None:
+      label += f' (b={fit.b:.3f}, e={fit.e:.2f})'
+    if 'multiplier' in entry:
+      label += f', {entry["multiplier"]:.2f}x compute'
+    errors = [np.std(p['values'], ddof=1) if len(p['values']) > 1 else 0.0 for p in points]
+    ax.errorbar([p['compute'] for p in points], [p['loss'] for p in points], yerr=errors, fmt='o',
+                color=color, label=label, capsize=3)
+    if fit is not None:
+      grid = np.geomspace(min(computes) / 1.5, max(computes) * 1.5, 100)
+      ax.plot(grid, fit.loss(grid), '--', color=color, alpha=0.8)
+  ax.set_xscale('log')
+  ax.set_xlabel('training compute C (FLOPs)')
+  ax.set_ylabel(f'final {metric_name}')
+  ax.set_title('scaling ladder: points per rung, dashed: L(C) = a·C^-b + e', fontsize=10)
+  ax.grid(alpha=0.3, which='both')
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

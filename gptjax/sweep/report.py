@@ -16,9 +16,10 @@ from gptjax.files import read_json
 from gptjax.logs import read_metrics
 from gptjax.model import kv_cache_bytes
 from gptjax.sweep.plan import CONFIG_FILE, STATUS_FILE, SWEEP_FILE, differing_keys
-from gptjax.sweep.plots import plot_curves, plot_factors
+from gptjax.sweep import ladder
+from gptjax.sweep.plots import plot_curves, plot_factors, plot_scaling, plot_tuned
 from gptjax.sweep.stats import LEVEL, mean_interval, welch
-from gptjax.sweep.tuned import tuned_markdown
+from gptjax.sweep.tuned import METRIC_NAMES, tuned_markdown, tuned_rows
 from gptjax.tables import format_bytes, format_si, markdown_table
 
 KILLED = 'its process died (kill -9 or a crash) without recording it; rerun the sweep to resume'
@@ -63,6 +64,8 @@ def load_run(run_dir: Path) -> dict | None:
   evals = [(m['step'], m['val_loss']) for m in metrics if 'val_loss' in m]
   finite = [loss for _, loss in evals if math.isfinite(loss)]
   final = [loss for step, loss in evals if step == steps]
+  final_bpb = [m['val_bpb'] for m in metrics if m['step'] == steps and 'val_bpb' in m]
+  done = status['status'] == 'done'
   last_step = max((m['step'] for m in metrics), default=0)
   return {
       'slug': run_dir.name,
@@ -74,7 +77,11 @@ def load_run(run_dir: Path) -> dict | None:
       'steps': steps,
       'tokens': steps * tokens_per_step,
       'tokens_per_step': tokens_per_step,
-      'final_val_loss': final[-1] if final and status['status'] == 'done' else math.nan,
+      'final_val_loss': final[-1] if final and done else math.nan,
+      # Bits per byte of the text (written since the report compares tokenizers): runs of
+      # different tokenizers are compared by it, their nats per token are not comparable.
+      'final_val_bpb': final_bpb[-1] if final_bpb and done else math.nan,
+      'tokenizer': config['data']['tokenizer'],
       'best_val_loss': min(finite) if finite else math.nan,
       'tokens_per_sec': _median(m.get('tokens_per_sec') for m in metrics),
       'seconds': status.get('seconds'),
@@ -106,22 +113,28 @@ def _std(values: list[float]) -> float:
 
 # What every seed of a variant has in common, copied from its first run.
 _SHARED_BY_SEEDS = ('params', 'flops_per_token', 'kv_cache_bytes_per_token', 'd_ff', 'tokens',
-                    'factors')
+                    'tokenizer', 'factors')
 
 
-def summarize(runs: list[dict], planned: Mapping[str, int],
-              baseline: str = 'baseline') -> list[dict]:
-  """One row per label (variant without seed), sorted by mean final val loss, unfinished last.
-  planned: label -> number of runs the sweep plans for it. Each row's final val loss has its t
-  interval over seeds, and its difference to the baseline label's Welch's interval and p-value."""
+def compared_metric(runs: list[dict]) -> str:
+  """What the report compares runs by: nats per token, or bits per byte where the runs'
+  tokenizers differ (a byte-level model's nats per token are not a BPE model's)."""
+  return 'val_bpb' if len({run['tokenizer'] for run in runs}) > 1 else 'val_loss'
+
+
+def summarize(runs: list[dict], planned: Mapping[str, int], baseline: str = 'baseline',
+              metric: str = 'val_loss') -> list[dict]:
+  """One row per label (variant without seed), sorted by the mean final `metric`, unfinished
+  last. planned: label -> number of runs the sweep plans for it. Each row's final val loss (and
+  bits per byte) has its t interval over seeds; its difference to the baseline label in `metric`
+  has Welch's interval and p-value."""
   by_label: dict[str, list[dict]] = {}
   for run in runs:
     by_label.setdefault(run['label'], []).append(run)
   rows, finals_of = [], {}
   for label, group in by_label.items():
     done = [r for r in group if r['status'] == 'done']
-    finals = finals_of[label] = [r['final_val_loss'] for r in done]
-    interval = mean_interval(finals)
+    finals_of[label] = [r[f'final_{metric}'] for r in done]
     first = group[0]
     rows.append({
         'variant': label,
@@ -129,11 +142,8 @@ def summarize(runs: list[dict], planned: Mapping[str, int],
         'done': len(done),
         'diverged': sum(r['status'] == 'diverged' for r in group),
         'failed': sum(r['status'] == 'failed' for r in group),
-        'final_val_loss_mean': _mean(finals),
-        'final_val_loss_std': _std(finals),
-        'final_val_losses': finals,
-        'final_val_loss_ci_low': interval.low,
-        'final_val_loss_ci_high': interval.high,
+        **_seed_stats('val_loss', [r['final_val_loss'] for r in done]),
+        **_seed_stats('val_bpb', [r['final_val_bpb'] for r in done]),
         'best_val_loss': _mean([r['best_val_loss'] for r in done]),
         'tokens_per_sec': _mean(
             [r['tokens_per_sec'] for r in group if math.isfinite(r['tokens_per_sec'])]),
@@ -142,23 +152,36 @@ def summarize(runs: list[dict], planned: Mapping[str, int],
     })
   for row in rows:
     comparison = welch(finals_of[row['variant']], finals_of.get(baseline, []))
-    row.update(is_baseline=row['variant'] == baseline,
+    row.update(metric=metric, is_baseline=row['variant'] == baseline,
                delta_vs_baseline=comparison.difference.estimate,
                delta_ci_low=comparison.difference.low, delta_ci_high=comparison.difference.high,
                p_value=comparison.p_value, resolved=comparison.difference.resolved)
   return sorted(
-      rows, key=lambda r: (math.isnan(r['final_val_loss_mean']), r['final_val_loss_mean']
+      rows, key=lambda r: (math.isnan(r[f'final_{metric}_mean']), r[f'final_{metric}_mean']
                            if r['done'] else 0.0))
 
 
+def _seed_stats(metric: str, finals: list[float]) -> dict:
+  """A final metric over the seeds that finished: the values, mean, std and t interval (runs
+  that did not record the metric, such as bits per byte before it was logged, left out)."""
+  finals = [value for value in finals if math.isfinite(value)]
+  interval = mean_interval(finals)
+  return {
+      f'final_{metric}_mean': _mean(finals), f'final_{metric}_std': _std(finals),
+      f'final_{metric}_values': finals, f'final_{metric}_ci_low': interval.low,
+      f'final_{metric}_ci_high': interval.high
+  }
+
+
 RUN_COLUMNS = ('slug', 'label', 'seed', 'status', 'reason', 'step', 'steps', 'final_val_loss',
-               'best_val_loss', 'tokens_per_sec', 'seconds', 'tokens', 'params', 'flops_per_token',
-               'kv_cache_bytes_per_token', 'd_ff')
+               'final_val_bpb', 'best_val_loss', 'tokenizer', 'tokens_per_sec', 'seconds', 'tokens',
+               'params', 'flops_per_token', 'kv_cache_bytes_per_token', 'd_ff')
 RESULT_COLUMNS = ('variant', 'final_val_loss_mean', 'final_val_loss_std', 'final_val_loss_ci_low',
-                  'final_val_loss_ci_high', 'delta_vs_baseline', 'delta_ci_low', 'delta_ci_high',
-                  'p_value', 'resolved', 'best_val_loss', 'seeds', 'done', 'diverged', 'failed',
-                  'params', 'flops_per_token', 'kv_cache_bytes_per_token', 'd_ff', 'tokens',
-                  'tokens_per_sec')
+                  'final_val_loss_ci_high', 'final_val_bpb_mean', 'final_val_bpb_std',
+                  'final_val_bpb_ci_low', 'final_val_bpb_ci_high', 'metric', 'delta_vs_baseline',
+                  'delta_ci_low', 'delta_ci_high', 'p_value', 'resolved', 'best_val_loss', 'seeds',
+                  'done', 'diverged', 'failed', 'params', 'flops_per_token',
+                  'kv_cache_bytes_per_token', 'd_ff', 'tokens', 'tokenizer', 'tokens_per_sec')
 
 
 def _csv_value(value):
@@ -206,23 +229,32 @@ def _delta_cells(row: dict) -> list[str]:
   return [delta, f'{row["p_value"]:.3g}' + ('' if row['resolved'] else ', not resolved')]
 
 
-def _results_table(rows: list[dict]) -> str:
-  """One line per label; the Δ columns only where a finished baseline gives them a meaning."""
+def _mean_std(row: dict, metric: str) -> str:
+  mean, std = row[f'final_{metric}_mean'], row[f'final_{metric}_std']
+  return _loss(mean) + ('' if math.isnan(std) else f' ± {std:.4f}')
+
+
+def _results_table(rows: list[dict], metric: str) -> str:
+  """One line per label; the Δ columns only where a finished baseline gives them a meaning.
+  Runs of different tokenizers are compared in bits per byte (their columns say so)."""
   has_baseline = any(r['is_baseline'] and r['done'] for r in rows)
+  by_bpb = metric == 'val_bpb'
   header = [
-      'variant', 'final val loss', f'{LEVEL:.0%} CI',
+      'variant', *(['tokenizer', 'final val loss (nats/token)', 'final bits/byte']
+                   if by_bpb else ['final val loss']), f'{LEVEL:.0%} CI',
       *([f'Δ baseline [{LEVEL:.0%} CI]', "p (Welch's t)"] if has_baseline else []), 'best val loss',
       'params', 'FLOPs/token', 'KV cache/token', 'd_ff', 'tokens/s', 'diverged', 'done'
   ]
   cells = []
   for row in rows:
-    mean, std = row['final_val_loss_mean'], row['final_val_loss_std']
-    final = _loss(mean) + ('' if math.isnan(std) else f' ± {std:.4f}')
-    ci = _interval(row['final_val_loss_ci_low'], row['final_val_loss_ci_high'])
+    finals = ([row['tokenizer'],
+               _mean_std(row, 'val_loss'),
+               _mean_std(row, metric)] if by_bpb else [_mean_std(row, metric)])
+    ci = _interval(row[f'final_{metric}_ci_low'], row[f'final_{metric}_ci_high'])
     delta = _delta_cells(row) if has_baseline else []
     tok_s = '—' if math.isnan(row['tokens_per_sec']) else f'{row["tokens_per_sec"]:,.0f}'
     cells.append([
-        f'`{row["variant"]}`', final, ci, *delta,
+        f'`{row["variant"]}`', *finals, ci, *delta,
         _loss(row['best_val_loss']), f'{row["params"]:,}',
         format_si(row['flops_per_token']),
         format_bytes(row['kv_cache_bytes_per_token']),
@@ -233,7 +265,7 @@ def _results_table(rows: list[dict]) -> str:
 
 
 def _markdown(sweep_dir: Path, sweep: dict, runs: list[dict], rows: list[dict],
-              plots: Sequence[str], baseline: str) -> str:
+              plots: Sequence[str], baseline: str, metric: str) -> str:
   counts = {
       s: sum(r['status'] == s for r in runs)
       for s in ('done', 'running', 'interrupted', 'diverged', 'failed')
@@ -253,11 +285,16 @@ def _markdown(sweep_dir: Path, sweep: dict, runs: list[dict], rows: list[dict],
                + ('' if len(budgets) <= 1 else ' (NOT equal: compare with care)') + '.')
   lines.append('')
   lines += [
-      _results_table(rows),
+      _results_table(rows, metric),
       '',
       '- final val loss: mean ± sample std over the seeds that finished, at the last step, and '
       f"the {LEVEL:.0%} t interval of that mean; best val loss: mean over those seeds of each "
       "run's lowest val loss.",
+      *([
+          '- The runs use different tokenizers, so they are compared in bits per byte of the '
+          'validation text (nats per token / ln 2 / bytes per token): the interval, Δ and p are '
+          "in bits per byte; a BPE token's nats are not a byte's."
+      ] if metric == 'val_bpb' else []),
       *([
           f'- Δ baseline: mean difference to `{baseline}` with its {LEVEL:.0%} interval and the '
           "two-sided p-value of Welch's t-test (unequal variances) over seeds; *not resolved*: the "
@@ -269,8 +306,11 @@ def _markdown(sweep_dir: Path, sweep: dict, runs: list[dict], rows: list[dict],
       'other load on the machine lowers it).',
       '- diverged: seeds whose loss became NaN/inf, of all seeds; done: seeds that finished.',
   ]
+  if sweep.get('ladder'):
+    lines += [''] + ladder.ladder_markdown(ladder.analyze(rows, sweep, metric), sweep,
+                                           METRIC_NAMES[metric])
   if sweep.get('tune'):
-    lines += [''] + tuned_markdown(rows, sweep['tune'])
+    lines += [''] + tuned_markdown(rows, sweep['tune'], metric)
   troubles = [r for r in runs if r['status'] in ('diverged', 'failed', 'interrupted')]
   if troubles:
     lines += ['', '## Runs that did not finish', '']
@@ -303,7 +343,8 @@ def report(sweep_dir: str | Path) -> list[dict]:
   for entry in sweep.get('runs', []):
     planned[entry['label']] = planned.get(entry['label'], 0) + 1
   baseline = sweep['baseline'] if 'baseline' in sweep else 'baseline'  # None: a tuned grid
-  rows = summarize(runs, planned, baseline)
+  metric = compared_metric(runs)
+  rows = summarize(runs, planned, baseline, metric)
   labels = list(
       dict.fromkeys([*(p['label'] for p in sweep.get('runs', [])), *(r['label'] for r in runs)]))
 
@@ -313,6 +354,14 @@ def report(sweep_dir: str | Path) -> list[dict]:
   plots = ['val_loss_curves.png', 'final_loss_by_factor.png']
   plot_curves(sweep_dir / plots[0], runs, labels)
   plot_factors(sweep_dir / plots[1], runs, factors)
-  (sweep_dir / 'results.md').write_text(_markdown(sweep_dir, sweep, runs, rows, plots, baseline),
-                                        encoding='utf-8')
+  if sweep.get('ladder'):
+    analysis = ladder.analyze(rows, sweep, metric)
+    plots.append('scaling.png')
+    plot_scaling(sweep_dir / plots[-1], analysis, METRIC_NAMES[metric])
+  if sweep.get('tune'):
+    plots.append('tuned.png')
+    plot_tuned(sweep_dir / plots[-1], tuned_rows(rows, sweep['tune'], metric), sweep['tune']['key'],
+               metric, METRIC_NAMES[metric])
+  (sweep_dir / 'results.md').write_text(
+      _markdown(sweep_dir, sweep, runs, rows, plots, baseline, metric), encoding='utf-8')
   return rows

@@ -25,9 +25,10 @@ def _split(label: str, key: str) -> tuple[str, str]:
   return ','.join(i for i in items if i.partition('=')[0] != key) or UNTUNED_ARM, value
 
 
-def tuned_rows(rows: list[dict], tune: Mapping) -> list[dict]:
-  """One row per arm, in the sweep's arm order: its best value, whether that is at the range's
-  edge, its final val loss there (mean, std, interval) and its Δ to the first arm's best."""
+def tuned_rows(rows: list[dict], tune: Mapping, metric: str = 'val_loss') -> list[dict]:
+  """One row per arm, in the sweep's arm order: its best value (the lowest mean final `metric`),
+  whether that is at the range's edge, its final `metric` there (mean, std, interval) and its Δ
+  to the first arm's best."""
   key, values = tune['key'], tune['values']
   by_arm: dict[str, list[tuple[str, dict]]] = {arm or UNTUNED_ARM: [] for arm in tune['arms']}
   for row in rows:
@@ -35,41 +36,49 @@ def tuned_rows(rows: list[dict], tune: Mapping) -> list[dict]:
     by_arm.setdefault(arm, []).append((value, row))
   best = {}
   for arm, points in by_arm.items():
-    finished = [(v, r) for v, r in points if r['done'] and math.isfinite(r['final_val_loss_mean'])]
-    best[arm] = min(finished, key=lambda p: p[1]['final_val_loss_mean'], default=None)
+    finished = [(v, r) for v, r in points if r['done'] and math.isfinite(r[f'final_{metric}_mean'])]
+    best[arm] = min(finished, key=lambda p: p[1][f'final_{metric}_mean'], default=None)
   first_arm = next(iter(best), None)
   base = best.get(first_arm)
+  finals = f'final_{metric}_values'
   out = []
   for arm, point in best.items():
+    # (value, mean final metric) of every finished point: the tuning curve.
+    curve = [(float(v), r[f'final_{metric}_mean']) for v, r in by_arm[arm]
+             if r['done'] and math.isfinite(r[f'final_{metric}_mean'])]
     if point is None:
-      out.append({'arm': arm, 'value': None, 'values_done': 0, 'row': None})
+      out.append({'arm': arm, 'value': None, 'values_done': 0, 'row': None, 'points': curve})
       continue
     value, row = point
-    comparison = welch(row['final_val_losses'], base[1]['final_val_losses'] if base else [])
+    comparison = welch(row[finals], base[1][finals] if base else [])
     out.append({
         'arm': arm, 'value': value, 'edge': values.index(value) in (0, len(values) - 1),
         'values_done': sum(r['done'] > 0 for _, r in by_arm[arm]), 'row': row,
-        'interval': mean_interval(row['final_val_losses']), 'comparison': comparison,
-        'is_base': arm == first_arm
+        'interval': mean_interval(row[finals]), 'comparison': comparison,
+        'is_base': arm == first_arm, 'points': curve
     })
   return out
 
 
-def tuned_markdown(rows: list[dict], tune: Mapping) -> list[str]:
+METRIC_NAMES = {'val_loss': 'val loss', 'val_bpb': 'val bits/byte'}
+
+
+def tuned_markdown(rows: list[dict], tune: Mapping, metric: str = 'val_loss') -> list[str]:
   """The report's section: one line per arm at its own best value."""
   key, values = tune['key'], tune['values']
+  name = METRIC_NAMES[metric]
   header = [
-      'arm', f'best {key}', 'final val loss at it', f'{LEVEL:.0%} CI', 'best val loss',
+      'arm', f'best {key}', f'final {name} at it', f'{LEVEL:.0%} CI', 'best val loss',
       f'Δ first arm [{LEVEL:.0%} CI]', "p (Welch's t)", 'values done'
   ]
   cells = []
-  for arm in tuned_rows(rows, tune):
+  for arm in tuned_rows(rows, tune, metric):
     if arm['row'] is None:
       cells.append([f'`{arm["arm"]}`', '—', '—', '—', '—', '—', '', f'0/{len(values)}'])
       continue
     row, interval, comparison = arm['row'], arm['interval'], arm['comparison']
-    final = f'{row["final_val_loss_mean"]:.4f}' + ('' if math.isnan(row['final_val_loss_std']) else
-                                                   f' ± {row["final_val_loss_std"]:.4f}')
+    mean, std = row[f'final_{metric}_mean'], row[f'final_{metric}_std']
+    final = f'{mean:.4f}' + ('' if math.isnan(std) else f' ± {std:.4f}')
     ci = '—' if math.isnan(interval.low) else f'[{interval.low:.4f}, {interval.high:.4f}]'
     difference = comparison.difference
     if arm['is_base']:
@@ -87,7 +96,7 @@ def tuned_markdown(rows: list[dict], tune: Mapping) -> list[str]:
       f'## Each arm at its own best {key}', '', f'Tried {key} = {", ".join(values)} (log-spaced).',
       '',
       markdown_table(header, cells), '',
-      f"- best {key}: the value with the lowest mean final val loss over the arm's seeds; "
+      f"- best {key}: the value with the lowest mean final {name} over the arm's seeds; "
       f'"{EDGE}" marks an optimum at the end of the range: the arm may do better outside it.',
       '- The best value is picked on the same seeds that are then compared, which flatters every '
       'arm (the minimum of noisy means is biased low): recheck a claim on fresh seeds at the '
