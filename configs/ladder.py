@@ -35,6 +35,7 @@ BASE = {
     'model.block_size': 64,
     'model.parametrization': 'mup',
     'model.mup_base_width': 32,
+    'model.mup_base_head_dim': 16,  # wider rungs add heads of 16: attention stays SP's
     'train.batch_size': 32,
     'train.steps': 329,  # the base rung's 20 tokens per parameter; --ladder sets each rung's
     'train.log_every': 25,

@@ -241,6 +241,13 @@ class ModelConfig(_Section):
   # mup_base_width carry over to wider models (gptjax.parametrization has the rules).
   parametrization: str = 'sp'
   mup_base_width: int | None = None  # the d_model hyperparameters were tuned at (mup only)
+  # The base model's head_dim, which μP's 1 / head_dim attention equals SP's 1 / sqrt(head_dim)
+  # at; None: head_dim / m, a base with as many heads. A ladder that grows n_heads at a fixed
+  # head_dim sets it to that head_dim, and its attention stays SP's.
+  mup_base_head_dim: int | None = None
+  # μP's output multiplier α (the `mup` package's output_mult): logits x α / m, a constant to tune
+  # at the base width like the learning rate (mup only; 1.0 keeps μP identical to SP at the base).
+  mup_output_multiplier: float = 1.0
   remat: bool = False  # recompute each block in the backward pass: less memory, ~1/3 more compute
 
   def __post_init__(self):
@@ -261,6 +268,9 @@ class ModelConfig(_Section):
     elif self.parametrization == 'mup':
       raise ValueError('parametrization=mup needs mup_base_width: the d_model at which the '
                        'learning rate and init were tuned (e.g. mup_base_width=64)')
+    if self.mup_base_head_dim is not None:
+      _positive_int('mup_base_head_dim', self.mup_base_head_dim)
+    _positive_float('mup_output_multiplier', self.mup_output_multiplier)
     if self.d_model % self.n_heads:
       raise ValueError(f'd_model={self.d_model} must be divisible by n_heads={self.n_heads}')
     if self.n_heads % self.n_kv_heads:

@@ -202,7 +202,7 @@ class GPT(nn.Module):
       # the GPT-2-shaped train step, benchmarks/profile_train.py).
       logits = jnp.dot(rows, w.T, preferred_element_type=jnp.float32)
     logits = logits.reshape(*x.shape[:-1], -1)[..., :cfg.vocab_size]
-    if cfg.parametrization == 'mup':  # 1 / width multiplier: the head keeps an unscaled init and lr
+    if cfg.parametrization == 'mup':  # α / width multiplier: the head keeps an unscaled init and lr
       logits = logits * jnp.float32(output_multiplier(cfg))
     return logits
 

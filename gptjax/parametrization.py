@@ -13,11 +13,14 @@ Neural Networks via Zero-Shot Hyperparameter Transfer"), in the form with an out
       init std init_std / sqrt(m) (variance ~ 1 / fan_in), Adam learning rate lr / m;
   embeddings and the LM head (one width grows, the vocabulary does not), biases, norm gains
       init and learning rate unchanged;
-  output logits multiplied by 1 / m, which is what lets the head keep an unscaled init and lr;
+  output logits multiplied by α / m, which is what lets the head keep an unscaled init and lr
+      (α, mup_output_multiplier, is 1 unless tuned at the base width like the learning rate);
   attention logits q.k * sqrt(base_head_dim) / head_dim: 1 / head_dim as the paper derives
       (q and k become correlated as they train, so their dot product grows like head_dim, not
       its square root), with the constant chosen so that it equals 1 / sqrt(head_dim) at the
-      base width. The base model has the same n_heads, so base_head_dim = head_dim / m.
+      base width. The base model has the same n_heads, so base_head_dim = head_dim / m, unless
+      mup_base_head_dim names it (models that widen by adding heads of one size: then the
+      attention is SP's at every width).
 
 At d_model == mup_base_width every rule is the identity, so a μP model at its base width is the
 SP model, weight for weight and logit for logit (tested); the widths grow from there with the
@@ -51,13 +54,16 @@ def attention_scale(cfg: ModelConfig) -> float | None:
   they always have (a division), so SP models keep their numbers to the last bit."""
   if cfg.parametrization == 'sp':
     return None
-  base_head_dim = cfg.head_dim / width_multiplier(cfg)
+  base_head_dim = cfg.mup_base_head_dim or cfg.head_dim / width_multiplier(cfg)
   return math.sqrt(base_head_dim) / cfg.head_dim
 
 
 def output_multiplier(cfg: ModelConfig) -> float:
-  """What the LM head's logits are multiplied by: 1 / m under μP (1 under SP)."""
-  return 1.0 / width_multiplier(cfg)
+  """What the LM head's logits are multiplied by: α / m under μP (α = mup_output_multiplier, a
+  constant tuned at the base width), 1 under SP."""
+  if cfg.parametrization == 'sp':
+    return 1.0
+  return cfg.mup_output_multiplier / width_multiplier(cfg)
 
 
 def is_hidden_matrix(name: str) -> bool:

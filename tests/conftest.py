@@ -24,9 +24,10 @@ VARIANTS = {
     'post_layernorm_mqa': dict(norm_position='post', n_kv_heads=1),
     'post_rmsnorm_rope_window': dict(norm_position='post', norm='rmsnorm', position='rope',
                                      attention_window=3),
-    # μP at 4x its base width: attention scale, logit multiplier and init all differ from SP.
+    # μP at 4x its base width: attention scale, logit multiplier (with α) and init differ from SP.
     'nopos_gqa_window_mup': dict(position='none', n_kv_heads=2, attention_window=3,
-                                 parametrization='mup', mup_base_width=8),
+                                 parametrization='mup', mup_base_width=8,
+                                 mup_output_multiplier=2.5),
     'rope_mqa_swiglu_window_remat': dict(position='rope', n_kv_heads=1, mlp='swiglu',
                                          attention_window=3, remat=True),
     'untied_vocabpad': dict(tie_embeddings=False, vocab_pad_multiple=64),

@@ -46,10 +46,11 @@ def np_visible(t_len, s_len, window):
 
 def np_attention_scale(cfg):
   """1 / sqrt(D); under μP (Tensor Programs V) 1 / D, times sqrt(D) of the base model (same
-  heads, d_model = mup_base_width), so that it is 1 / sqrt(D) at the base width."""
+  heads, d_model = mup_base_width, or heads of mup_base_head_dim), so that it is 1 / sqrt(D) at
+  the base width."""
   d = cfg.d_model / cfg.n_heads
   if cfg.parametrization == 'mup':
-    return np.sqrt(cfg.mup_base_width / cfg.n_heads) / d
+    return np.sqrt(cfg.mup_base_head_dim or cfg.mup_base_width / cfg.n_heads) / d
   return 1.0 / np.sqrt(d)
 
 
@@ -127,6 +128,6 @@ def np_forward(cfg, params, tokens):
     x = norm(params['norm_f'], x)
   head = params['wte']['embedding'] if cfg.tie_embeddings else params['lm_head']
   logits = x @ head.T
-  if cfg.parametrization == 'mup':  # the output multiplier, base width / width
-    logits = logits * cfg.mup_base_width / cfg.d_model
+  if cfg.parametrization == 'mup':  # the output multiplier: alpha x base width / width
+    logits = logits * cfg.mup_output_multiplier * cfg.mup_base_width / cfg.d_model
   return logits

@@ -151,6 +151,8 @@ ATTENTION_CASES = {
                                     use_bias=False),
     'gqa_window1_qkvbias': dict(n_kv_heads=2, attention_window=1, use_bias=False, qkv_bias=True),
     'mha_rope_window5': dict(position='rope', attention_window=5, rope_theta=100.0),
+    'mup': dict(parametrization='mup', mup_base_width=8),
+    'mup_base_head_dim': dict(parametrization='mup', mup_base_width=8, mup_base_head_dim=4),
 }
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from gptjax import hf
+from gptjax import hf, parametrization
 from gptjax.config import ModelConfig, OptimConfig
 from gptjax.model import GPT, init_params, param_paths
 from gptjax.optim import make_optimizer
@@ -154,6 +154,18 @@ def test_coordinate_check_activations_stay_flat_under_mup_and_grow_with_width_un
   assert (np.diff(sp, axis=0) > 0).all(), sp
   ratios = mu / mu[0]
   assert ((ratios > 0.4) & (ratios < 2)).all(), mu
+
+
+def test_mup_attention_is_one_over_head_dim_and_sps_at_the_base_head_dim():
+  # 4 heads at d_model 32, base width 8: the base has 4 heads of 2, m = 4.
+  assert parametrization.attention_scale(mup()) == pytest.approx(np.sqrt(2) / 8)
+  assert parametrization.attention_scale(mup(d_model=64)) == pytest.approx(np.sqrt(2) / 16)
+  # Widened by adding heads of 8: the base's head_dim is 8 too, and the scale is SP's.
+  for n_heads in (4, 8):
+    cfg = mup(d_model=8 * n_heads, n_heads=n_heads, mup_base_head_dim=8)
+    assert parametrization.attention_scale(cfg) == pytest.approx(1 / np.sqrt(8))
+  with pytest.raises(ValueError, match='mup_base_head_dim=0 must be a positive integer'):
+    mup(mup_base_head_dim=0)
 
 
 def test_mup_needs_a_base_width_and_a_positive_one():
