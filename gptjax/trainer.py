@@ -511,7 +511,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
   """
   if checkpoint.latest_step(workdir) is not None:
     config = ml_collections.ConfigDict(config.to_dict())
-    config.train.init_from = str(workdir)
+    config.train.update(init_from=str(workdir), init_step=None, init_state='params')
   elif config.train.init_from == 'scratch':
     raise checkpoint.CheckpointError(f'nothing to evaluate: {workdir} has no checkpoint and '
                                      'train.init_from is scratch (set it to a workdir or hf:PATH)')

@@ -19,7 +19,7 @@ from gptjax import checkpoint, data, sweep
 from gptjax.config import ModelConfig
 from gptjax.logs import read_metrics
 from gptjax.sweep.grid import GridSweep
-from gptjax.sweep.tuned import tuned_markdown, tuned_rows
+from gptjax.sweep.tuned import parabola_vertex, tuned_markdown, tuned_rows
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = REPO / 'configs' / 'small.py'
@@ -193,8 +193,19 @@ def test_each_arm_is_reported_at_its_own_best_value_and_an_edge_optimum_is_flagg
   assert arms['n=b']['comparison'].p_value == pytest.approx(reference.pvalue, rel=1e-10)
   assert arms['n=b']['comparison'].difference.estimate == pytest.approx(3.025 - 3.15)
   text = re.sub(' +', ' ', '\n'.join(tuned_markdown(rows, tune)))  # table padding aside
-  assert '| `n=b` | 0.01 (at the edge: widen the range) | 3.0250 ± 0.0354 |' in text
-  assert '| `n=a` | 0.003 | 3.1500 ± 0.0707 |' in text
+  assert '| `n=b` | 0.01 (at the edge: widen the range) | — | 3.0250 ± 0.0354 |' in text
+  vertex = arms['n=a']['vertex']  # past 0.003: the loss rises less steeply towards 0.01
+  assert 0.003 < vertex < 0.01 and f'| `n=a` | 0.003 | {vertex:.3g} | 3.1500 ± 0.0707 |' in text
+
+
+def test_the_parabola_through_the_best_value_and_its_neighbours_finds_a_planted_optimum():
+  optimum = 0.0042
+  loss = lambda lr: 2.0 + 0.3 * (math.log(lr) - math.log(optimum))**2
+  curve = [(lr, loss(lr)) for lr in (0.001, 0.00234, 0.00548, 0.0128)]
+  assert parabola_vertex(curve, '0.00548') == pytest.approx(optimum, rel=1e-9)
+  assert parabola_vertex(curve, '0.001') is None  # an edge: no neighbour on one side
+  flat = [(0.001, 2.0), (0.002, 2.0), (0.004, 2.0)]
+  assert parabola_vertex(flat, '0.002') is None  # no bend: no optimum to place
 
 
 # A sweep config's own arms (configs/ablation.py's variants), tuned

@@ -1,16 +1,21 @@
 """A sweep over any config file's fields, from the command line: the product of --grid axes, the
-paired values of --zip axes, and --seeds.
+paired values of --zip axes, the rungs of a --ladder, a --tune axis, and --seeds.
 
   --grid=model.norm=layernorm,rmsnorm --grid=model.position=learned,rope --seeds=3
 
 is 2 x 2 arms x 3 seeds = 12 runs of the config file's own get_config(), each with its fields set
 as train.py's --config.KEY=VALUE would set them. Zipped axes advance together (--zip=model.d_model=
-64,128 --zip=model.n_heads=2,4 is 2 arms, not 4) and multiply the grid axes. Every run's config
-is built and checked (trainer.check_config) when the sweep is planned, so a misspelled key, a
-value of the wrong type or an impossible combination is refused, naming it, before any run starts.
+64,128 --zip=model.n_heads=2,4 is 2 arms, not 4) and multiply the grid axes. Ladder axes advance
+together too, one model size per rung, and set each rung's train.steps from its parameter count
+(--tokens_per_param). On a sweep config (one with SWEEPS) the axes multiply its named variants,
+which its own get_config builds on the axes' fields (configs/ablation.py matches d_ff at a rung's
+width). Every run's config is built and checked (trainer.check_config) when the sweep is
+planned, so a misspelled key, a value of the wrong type or an impossible combination is refused,
+naming it, before any run starts.
 
-A run's variant is its assignments in axis order, 'model.norm=rmsnorm,model.position=rope,seed=1';
-its label, which groups seeds, is the same less the seed.
+A run's variant is its items in order (a named variant's, the axes', the rung's, the tuned value,
+the seed): 'model.norm=rmsnorm,model.position=rope,seed=1'; its label, which groups seeds, is
+the same less the seed.
 """
 
 from __future__ import annotations

@@ -65,11 +65,8 @@ class _Worker:
 def _start(run: PlannedRun, run_dir: Path, cores: Sequence[int], slot: int,
            first_step: int) -> _Worker:
   run_dir.mkdir(parents=True, exist_ok=True)
-  task = {
-      'run': {f.name: getattr(run, f.name)
-              for f in dataclasses.fields(run)
-              if f.name != 'config'}, 'config': as_json(run.config), 'run_dir': str(run_dir)
-  }
+  fields = {f.name: getattr(run, f.name) for f in dataclasses.fields(run) if f.name != 'config'}
+  task = {'run': fields, 'config': as_json(run.config), 'run_dir': str(run_dir)}
   with open(run_dir / LOG_FILE, 'a', encoding='utf-8') as log:
     # A session of its own: a Ctrl-C at the terminal reaches this process only, which passes it
     # on once (a second SIGINT would make a worker stop without its checkpoint).

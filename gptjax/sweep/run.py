@@ -172,7 +172,7 @@ def run_sweep(config_path: str | Path, workdir: str | Path, sweep: str = 'defaul
   """Runs every variant of SWEEPS[sweep] (or `variants`, or a GridSweep's over config_path) in
   workdir/<slug>, `parallel` at a time, then writes the report; returns each run's status
   record, in order."""
-  workdir = Path(workdir)
+  workdir, overrides = Path(workdir), dict(overrides or {})
   if grid is not None:
     module, sweep, variants = grid, None, grid.variants
   else:
@@ -185,14 +185,13 @@ def run_sweep(config_path: str | Path, workdir: str | Path, sweep: str = 'defaul
   for run in runs:
     _check_unchanged(run, workdir / run.slug)
   workdir.mkdir(parents=True, exist_ok=True)
-  write_json_atomic(
-      workdir / SWEEP_FILE, {
-          'config': str(config_path), 'sweep': sweep, 'baseline': _baseline(
-              grid, runs), 'tune': _tune(grid), 'ladder': _ladder(grid), 'overrides': dict(
-                  overrides or {}), 'command': command,
-          'runs': [{'slug': r.slug, 'variant': r.variant, 'label': r.label, 'seed': r.seed}
-                   for r in runs]
-      })
+  record = {
+      'config': str(config_path), 'sweep': sweep, 'baseline': _baseline(grid, runs),
+      'tune': _tune(grid), 'ladder': _ladder(grid), 'overrides': overrides, 'command': command,
+      'runs': [{'slug': r.slug, 'variant': r.variant, 'label': r.label, 'seed': r.seed}
+               for r in runs]
+  }
+  write_json_atomic(workdir / SWEEP_FILE, record)
 
   finished = {run.slug: _finished(run, workdir / run.slug) for run in runs}
   n_todo = sum(status is None for status in finished.values())

@@ -55,9 +55,29 @@ def tuned_rows(rows: list[dict], tune: Mapping, metric: str = 'val_loss') -> lis
         'arm': arm, 'value': value, 'edge': values.index(value) in (0, len(values) - 1),
         'values_done': sum(r['done'] > 0 for _, r in by_arm[arm]), 'row': row,
         'interval': mean_interval(row[finals]), 'comparison': comparison,
-        'is_base': arm == first_arm, 'points': curve
+        'is_base': arm == first_arm, 'points': curve, 'vertex': parabola_vertex(curve, value)
     })
   return out
+
+
+def parabola_vertex(curve: list[tuple[float, float]], best: str) -> float | None:
+  """Where the optimum lies between grid points: the vertex of the parabola through the best
+  point and its two neighbours, in log value (None at an edge, or where the three do not bend
+  upwards). A grid of a few values can put an arm's optimum between two of them; this says
+  roughly where, without another run."""
+  curve = sorted(curve)
+  xs = [x for x, _ in curve]
+  i = xs.index(float(best))
+  if i == 0 or i == len(curve) - 1:
+    return None
+  (x0, y0), (x1, y1), (x2, y2) = ((math.log(x), y) for x, y in curve[i - 1:i + 2])
+  # Divided differences: y = y1 + b (x - x1) + c (x - x1)(x - x0), vertex where its slope is 0.
+  d01, d12 = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
+  c = (d12 - d01) / (x2 - x0)
+  if c <= 0:
+    return None
+  vertex = (x0 + x1) / 2 - d01 / (2 * c)
+  return math.exp(min(max(vertex, x0), x2))
 
 
 METRIC_NAMES = {'val_loss': 'val loss', 'val_bpb': 'val bits/byte'}
@@ -68,13 +88,13 @@ def tuned_markdown(rows: list[dict], tune: Mapping, metric: str = 'val_loss') ->
   key, values = tune['key'], tune['values']
   name = METRIC_NAMES[metric]
   header = [
-      'arm', f'best {key}', f'final {name} at it', f'{LEVEL:.0%} CI', 'best val loss',
-      f'Δ first arm [{LEVEL:.0%} CI]', "p (Welch's t)", 'values done'
+      'arm', f'best {key}', 'parabola optimum', f'final {name} at it', f'{LEVEL:.0%} CI',
+      'best val loss', f'Δ first arm [{LEVEL:.0%} CI]', "p (Welch's t)", 'values done'
   ]
   cells = []
   for arm in tuned_rows(rows, tune, metric):
     if arm['row'] is None:
-      cells.append([f'`{arm["arm"]}`', '—', '—', '—', '—', '—', '', f'0/{len(values)}'])
+      cells.append([f'`{arm["arm"]}`', '—', '—', '—', '—', '—', '—', '', f'0/{len(values)}'])
       continue
     row, interval, comparison = arm['row'], arm['interval'], arm['comparison']
     mean, std = row[f'final_{metric}_mean'], row[f'final_{metric}_std']
@@ -88,8 +108,9 @@ def tuned_markdown(rows: list[dict], tune: Mapping, metric: str = 'val_loss') ->
                                                f' [{difference.low:+.4f}, {difference.high:+.4f}]')
       p = ('not resolved (< 2 seeds)' if math.isnan(comparison.p_value) else
            f'{comparison.p_value:.3g}' + ('' if difference.resolved else ', not resolved'))
+    vertex = '—' if arm['vertex'] is None else f'{arm["vertex"]:.3g}'
     cells.append([
-        f'`{arm["arm"]}`', arm['value'] + (f' ({EDGE})' if arm['edge'] else ''), final, ci,
+        f'`{arm["arm"]}`', arm['value'] + (f' ({EDGE})' if arm['edge'] else ''), vertex, final, ci,
         f'{row["best_val_loss"]:.4f}', delta, p, f'{arm["values_done"]}/{len(values)}'
     ])
   return [
@@ -98,6 +119,9 @@ def tuned_markdown(rows: list[dict], tune: Mapping, metric: str = 'val_loss') ->
       markdown_table(header, cells), '',
       f"- best {key}: the value with the lowest mean final {name} over the arm's seeds; "
       f'"{EDGE}" marks an optimum at the end of the range: the arm may do better outside it.',
+      '- parabola optimum: where a parabola through the best value and its two neighbours (in log '
+      "value) has its minimum: roughly where the optimum lies between the grid's values. The "
+      'losses compared are the measured ones, at grid values.',
       '- The best value is picked on the same seeds that are then compared, which flatters every '
       'arm (the minimum of noisy means is biased low): recheck a claim on fresh seeds at the '
       'chosen values.', ''
