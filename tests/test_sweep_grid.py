@@ -152,6 +152,10 @@ def test_tune_values_are_log_spaced_and_an_integer_field_is_rounded():
   warmup = GridSweep(SMALL, tune='optim.warmup_steps=1:4:6')
   assert warmup.tune[1] == ['1', '2', '3', '4']  # rounded, repeats dropped
   assert warmup.arms == [''] and warmup.variants[0] == 'optim.warmup_steps=1'
+  # A listed grid: the values written as LO:HI:N writes them, so a widened range keeps its runs.
+  widened = GridSweep(SMALL, tune='optim.lr=4.27e-4,1e-3,2.34e-3,0.00548,0.0128,0.03')
+  assert widened.tune[1] == ['0.000427', *grid.tune[1]
+                             ] == ['0.000427', '0.001', '0.00234', '0.00548', '0.0128', '0.03']
 
 
 @pytest.mark.parametrize('tune, message', [
@@ -160,6 +164,8 @@ def test_tune_values_are_log_spaced_and_an_integer_field_is_rounded():
     ('optim.lr=0:1e-3:5', 'needs 0 < LO < HI'),
     ('optim.lrr=1e-3:3e-2:5', "unknown tune key 'optim.lrr'; did you mean 'optim.lr'?"),
     ('optim.lr=a:b:c', 'write --tune=KEY=LO:HI:N'),
+    ('optim.lr=0.01,0.001', 'needs 2 or more values > 0, in increasing order'),
+    ('optim.lr=0.001,x', 'or --tune=KEY=V1,V2,...'),
 ])
 def test_a_bad_tune_axis_is_refused(tune, message):
   with pytest.raises(ValueError) as error:

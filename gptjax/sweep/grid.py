@@ -42,20 +42,29 @@ def parse_axis(spec: str, flag: str) -> tuple[str, list[str]]:
 
 
 def parse_tune(spec: str, config) -> tuple[str, list[str]]:
-  """'optim.lr=1e-3:3e-2:5' -> ('optim.lr', ['0.001', '0.00237', ...]): n log-spaced values from
-  lo to hi (3 significant digits; an integer field's rounded, repeats dropped)."""
-  usage = (f'--tune={spec!r}: write --tune=KEY=LO:HI:N, N log-spaced values '
-           '(e.g. optim.lr=1e-3:3e-2:5)')
+  """'optim.lr=1e-3:3e-2:5' -> ('optim.lr', ['0.001', '0.00234', ...]): n log-spaced values from
+  lo to hi; or the values listed, 'optim.lr=0.000427,0.001,0.00234' (a range widened by a value
+  keeps its runs). Values have 3 significant digits (an integer field's are rounded), in
+  increasing order, repeats dropped."""
+  usage = (f'--tune={spec!r}: write --tune=KEY=LO:HI:N, N log-spaced values (e.g. '
+           'optim.lr=1e-3:3e-2:5), or --tune=KEY=V1,V2,... (e.g. optim.lr=0.001,0.003,0.01)')
   key, _, bounds = spec.partition('=')
-  parts = bounds.split(':')
   try:
-    lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
+    if ',' in bounds:
+      points = [float(v) for v in bounds.split(',')]
+      valid = len(points) >= 2 and all(0 < a < b for a, b in zip(points, points[1:]))
+      requirement = 'needs 2 or more values > 0, in increasing order'
+    else:
+      parts = bounds.split(':')
+      lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
+      valid = len(parts) == 3 and 0 < lo < hi and n >= 2
+      requirement = 'needs 0 < LO < HI and N >= 2'
+      points = [lo * (hi / lo)**(i / (n - 1)) for i in range(n)] if valid else []
   except (ValueError, IndexError):
     raise ValueError(usage) from None
-  if len(parts) != 3 or not 0 < lo < hi or n < 2:
-    raise ValueError(f'{usage}; needs 0 < LO < HI and N >= 2')
+  if not valid:
+    raise ValueError(f'{usage}; {requirement}')
   check_config_key(config, key, 'tune key')
-  points = [lo * (hi / lo)**(i / (n - 1)) for i in range(n)]
   if config_field_type(config, key) is int:
     return key, list(dict.fromkeys(str(round(p)) for p in points))
   return key, list(dict.fromkeys(f'{p:.3g}' for p in points))

@@ -33,7 +33,8 @@ def tuned_rows(rows: list[dict], tune: Mapping, metric: str = 'val_loss') -> lis
   by_arm: dict[str, list[tuple[str, dict]]] = {arm or UNTUNED_ARM: [] for arm in tune['arms']}
   for row in rows:
     arm, value = _split(row['variant'], key)
-    by_arm.setdefault(arm, []).append((value, row))
+    if value in values:  # else a run of an earlier grid left in the workdir: not this tuning's
+      by_arm.setdefault(arm, []).append((value, row))
   best = {}
   for arm, points in by_arm.items():
     finished = [(v, r) for v, r in points if r['done'] and math.isfinite(r[f'final_{metric}_mean'])]
