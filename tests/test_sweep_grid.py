@@ -198,7 +198,8 @@ def test_each_arm_is_reported_at_its_own_best_value_and_an_edge_optimum_is_flagg
   reference = scipy_stats.ttest_ind([3.0, 3.05], [3.1, 3.2], equal_var=False)
   assert arms['n=b']['comparison'].p_value == pytest.approx(reference.pvalue, rel=1e-10)
   assert arms['n=b']['comparison'].difference.estimate == pytest.approx(3.025 - 3.15)
-  text = re.sub(' +', ' ', '\n'.join(tuned_markdown(rows, tune)))  # table padding aside
+  text = re.sub(' +', ' ', '\n'.join(tuned_markdown(tuned_rows(rows, tune),
+                                                    tune)))  # table padding aside
   assert '| `n=b` | 0.01 (at the edge: widen the range) | — | 3.0250 ± 0.0354 |' in text
   vertex = arms['n=a']['vertex']  # past 0.003: the loss rises less steeply towards 0.01
   assert 0.003 < vertex < 0.01 and f'| `n=a` | 0.003 | {vertex:.3g} | 3.1500 ± 0.0707 |' in text

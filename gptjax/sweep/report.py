@@ -265,7 +265,9 @@ def _results_table(rows: list[dict], metric: str) -> str:
 
 
 def _markdown(sweep_dir: Path, sweep: dict, runs: list[dict], rows: list[dict],
-              plots: Sequence[str], baseline: str, metric: str) -> str:
+              plots: Sequence[str], baseline: str, metric: str, sections: Sequence[str]) -> str:
+  """results.md: the summary table and its notes, then `sections` (a ladder's, a tuned sweep's),
+  the runs that did not finish, and the plots."""
   counts = {
       s: sum(r['status'] == s for r in runs)
       for s in ('done', 'running', 'interrupted', 'diverged', 'failed')
@@ -306,11 +308,8 @@ def _markdown(sweep_dir: Path, sweep: dict, runs: list[dict], rows: list[dict],
       'other load on the machine lowers it).',
       '- diverged: seeds whose loss became NaN/inf, of all seeds; done: seeds that finished.',
   ]
-  if sweep.get('ladder'):
-    lines += [''] + ladder.ladder_markdown(ladder.analyze(rows, sweep, metric), sweep,
-                                           METRIC_NAMES[metric])
-  if sweep.get('tune'):
-    lines += [''] + tuned_markdown(rows, sweep['tune'], metric)
+  if sections:
+    lines += ['', *sections]
   troubles = [r for r in runs if r['status'] in ('diverged', 'failed', 'interrupted')]
   if troubles:
     lines += ['', '## Runs that did not finish', '']
@@ -351,17 +350,21 @@ def report(sweep_dir: str | Path) -> list[dict]:
   factors = factor_names(runs)
   _write_csv(sweep_dir / 'runs.csv', runs, (*RUN_COLUMNS, *factors))
   _write_csv(sweep_dir / 'results.csv', rows, (*RESULT_COLUMNS, *factors))
-  plots = ['val_loss_curves.png', 'final_loss_by_factor.png']
-  plot_curves(sweep_dir / plots[0], runs, labels)
-  plot_factors(sweep_dir / plots[1], runs, factors)
+  plots, sections = ['val_loss_curves.png', 'final_loss_by_factor.png'], []
   if sweep.get('ladder'):
     analysis = ladder.analyze(rows, sweep, metric)
+    sections += ladder.ladder_markdown(analysis, sweep, METRIC_NAMES[metric])
     plots.append('scaling.png')
     plot_scaling(sweep_dir / plots[-1], analysis, METRIC_NAMES[metric])
   if sweep.get('tune'):
+    tuned = tuned_rows(rows, sweep['tune'], metric)
+    sections += tuned_markdown(tuned, sweep['tune'], metric)
     plots.append('tuned.png')
-    plot_tuned(sweep_dir / plots[-1], tuned_rows(rows, sweep['tune'], metric), sweep['tune']['key'],
-               metric, METRIC_NAMES[metric])
+    plot_tuned(sweep_dir / plots[-1], tuned, sweep['tune']['key'], metric, METRIC_NAMES[metric])
+    # Every arm at every value would be a tangle of lines: each arm at its best value.
+    labels = [arm['row']['variant'] for arm in tuned if arm['row'] is not None]
+  plot_curves(sweep_dir / plots[0], runs, labels)
+  plot_factors(sweep_dir / plots[1], runs, factors)
   (sweep_dir / 'results.md').write_text(
-      _markdown(sweep_dir, sweep, runs, rows, plots, baseline, metric), encoding='utf-8')
+      _markdown(sweep_dir, sweep, runs, rows, plots, baseline, metric, sections), encoding='utf-8')
   return rows

@@ -84,8 +84,8 @@ def parabola_vertex(curve: list[tuple[float, float]], best: str) -> float | None
 METRIC_NAMES = {'val_loss': 'val loss', 'val_bpb': 'val bits/byte'}
 
 
-def tuned_markdown(rows: list[dict], tune: Mapping, metric: str = 'val_loss') -> list[str]:
-  """The report's section: one line per arm at its own best value."""
+def tuned_markdown(arms: list[dict], tune: Mapping, metric: str = 'val_loss') -> list[str]:
+  """The report's section: one line per arm (tuned_rows') at its own best value."""
   key, values = tune['key'], tune['values']
   name = METRIC_NAMES[metric]
   header = [
@@ -93,7 +93,7 @@ def tuned_markdown(rows: list[dict], tune: Mapping, metric: str = 'val_loss') ->
       'best val loss', f'Δ first arm [{LEVEL:.0%} CI]', "p (Welch's t)", 'values done'
   ]
   cells = []
-  for arm in tuned_rows(rows, tune, metric):
+  for arm in arms:
     if arm['row'] is None:
       cells.append([f'`{arm["arm"]}`', '—', '—', '—', '—', '—', '—', '', f'0/{len(values)}'])
       continue
@@ -115,8 +115,7 @@ def tuned_markdown(rows: list[dict], tune: Mapping, metric: str = 'val_loss') ->
         f'{row["best_val_loss"]:.4f}', delta, p, f'{arm["values_done"]}/{len(values)}'
     ])
   return [
-      f'## Each arm at its own best {key}', '', f'Tried {key} = {", ".join(values)} (log-spaced).',
-      '',
+      f'## Each arm at its own best {key}', '', f'Tried {key} = {", ".join(values)}.', '',
       markdown_table(header, cells), '',
       f"- best {key}: the value with the lowest mean final {name} over the arm's seeds; "
       f'"{EDGE}" marks an optimum at the end of the range: the arm may do better outside it.',
