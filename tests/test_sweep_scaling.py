@@ -164,3 +164,21 @@ def test_a_ladder_sweep_trains_every_rung_and_reports_the_fits(tmp_path):
   assert table[0].startswith('| `model.norm=layernorm`') and '(baseline)' in table[0]
   assert '3 points fix its 3 parameters' in table[0]
   assert (tmp_path / 'ladder' / 'scaling.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_a_tuned_ladder_takes_each_arm_at_its_best_value_at_every_rung():
+  rungs = [f'model.d_model={d}' for d in (32, 64, 128)]
+  rows = []
+  for rung, compute in zip(rungs, COMPUTE):
+    for lr, penalty in (('0.001', 0.05), ('0.003', 0.0), ('0.01', 0.08)):
+      rows.append(_row(f'model.norm=rmsnorm,{rung},optim.lr={lr}', compute,
+                       law(compute) + penalty + np.array([0.0, 0.002])))
+  record = {
+      'ladder': {'keys': ['model.d_model'], 'rungs': rungs, 'tokens_per_param': 20.0},
+      'tune': {'key': 'optim.lr', 'values': ['0.001', '0.003', '0.01'],
+               'arms': [f'model.norm=rmsnorm,{rung}' for rung in rungs]}
+  }
+  points = ladder.ladder_points(rows, record, 'val_loss')
+  assert list(points) == ['model.norm=rmsnorm']
+  assert [p['loss'] for p in points['model.norm=rmsnorm']] == pytest.approx(
+      list(law(COMPUTE[:3]) + 0.001))  # the best lr's mean at each rung
