@@ -171,14 +171,15 @@ def test_a_tuned_ladder_takes_each_arm_at_its_best_value_at_every_rung():
   rows = []
   for rung, compute in zip(rungs, COMPUTE):
     for lr, penalty in (('0.001', 0.05), ('0.003', 0.0), ('0.01', 0.08)):
-      rows.append(_row(f'model.norm=rmsnorm,{rung},optim.lr={lr}', compute,
-                       law(compute) + penalty + np.array([0.0, 0.002])))
-  record = {
-      'ladder': {'keys': ['model.d_model'], 'rungs': rungs, 'tokens_per_param': 20.0},
-      'tune': {'key': 'optim.lr', 'values': ['0.001', '0.003', '0.01'],
-               'arms': [f'model.norm=rmsnorm,{rung}' for rung in rungs]}
+      seed_losses = law(compute) + penalty + np.array([0.0, 0.002])
+      rows.append(_row(f'model.norm=rmsnorm,{rung},optim.lr={lr}', compute, seed_losses))
+  tune = {
+      'key': 'optim.lr', 'values': ['0.001', '0.003', '0.01'],
+      'arms': [f'model.norm=rmsnorm,{rung}' for rung in rungs]
   }
-  points = ladder.ladder_points(rows, record, 'val_loss')
+  ladder_record = {'keys': ['model.d_model'], 'rungs': rungs, 'tokens_per_param': 20.0}
+  points = ladder.ladder_points(rows, {'ladder': ladder_record, 'tune': tune}, 'val_loss')
   assert list(points) == ['model.norm=rmsnorm']
-  assert [p['loss'] for p in points['model.norm=rmsnorm']] == pytest.approx(
-      list(law(COMPUTE[:3]) + 0.001))  # the best lr's mean at each rung
+  best_means = [p['loss'] for p in points['model.norm=rmsnorm']]
+  # Each rung's best lr (0.003) with its two seeds' mean.
+  assert best_means == pytest.approx(list(law(COMPUTE[:3]) + 0.001))
