@@ -18,6 +18,7 @@ from scipy import stats as scipy_stats
 from gptjax import checkpoint, data, sweep
 from gptjax.config import ModelConfig
 from gptjax.logs import read_metrics
+from gptjax.sweep import plots
 from gptjax.sweep.grid import GridSweep
 from gptjax.sweep.tuned import parabola_vertex, tuned_markdown, tuned_rows
 
@@ -213,6 +214,20 @@ def test_the_parabola_through_the_best_value_and_its_neighbours_finds_a_planted_
   assert parabola_vertex(curve, '0.001') is None  # an edge: no neighbour on one side
   flat = [(0.001, 2.0), (0.002, 2.0), (0.004, 2.0)]
   assert parabola_vertex(flat, '0.002') is None  # no bend: no optimum to place
+
+
+def test_tuned_plot_panels_split_by_first_item_only_when_that_groups_arms():
+  arm = lambda name: {'arm': name, 'points': [], 'row': None}
+  widths = [
+      arm(f'model.parametrization={p},model.d_model={d}') for p in ('sp', 'mup') for d in (32, 64)
+  ]
+  panels = plots.tuned_panels(widths)
+  assert list(panels) == ['model.parametrization=sp', 'model.parametrization=mup']
+  assert [len(group) for group in panels.values()] == [2, 2]
+  pairs = [arm('norm_position=pre,warmup=0'), arm('norm_position=post,warmup=0')]
+  assert list(plots.tuned_panels(pairs)) == ['']  # one arm per first item: compare in one
+  variants = [arm('baseline'), arm('norm=rmsnorm'), arm('norm=rmsnorm,pos=rope')]
+  assert list(plots.tuned_panels(variants)) == ['']
 
 
 # A sweep config's own arms (configs/ablation.py's variants), tuned

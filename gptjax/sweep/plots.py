@@ -113,17 +113,27 @@ def plot_factors(path: Path, runs: list[dict], names: Sequence[str]) -> None:
   plt.close(fig)
 
 
+def tuned_panels(arms: list[dict]) -> dict[str, list[dict]]:
+  """plot_tuned's panels: a product grid's arms grouped by their first item (sp/mup x widths:
+  two panels of four), any other arms all in one panel ('') to compare them."""
+  firsts = [arm['arm'].partition(',')[0] for arm in arms]
+  group_sizes = {firsts.count(first) for first in firsts}
+  product_grid = all(',' in arm['arm'] for arm in arms) and len(group_sizes) == 1
+  if not product_grid or not 1 < group_sizes.pop() < len(arms):
+    return {'': arms}
+  panels: dict[str, list[dict]] = {}
+  for arm, first in zip(arms, firsts):
+    panels.setdefault(first, []).append(arm)
+  return panels
+
+
 def plot_tuned(path: Path, arms: list[dict], key: str, metric: str, metric_name: str) -> None:
   """The final metric against the tuned value, a line per arm (tuned.tuned_rows' arms, with
   their points), its best value starred. Arms that share their first item (e.g.
   model.parametrization=sp) share a panel, so that a width sweep under two parametrizations
   shows whether the optimum moves in one and not the other."""
   import matplotlib.pyplot as plt
-  panels: dict[str, list[dict]] = {}
-  for arm in arms:
-    first, _, rest = arm['arm'].partition(',')
-    panel = first if rest and len({a['arm'].partition(',')[0] for a in arms}) > 1 else ''
-    panels.setdefault(panel, []).append(arm)
+  panels = tuned_panels(arms)
   fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False,
                            sharey=True)
   best_values = [a['row'][f'final_{metric}_mean'] for a in arms if a['row'] is not None]
@@ -133,7 +143,7 @@ def plot_tuned(path: Path, arms: list[dict], key: str, metric: str, metric_name:
       points = sorted(arm['points'])
       if not points:
         continue
-      color = colors(i / max(len(group) - 1, 1))
+      color = colors(0.85 * i / max(len(group) - 1, 1))  # viridis' last yellow is pale
       name = arm['arm'][len(panel):].lstrip(',') or arm['arm']
       ax.plot([x for x, _ in points], [y for _, y in points], marker='o', color=color, label=name)
       if arm['row'] is not None:
@@ -147,11 +157,27 @@ def plot_tuned(path: Path, arms: list[dict], key: str, metric: str, metric_name:
   axes[0][0].set_ylabel(f'final {metric_name} (mean over seeds)')
   if best_values:  # diverged or stuck points would squash the interesting part
     low, high = min(best_values), max(best_values)
-    axes[0][0].set_ylim(low - 0.05 * (high - low) - 0.01, high + max(0.5, 2 * (high - low)))
+    top = high + max(0.5, 2 * (high - low))
+    axes[0][0].set_ylim(low - 0.05 * (high - low) - 0.01, top)
+    for ax, group in zip(axes[0], panels.values()):
+      _mark_off_scale(ax, [x for arm in group for x, y in arm['points'] if y > top],
+                      [y for arm in group for _, y in arm['points'] if y > top], top)
   fig.suptitle('each arm at every tuned value (star: its best)', fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def _mark_off_scale(ax, xs: list[float], ys: list[float], top: float) -> None:
+  """A point above the plot (a stuck or failed run) as a triangle on its top edge, its value
+  written beside it, so a failure stays visible without squashing the curves."""
+  by_x: dict[float, list[float]] = {}
+  for x, y in zip(xs, ys):
+    by_x.setdefault(x, []).append(y)
+  for x, values in by_x.items():
+    ax.plot([x], [top], marker='^', color='tab:red', clip_on=False, zorder=5)
+    ax.annotate('/'.join(f'{y:.2f}' for y in sorted(values)), (x, top), textcoords='offset points',
+                xytext=(0, -12), ha='center', fontsize=7, color='tab:red')
 
 
 def plot_scaling(path: Path, analysis: list[dict], metric_name: str) -> None:
