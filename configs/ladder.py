@@ -5,7 +5,7 @@ report fits L(C) = a·C^-b + e per variant and states its compute multiplier aga
 The widths are μP models (model.parametrization='mup') with the smallest rung as their base, so
 the learning rate tuned at that cheap rung holds at every rung (README: μP). Two steps:
 
-1. Tune each arm's learning rate at the base rung (40 runs, about 15 minutes on 2 cores):
+1. Tune each arm's learning rate at the base rung (40 runs, 6 minutes on 2 cores):
   python -m gptjax.sweep --config=configs/ladder.py --workdir=runs/ladder_tune --sweep=tune \\
       --parallel=2
 2. The ladder, each arm at the learning rate step 1 found for it (the lr= items of SWEEPS['ladder']
@@ -48,8 +48,8 @@ ARMS = ['', 'pos=rope', 'norm=rmsnorm', 'mlp=swiglu']
 
 SWEEPS = {
     'tune': [f'{arm},seed={seed}' if arm else f'seed={seed}' for arm in ARMS for seed in (0, 1)],
-    # Each arm at its learning rate from the 'tune' sweep (README: the scaling ladder).
-    'ladder': ['lr=0.0105', 'pos=rope,lr=0.0105', 'norm=rmsnorm,lr=0.0105', 'mlp=swiglu,lr=0.0105'],
+    # Each arm at its best learning rate in the 'tune' sweep (docs/ladder_tune/results.md).
+    'ladder': ['lr=0.01', 'pos=rope,lr=0.0224', 'norm=rmsnorm,lr=0.01', 'mlp=swiglu,lr=0.00447'],
 }
 TUNE = {'tune': 'optim.lr=2e-3:5e-2:5'}
 
