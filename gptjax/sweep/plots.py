@@ -133,6 +133,7 @@ def plot_tuned(path: Path, arms: list[dict], key: str, metric: str, metric_name:
   model.parametrization=sp) share a panel, so that a width sweep under two parametrizations
   shows whether the optimum moves in one and not the other."""
   import matplotlib.pyplot as plt
+  from matplotlib.ticker import NullFormatter
   panels = tuned_panels(arms)
   fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False,
                            sharey=True)
@@ -150,6 +151,9 @@ def plot_tuned(path: Path, arms: list[dict], key: str, metric: str, metric_name:
         ax.plot([float(arm['value'])], [arm['row'][f'final_{metric}_mean']], marker='*',
                 markersize=16, color=color, markeredgecolor='black')
     ax.set_xscale('log')
+    tried = sorted({x for arm in group for x, _ in arm['points']})
+    ax.set_xticks(tried, [f'{x:.3g}' for x in tried], fontsize=8)  # the values tried, not 10^k
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(key)
     ax.set_title(panel or f'final {metric_name} by {key}')
     ax.grid(alpha=0.3, which='both')
