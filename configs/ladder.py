@@ -9,7 +9,7 @@ the learning rate tuned at that cheap rung holds at every rung (README: μP). Tw
   python -m gptjax.sweep --config=configs/ladder.py --workdir=runs/ladder_tune --sweep=tune \\
       --parallel=2
 2. The ladder, each arm at the learning rate step 1 found for it (the lr= items of SWEEPS['ladder']
-   below; 20 runs, about an hour):
+   below; 40 runs, about an hour):
   python -m gptjax.sweep --config=configs/ladder.py --workdir=runs/ladder --sweep=ladder \\
       --ladder=model.d_model=32,48,64,96,128 --ladder=model.n_heads=2,3,4,6,8 --parallel=2
 
@@ -45,11 +45,13 @@ BASE = {
 }
 
 ARMS = ['', 'pos=rope', 'norm=rmsnorm', 'mlp=swiglu']
+# Each arm's learning rate: its best in the 'tune' sweep (docs/ladder_tune/results.md).
+TUNED = ['lr=0.01', 'pos=rope,lr=0.0224', 'norm=rmsnorm,lr=0.01', 'mlp=swiglu,lr=0.00447']
 
 SWEEPS = {
     'tune': [f'{arm},seed={seed}' if arm else f'seed={seed}' for arm in ARMS for seed in (0, 1)],
-    # Each arm at its best learning rate in the 'tune' sweep (docs/ladder_tune/results.md).
-    'ladder': ['lr=0.01', 'pos=rope,lr=0.0224', 'norm=rmsnorm,lr=0.01', 'mlp=swiglu,lr=0.00447'],
+    # Two seeds: their spread is the noise that the fits' intervals are drawn from.
+    'ladder': [f'{arm},seed={seed}' for arm in TUNED for seed in (0, 1)],
 }
 TUNE = {'tune': 'optim.lr=2e-3:5e-2:5'}
 

@@ -79,8 +79,8 @@ def format_bytes(n: float) -> str:
 
 
 def format_si(value: float) -> str:
-  """5_740_000 -> '5.74M': three significant digits and a k/M/G suffix."""
-  for unit, scale in (('G', 1e9), ('M', 1e6), ('k', 1e3)):
+  """5_740_000 -> '5.74M': three significant digits and a k/M/G/T/P/E suffix."""
+  for unit, scale in (('E', 1e18), ('P', 1e15), ('T', 1e12), ('G', 1e9), ('M', 1e6), ('k', 1e3)):
     if abs(value) >= scale:
       return f'{value / scale:.3g}{unit}'
   return f'{value:.3g}'

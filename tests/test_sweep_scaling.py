@@ -13,6 +13,7 @@ from gptjax import data, flops, sweep
 from gptjax.config import ModelConfig
 from gptjax.sweep import ladder, scaling
 from gptjax.sweep.grid import GridSweep
+from gptjax.tables import format_si
 from test_sweep_grid import SMALL
 
 A, B, E = 40.0, 0.12, 1.3  # L = A·C^-B + E, C in FLOPs
@@ -183,3 +184,8 @@ def test_a_tuned_ladder_takes_each_arm_at_its_best_value_at_every_rung():
   best_means = [p['loss'] for p in points['model.norm=rmsnorm']]
   # Each rung's best lr (0.003) with its two seeds' mean.
   assert best_means == pytest.approx(list(law(COMPUTE[:3]) + 0.001))
+
+
+def test_a_ladders_compute_is_written_with_si_prefixes_up_to_exa():
+  written = [format_si(c) for c in (169e9, 1.86e12, 2.38e13, 6.1e17, 3e21)]
+  assert written == ['169G', '1.86T', '23.8T', '610P', '3e+03E']
