@@ -159,6 +159,7 @@ def test_a_ladder_sweep_trains_every_rung_and_reports_the_fits(tmp_path):
   }
   markdown = (tmp_path / 'ladder' / 'results.md').read_text()
   assert '## Scaling ladder' in markdown and '![scaling](scaling.png)' in markdown
+  assert 'final_loss_by_factor' not in markdown  # a factor's runs would mix the rungs' losses
   section = markdown.partition('## Scaling ladder')[2]
   table = [line for line in section.splitlines() if line.startswith('| `model.norm=')]
   assert len(table) == 2 + 6  # the fits, then every point
@@ -189,3 +190,14 @@ def test_a_tuned_ladder_takes_each_arm_at_its_best_value_at_every_rung():
 def test_a_ladders_compute_is_written_with_si_prefixes_up_to_exa():
   written = [format_si(c) for c in (169e9, 1.86e12, 2.38e13, 6.1e17, 3e21)]
   assert written == ['169G', '1.86T', '23.8T', '610P', '3e+03E']
+
+
+def test_a_ladders_loss_curves_are_each_arms_at_one_rung():
+  ladder_record = {'keys': ['model.d_model', 'model.n_heads'], 'rungs': []}
+  labels = [
+      f'{arm}model.d_model={d},model.n_heads={h}' for arm in ('', 'pos=rope,')
+      for d, h in ((32, 2), (64, 4))
+  ]
+  assert ladder.at_rung(labels, ladder_record, 'model.d_model=64,model.n_heads=4') == [
+      'model.d_model=64,model.n_heads=4', 'pos=rope,model.d_model=64,model.n_heads=4'
+  ]

@@ -28,6 +28,11 @@ def _split(label: str, keys) -> tuple[str, str]:
   return ','.join(item for item in items if item not in rung) or UNTUNED_ARM, ','.join(rung)
 
 
+def at_rung(labels: list[str], ladder: Mapping, rung: str) -> list[str]:
+  """The labels of runs at `rung` (one of ladder['rungs'])."""
+  return [label for label in labels if _split(label, ladder['keys'])[1] == rung]
+
+
 def ladder_points(rows: list[dict], sweep: Mapping, metric: str) -> dict[str, list[dict]]:
   """{arm: [point per finished rung, in rung order]}, arms in the sweep's order."""
   keys, rungs = sweep['ladder']['keys'], sweep['ladder']['rungs']

@@ -350,12 +350,7 @@ def report(sweep_dir: str | Path) -> list[dict]:
   factors = factor_names(runs)
   _write_csv(sweep_dir / 'runs.csv', runs, (*RUN_COLUMNS, *factors))
   _write_csv(sweep_dir / 'results.csv', rows, (*RESULT_COLUMNS, *factors))
-  plots, sections = ['val_loss_curves.png', 'final_loss_by_factor.png'], []
-  if sweep.get('ladder'):
-    analysis = ladder.analyze(rows, sweep, metric)
-    sections += ladder.ladder_markdown(analysis, sweep, METRIC_NAMES[metric])
-    plots.append('scaling.png')
-    plot_scaling(sweep_dir / plots[-1], analysis, METRIC_NAMES[metric])
+  plots, sections = ['val_loss_curves.png'], []
   if sweep.get('tune'):
     tuned = tuned_rows(rows, sweep['tune'], metric)
     sections += tuned_markdown(tuned, sweep['tune'], metric)
@@ -363,8 +358,17 @@ def report(sweep_dir: str | Path) -> list[dict]:
     plot_tuned(sweep_dir / plots[-1], tuned, sweep['tune']['key'], metric, METRIC_NAMES[metric])
     # Every arm at every value would be a tangle of lines: each arm at its best value.
     labels = [arm['row']['variant'] for arm in tuned if arm['row'] is not None]
-  plot_curves(sweep_dir / plots[0], runs, labels)
-  plot_factors(sweep_dir / plots[1], runs, factors)
+  if sweep.get('ladder'):
+    analysis = ladder.analyze(rows, sweep, metric)
+    sections = ladder.ladder_markdown(analysis, sweep, METRIC_NAMES[metric]) + sections
+    plots.insert(0, 'scaling.png')
+    plot_scaling(sweep_dir / plots[0], analysis, METRIC_NAMES[metric])
+    # Each arm at the largest rung; a factor's runs at every size would mix the sizes' losses.
+    labels = ladder.at_rung(labels, sweep['ladder'], sweep['ladder']['rungs'][-1])
+  else:
+    plots.append('final_loss_by_factor.png')
+    plot_factors(sweep_dir / plots[-1], runs, factors)
+  plot_curves(sweep_dir / 'val_loss_curves.png', runs, labels)
   (sweep_dir / 'results.md').write_text(
       _markdown(sweep_dir, sweep, runs, rows, plots, baseline, metric, sections), encoding='utf-8')
   return rows
