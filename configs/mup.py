@@ -1,11 +1,15 @@
 """μP's learning-rate transfer, measured: the same 2-layer byte-level model at d_model 32 to 256,
-under SP and under μP (base width 32), each width trained at six learning rates. Under SP the
+under SP and under μP (base width 32), each width trained at seven learning rates. Under SP the
 best learning rate moves as the model widens; under μP it should stay put (README: μP).
 
-Run (about half an hour on a 2-core CPU):
+Run (112 runs, about 45 minutes on a 2-core CPU):
   python -m gptjax.sweep --config=configs/mup.py --workdir=runs/mup_transfer \\
       --grid=model.parametrization=sp,mup --grid=model.d_model=32,64,128,256 \\
-      --tune=optim.lr=1e-3:1e-1:6
+      --tune=optim.lr=0.000398,0.001,0.00251,0.00631,0.0158,0.0398,0.1 --seeds=2
+
+μP's output multiplier α, tuned at the base width (30 runs, about 4 minutes):
+  python -m gptjax.sweep --config=configs/mup.py --workdir=runs/mup_alpha --parallel=2 \\
+      --grid=model.mup_output_multiplier=1,2,4,8,16 --tune=optim.lr=0.00631,0.0158,0.0398 --seeds=2
 """
 
 from gptjax.config import base_config
