@@ -13,7 +13,8 @@ report (--parallel=2 trains two runs at once, one per core):
 Variant keys:
   norm=layernorm|rmsnorm      norm_position (or np)=pre|post      pos=learned|rope|none
   attn=mha|mqa|gqaN           (N key/value heads shared by the 4 query heads; mqa is gqa1)
-  mlp=gelu|swiglu             seed=N (init and dropout only: the data order stays fixed)
+  mlp=gelu|gelu_exact|relu2|swiglu|geglu (tanh GELU, erf GELU, ReLU², gated SiLU, gated GELU)
+  seed=N                      (init and dropout only: the data order stays fixed)
   lr=X  warmup=N  clip=X      (optim.lr, optim.warmup_steps, optim.grad_clip; 0 = no clipping)
   match_params=true|false     (default true) choose d_ff so that the variant multiplies each token
                               through as many parameters as the baseline does (the N of 6N, so

@@ -23,7 +23,10 @@ import jax.numpy as jnp
 if typing.TYPE_CHECKING:  # ml_collections itself is imported where a ConfigDict is built
   import ml_collections
 
-MLPS = ('gelu', 'swiglu')
+# 'gelu': GPT-2's tanh-approximated GELU; 'gelu_exact': erf GELU (nanoGPT, BERT); 'relu2': ReLU²
+# (Primer); 'swiglu' / 'geglu': gated, with SiLU (Llama) / tanh GELU (Gemma) on the gate.
+MLPS = ('gelu', 'gelu_exact', 'relu2', 'swiglu', 'geglu')
+GATED_MLPS = ('swiglu', 'geglu')  # three matrices: the default d_ff is Llama's 8/3 rule
 NORMS = ('layernorm', 'rmsnorm')
 NORM_POSITIONS = ('pre', 'post')
 POSITIONS = ('learned', 'rope', 'none')
@@ -215,7 +218,7 @@ class ModelConfig(_Section):
   d_model: int = 768
   n_heads: int = 12
   n_kv_heads: int | None = None  # None: == n_heads (MHA); 1: MQA; in between: GQA
-  d_ff: int | None = None  # None: 4*d_model for 'gelu', Llama's 8/3 rule for 'swiglu'
+  d_ff: int | None = None  # None: 4*d_model, or Llama's 8/3 rule for a gated MLP
   mlp: str = 'gelu'
   norm: str = 'layernorm'
   norm_position: str = 'pre'
@@ -300,7 +303,8 @@ class ModelConfig(_Section):
     if self.qkv_bias is None:
       object.__setattr__(self, 'qkv_bias', self.use_bias)
     if self.d_ff is None and isinstance(self.d_model, int) and self.d_model > 0:
-      d_ff = swiglu_hidden_size(self.d_model) if self.mlp == 'swiglu' else 4 * self.d_model
+      gated = self.mlp in GATED_MLPS
+      d_ff = swiglu_hidden_size(self.d_model) if gated else 4 * self.d_model
       object.__setattr__(self, 'd_ff', d_ff)
 
   @property

@@ -49,10 +49,19 @@ def _require(hf: Mapping[str, Any], field: str, default: Any, allowed: tuple, wh
 # Configs: Hugging Face config dict -> ModelConfig. Missing keys take the transformers class
 # defaults, so config.json files written by older transformers versions read the same.
 
+# Each family's activation names -> gptjax's cfg.mlp, and back for export. transformers' 'gelu'
+# is the exact (erf) GELU; 'gelu_new' and 'gelu_pytorch_tanh' are both the tanh approximation.
+_GPT2_MLPS = {'gelu_new': 'gelu', 'gelu_pytorch_tanh': 'gelu', 'gelu': 'gelu_exact'}
+_LLAMA_MLPS = {
+    'silu': 'swiglu', 'swish': 'swiglu', 'gelu_pytorch_tanh': 'geglu', 'gelu_new': 'geglu'
+}
+_GPT2_ACTIVATIONS = {'gelu': 'gelu_new', 'gelu_exact': 'gelu'}
+_LLAMA_ACTIVATIONS = {'swiglu': 'silu', 'geglu': 'gelu_pytorch_tanh'}
+
 
 def _gpt2_config(hf: Mapping[str, Any]) -> ModelConfig:
-  _require(hf, 'activation_function', 'gelu_new', ('gelu_new', 'gelu_pytorch_tanh'),
-           "gptjax's GELU is the tanh approximation")
+  activation = _require(hf, 'activation_function', 'gelu_new', tuple(_GPT2_MLPS),
+                        "gptjax's MLPs have GELU in its tanh and erf forms")
   _require(hf, 'scale_attn_weights', True, (True,), 'attention logits are scaled by 1/sqrt(D)')
   _require(hf, 'scale_attn_by_inverse_layer_idx', False, (False,), 'no per-layer attention scaling')
   _require(hf, 'add_cross_attention', False, (False,), 'decoder-only, no cross-attention')
@@ -61,10 +70,11 @@ def _gpt2_config(hf: Mapping[str, Any]) -> ModelConfig:
   d_model = hf['n_embd']
   return ModelConfig(vocab_size=hf['vocab_size'], block_size=hf['n_positions'],
                      n_layers=hf['n_layer'], d_model=d_model, n_heads=hf['n_head'],
-                     d_ff=hf.get('n_inner') or 4 * d_model, mlp='gelu', norm='layernorm',
-                     norm_position='pre', norm_eps=hf.get('layer_norm_epsilon', 1e-5),
-                     position='learned', tie_embeddings=hf.get('tie_word_embeddings',
-                                                               True), use_bias=True, qkv_bias=True,
+                     d_ff=hf.get('n_inner') or 4 * d_model, mlp=_GPT2_MLPS[activation],
+                     norm='layernorm', norm_position='pre',
+                     norm_eps=hf.get('layer_norm_epsilon', 1e-5), position='learned',
+                     tie_embeddings=hf.get('tie_word_embeddings',
+                                           True), use_bias=True, qkv_bias=True,
                      embd_dropout=hf.get('embd_pdrop', 0.1), attn_dropout=hf.get('attn_pdrop', 0.1),
                      resid_dropout=hf.get('resid_pdrop',
                                           0.1), init_std=hf.get('initializer_range', 0.02))
@@ -118,7 +128,8 @@ def _llama_biases(hf: Mapping[str, Any]) -> tuple[bool, bool]:
 
 
 def _llama_config(hf: Mapping[str, Any]) -> ModelConfig:
-  _require(hf, 'hidden_act', 'silu', ('silu', 'swish'), 'SwiGLU gates with SiLU')
+  activation = _require(hf, 'hidden_act', 'silu', tuple(_LLAMA_MLPS),
+                        'gated MLPs gate with SiLU (SwiGLU) or tanh GELU (GeGLU)')
   d_model, n_heads = hf['hidden_size'], hf['num_attention_heads']
   head_dim = hf.get('head_dim') or d_model // n_heads
   if head_dim * n_heads != d_model:
@@ -129,7 +140,7 @@ def _llama_config(hf: Mapping[str, Any]) -> ModelConfig:
   return ModelConfig(vocab_size=hf['vocab_size'], block_size=hf['max_position_embeddings'],
                      n_layers=hf['num_hidden_layers'], d_model=d_model, n_heads=n_heads,
                      n_kv_heads=hf.get('num_key_value_heads') or n_heads,
-                     d_ff=hf['intermediate_size'], mlp='swiglu', norm='rmsnorm',
+                     d_ff=hf['intermediate_size'], mlp=_LLAMA_MLPS[activation], norm='rmsnorm',
                      norm_position='pre', norm_eps=hf.get('rms_norm_eps', 1e-6), position='rope',
                      rope_theta=_rope_theta(hf), attention_window=_attention_window(hf),
                      tie_embeddings=hf.get('tie_word_embeddings',
@@ -376,12 +387,13 @@ def _export_target(cfg: ModelConfig) -> str:
   """The HF model_type that reproduces cfg exactly, else ValueError naming what does not fit."""
   # No HF family has μP's attention scale or output multiplier.
   gpt2 = {
-      'position': 'learned', 'norm': 'layernorm', 'mlp': 'gelu', 'norm_position': 'pre',
-      'n_kv_heads': cfg.n_heads, 'attention_window': None, 'parametrization': 'sp'
+      'position': 'learned', 'norm': 'layernorm', 'mlp': tuple(_GPT2_ACTIVATIONS),
+      'norm_position': 'pre', 'n_kv_heads': cfg.n_heads, 'attention_window': None,
+      'parametrization': 'sp'
   }
   llama = {
-      'position': 'rope', 'norm': 'rmsnorm', 'mlp': 'swiglu', 'norm_position': 'pre',
-      'attention_window': None, 'parametrization': 'sp'
+      'position': 'rope', 'norm': 'rmsnorm', 'mlp': tuple(_LLAMA_ACTIVATIONS),
+      'norm_position': 'pre', 'attention_window': None, 'parametrization': 'sp'
   }
   targets = (  # (model_type, the values cfg must have), in order of preference
       ('gpt2', gpt2),
@@ -393,8 +405,10 @@ def _export_target(cfg: ModelConfig) -> str:
         'qkv_bias': False}))  # Llama plus a sliding window
   misfits = {}
   for model_type, needs in targets:
-    wrong = [
-        f'{k}={v!r} (have {getattr(cfg, k)!r})' for k, v in needs.items() if getattr(cfg, k) != v
+    wrong = [  # a tuple: any of its values
+        f'{k}{" in " if isinstance(v, tuple) else "="}{v!r} (have {getattr(cfg, k)!r})'
+        for k, v in needs.items()
+        if (getattr(cfg, k) not in v if isinstance(v, tuple) else getattr(cfg, k) != v)
     ]
     if not wrong:
       return model_type
@@ -411,7 +425,7 @@ def _hf_fields(cfg: ModelConfig, model_type: str) -> dict:
     return dict(vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.d_model,
                 n_layer=cfg.n_layers, n_head=cfg.n_heads,
                 n_inner=None if cfg.d_ff == 4 * cfg.d_model else cfg.d_ff,
-                activation_function='gelu_new', layer_norm_epsilon=cfg.norm_eps,
+                activation_function=_GPT2_ACTIVATIONS[cfg.mlp], layer_norm_epsilon=cfg.norm_eps,
                 embd_pdrop=cfg.embd_dropout, attn_pdrop=cfg.attn_dropout,
                 resid_pdrop=cfg.resid_dropout, initializer_range=cfg.init_std,
                 tie_word_embeddings=cfg.tie_embeddings, bos_token_id=eot, eos_token_id=eot)
@@ -420,7 +434,7 @@ def _hf_fields(cfg: ModelConfig, model_type: str) -> dict:
   fields = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
                 num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
                 num_key_value_heads=cfg.n_kv_heads, max_position_embeddings=cfg.block_size,
-                rms_norm_eps=cfg.norm_eps, hidden_act='silu',
+                rms_norm_eps=cfg.norm_eps, hidden_act=_LLAMA_ACTIVATIONS[cfg.mlp],
                 rope_parameters={'rope_type': 'default',
                                  'rope_theta': cfg.rope_theta}, attention_dropout=cfg.attn_dropout,
                 initializer_range=cfg.init_std, tie_word_embeddings=cfg.tie_embeddings)

@@ -2,6 +2,7 @@
 never from gptjax: the references the layer and model tests compare against."""
 
 import numpy as np
+import scipy.special
 
 
 def np_layernorm(x, scale, bias, eps):
@@ -90,14 +91,25 @@ def np_silu(x):
   return x / (1.0 + np.exp(-x))
 
 
+def np_gelu_erf(x):
+  return 0.5 * x * (1.0 + scipy.special.erf(x / np.sqrt(2.0)))
+
+
+NP_ACTIVATIONS = {
+    'gelu': np_gelu_tanh, 'gelu_exact': np_gelu_erf, 'relu2': lambda x: np.maximum(x, 0.0)**2,
+    'swiglu': np_silu, 'geglu': np_gelu_tanh
+}
+
+
 def np_mlp(params, x, kind):
-  """GPT-2: proj(gelu(fc(x))); Llama: down(silu(gate(x)) * up(x))."""
+  """GPT-2: proj(act(fc(x))); gated (Llama, Gemma): down(act(gate(x)) * up(x))."""
   def dense(name, h):
     return h.astype(np.float64) @ params[name]['kernel'] + params[name].get('bias', 0.0)
 
-  if kind == 'gelu':
-    return dense('proj', np_gelu_tanh(dense('fc', x)))
-  return dense('down', np_silu(dense('gate', x)) * dense('up', x))
+  act = NP_ACTIVATIONS[kind]
+  if kind in ('swiglu', 'geglu'):
+    return dense('down', act(dense('gate', x)) * dense('up', x))
+  return dense('proj', act(dense('fc', x)))
 
 
 def np_forward(cfg, params, tokens):

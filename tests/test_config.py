@@ -26,7 +26,7 @@ BOOL_FIELDS = ('tie_embeddings', 'use_bias', 'qkv_bias', 'remat')
 
 
 def test_choice_lists_are_what_the_model_implements():
-  assert config_lib.MLPS == ('gelu', 'swiglu')
+  assert config_lib.MLPS == ('gelu', 'gelu_exact', 'relu2', 'swiglu', 'geglu')
   assert config_lib.NORMS == ('layernorm', 'rmsnorm')
   assert config_lib.NORM_POSITIONS == ('pre', 'post')
   assert config_lib.POSITIONS == ('learned', 'rope', 'none')

@@ -29,7 +29,7 @@ def hand_count(cfg: ModelConfig) -> int:
 
   qkv = c * (q_width + 2 * kv_width) + int(cfg.qkv_bias) * (q_width + 2 * kv_width)
   out = q_width * c + b * c
-  if cfg.mlp == 'gelu':  # fc [C, F], proj [F, C]
+  if cfg.mlp not in ('swiglu', 'geglu'):  # fc [C, F], proj [F, C]
     mlp = c * f + b * f + f * c + b * c
   else:  # gate [C, F], up [C, F], down [F, C]
     mlp = 3 * c * f + b * (2 * f + c)

@@ -39,7 +39,9 @@ CASES = {  # name: (model_type, config overrides)
     'gpt2-untied': ('gpt2', {**_GPT2, 'tie_word_embeddings': False}),
     'gpt2-variants': ('gpt2', {**_GPT2, 'activation_function': 'gelu_pytorch_tanh', 'n_inner': 96,
                                'layer_norm_epsilon': 1e-3, 'reorder_and_upcast_attn': True}),
+    'gpt2-erf-gelu': ('gpt2', {**_GPT2, 'activation_function': 'gelu'}),  # nanoGPT's nn.GELU()
     'llama': ('llama', {**_LLAMA, 'tie_word_embeddings': True}),
+    'llama-geglu': ('llama', {**_LLAMA, 'hidden_act': 'gelu_pytorch_tanh'}),  # Gemma's MLP
     'llama-untied': ('llama', _LLAMA),
     'llama-biases': ('llama', {**_LLAMA, 'attention_bias': True, 'mlp_bias': True}),
     'mistral-window': ('mistral', {**_LLAMA, 'sliding_window': 5}),
@@ -101,6 +103,13 @@ def test_import_reads_the_architecture():
   assert np.abs(unwindowed - hf_logits(hf_model('mistral-window'))).max() > 1e-2
   cfg, _ = hf.from_hf(hf_model('gpt2'))
   assert (cfg.embd_dropout, cfg.attn_dropout, cfg.resid_dropout) == (0.1, 0.1, 0.1)
+  assert cfg.mlp == 'gelu'
+  cfg, params = hf.from_hf(hf_model('gpt2-erf-gelu'))
+  assert cfg.mlp == 'gelu_exact'
+  # The two GELUs differ by several times the parity tolerance: the parity above checked which.
+  tanh_logits = our_logits(cfg.replace(mlp='gelu'), params)
+  assert np.abs(tanh_logits - hf_logits(hf_model('gpt2-erf-gelu'))).max() > 5 * TOL
+  assert hf.from_hf(hf_model('llama-geglu'))[0].mlp == 'geglu'
 
 
 @pytest.mark.parametrize('name', CASES)
@@ -263,6 +272,7 @@ def test_rejects_weights_that_disagree_with_their_config(tmp_path):
     (dict(attention_window=16), 'attention_window'),
     (dict(n_kv_heads=4), 'n_kv_heads'),
     (dict(mlp='swiglu', norm='rmsnorm', position='rope', norm_position='post'), 'norm_position'),
+    (dict(mlp='relu2'), r"gpt2 needs mlp in \('gelu', 'gelu_exact'\)"),
 ])
 def test_export_rejects_configs_no_hf_family_reproduces(changes, named, tmp_path):
   cfg = ModelConfig(vocab_size=VOCAB, block_size=32, n_layers=2, d_model=64, n_heads=8, **changes)

@@ -240,13 +240,13 @@ def test_a_cudnn_model_runs_on_xla_here_with_one_notice(tiny_config, randomize, 
 # Feed-forward
 
 
-@pytest.mark.parametrize('mlp', ['gelu', 'swiglu'])
+@pytest.mark.parametrize('mlp', ['gelu', 'gelu_exact', 'relu2', 'swiglu', 'geglu'])
 @pytest.mark.parametrize('use_bias', [True, False])
 def test_mlp_matches_numpy(tiny_config, randomize, mlp, use_bias):
   cfg = tiny_config(mlp=mlp, use_bias=use_bias, d_ff=48)
   x = normal(2, 5, cfg.d_model, scale=2.0)
   shapes = nn.meta.unbox(jax.eval_shape(MLP(cfg).init, jax.random.key(0), x)['params'])
-  names = {'gelu': {'fc', 'proj'}, 'swiglu': {'gate', 'up', 'down'}}[mlp]
+  names = {'gate', 'up', 'down'} if mlp in ('swiglu', 'geglu') else {'fc', 'proj'}
   assert set(shapes) == names
   assert all(('bias' in shapes[n]) == use_bias for n in names)
   p = randomize(shapes)

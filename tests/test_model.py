@@ -104,7 +104,7 @@ def test_variant_matrix_covers_every_value(tiny_config):
   assert covered('norm') == {'layernorm', 'rmsnorm'}
   assert covered('position') == {'learned', 'rope', 'none'}
   assert covered('n_kv_heads') == {1, 2, 4}  # MQA, GQA, MHA with 4 heads
-  assert covered('mlp') == {'gelu', 'swiglu'}
+  assert covered('mlp') == {'gelu', 'gelu_exact', 'relu2', 'swiglu', 'geglu'}
   assert covered('attention_window') == {None, 3}
   assert covered('tie_embeddings') == covered('use_bias') == covered('remat') == {True, False}
   assert covered('vocab_pad_multiple') == {1, 64}
@@ -306,7 +306,7 @@ def test_gqa_equals_mha_with_repeated_kv_heads(cfg, reference):
 
 
 def test_vocab_padding_changes_nothing_but_speed(tiny_config, reference):
-  cfg = tiny_config(**VARIANTS['untied_vocabpad'])
+  cfg = tiny_config(**VARIANTS['untied_vocabpad_gelu_exact'])
   assert cfg.padded_vocab_size == 64
   params, padded_logits, _ = reference(cfg)
   unpadded = forward_fn(cfg.replace(vocab_pad_multiple=1))(params, TOKENS)
@@ -462,7 +462,7 @@ def test_bfloat16_compute(cfg, reference):
 # forward_with_intermediates
 
 
-@pytest.mark.parametrize('variant', ['gpt2', 'post_nobias_remat', 'llama'])
+@pytest.mark.parametrize('variant', ['gpt2', 'post_nobias_remat_relu2', 'llama'])
 def test_forward_with_intermediates(cfg, reference):
   params, ref_logits, _ = reference(cfg)
   run = jax.jit(functools.partial(forward_with_intermediates, cfg))
@@ -482,7 +482,7 @@ def test_forward_with_intermediates(cfg, reference):
 # The parameter tree: one spelling of names, shapes without compiling, logical axes
 
 
-@pytest.mark.parametrize('variant', ['gpt2', 'llama', 'untied_vocabpad'])
+@pytest.mark.parametrize('variant', ['gpt2', 'llama', 'untied_vocabpad_gelu_exact'])
 def test_param_paths_abstract_params_and_axes_describe_the_same_tree(cfg):
   from gptjax.layers import AXIS_NAMES
   from gptjax.model import param_axes, param_paths
@@ -503,5 +503,5 @@ def test_param_paths_abstract_params_and_axes_describe_the_same_tree(cfg):
   assert paths['blocks_1/attn/value/kernel'].shape == (c, kv, d)
   assert axes['blocks_0/attn/out/kernel'] == ('heads', 'head_dim', 'embed')
   assert axes['wte/embedding'] == ('vocab', 'embed')
-  mlp_in = 'fc' if cfg.mlp == 'gelu' else 'gate'
+  mlp_in = 'gate' if cfg.mlp in ('swiglu', 'geglu') else 'fc'
   assert axes[f'blocks_0/mlp/{mlp_in}/kernel'] == ('embed', 'mlp')

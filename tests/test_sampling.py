@@ -218,9 +218,14 @@ def test_processors_compose_mask_temperature_top_k_top_p():
 # elsewhere keeps the compile time down).
 SAMPLED = {
     name: dict(VARIANTS[name], n_layers=n_layers)
-    for name, n_layers in [('gpt2', 2), ('post_rmsnorm_rope_window',
-                                         1), ('rope_mqa_swiglu_window_remat',
-                                              2), ('nopos_gqa_window_mup', 1)]
+    for name, n_layers in [
+        ('gpt2', 2),
+        ('post_rmsnorm_rope_window', 1),
+        ('rope_mqa_swiglu_window_remat', 2),
+        ('nopos_gqa_window_mup_geglu', 1),
+        ('post_nobias_remat_relu2', 1),
+        ('untied_vocabpad_gelu_exact', 1),
+    ]
 }
 PROMPTS = [[5, 17, 3, 40, 8, 21, 9], [33, 2, 50, 11, 7], [1, 2, 3, 4, 5, 6, 7, 8]]
 
@@ -249,8 +254,8 @@ def test_sampled_variants_cover_every_value():
   }
   assert covered == {
       'norm_position': {'pre', 'post'}, 'norm': {'layernorm', 'rmsnorm'},
-      'position': {'learned', 'rope', 'none'}, 'n_kv_heads': {1, 2, 4}, 'mlp': {'gelu', 'swiglu'},
-      'attention_window': {None, 3}
+      'position': {'learned', 'rope', 'none'}, 'n_kv_heads': {1, 2, 4},
+      'mlp': {'gelu', 'gelu_exact', 'relu2', 'swiglu', 'geglu'}, 'attention_window': {None, 3}
   }
 
 

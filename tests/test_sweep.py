@@ -115,7 +115,7 @@ def test_baseline_is_gpt2_recipe_and_every_sweep_parses(ablation):
     ('pos=alibi', ["pos='alibi'", 'learned, rope, none']),
     ('attn=gqa3', ["attn='gqa3'", 'n_heads=4']),
     ('attn=gqa', ["attn='gqa'", 'mha, mqa, gqaN']),
-    ('mlp=relu', ["mlp='relu'", 'gelu, swiglu']),
+    ('mlp=relu', ["mlp='relu'", 'gelu, gelu_exact, relu2, swiglu, geglu']),
     ('seed=-1', ["seed='-1'", 'integer']),
     ('lr=0', ["lr='0'", '> 0']),
     ('lr=fast', ["lr='fast'", '> 0']),

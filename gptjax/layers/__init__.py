@@ -4,7 +4,7 @@
   norms.py      LayerNorm, RMSNorm                        NORMS[cfg.norm]
   positions.py  learned table, rotary, none               POSITIONS[cfg.position]
   attention.py  q/k/v/out projections, masks, the cache   KERNELS[attention kernel]
-  mlp.py        GELU, SwiGLU                              MLPS[cfg.mlp]
+  mlp.py        GELU (tanh, erf), ReLU², SwiGLU, GeGLU    MLPS[cfg.mlp]
   residual.py   store_gradient: where XLA:CPU keeps the residual stream's gradient
 
 A variant is a function (or module) in one of these tables, keyed by its config string: adding
