@@ -13,6 +13,7 @@ report (--parallel=2 trains two runs at once, one per core):
 Variant keys:
   norm=layernorm|rmsnorm      norm_position (or np)=pre|post      pos=learned|rope|none
   attn=mha|mqa|gqaN           (N key/value heads shared by the 4 query heads; mqa is gqa1)
+  qk_norm=none|head           (RMSNorm of each query and key head before rotary, as Qwen3)
   mlp=gelu|gelu_exact|relu2|swiglu|geglu (tanh GELU, erf GELU, ReLU², gated SiLU, gated GELU)
   seed=N                      (init and dropout only: the data order stays fixed)
   lr=X  warmup=N  clip=X      (optim.lr, optim.warmup_steps, optim.grad_clip; 0 = no clipping)
@@ -34,8 +35,8 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from gptjax.config import (MLPS, NORM_POSITIONS, NORMS, POSITIONS, ModelConfig, base_config,
-                           closest_key, update_config)
+from gptjax.config import (MLPS, NORM_POSITIONS, NORMS, POSITIONS, QK_NORMS, ModelConfig,
+                           base_config, closest_key, update_config)
 
 STEPS = 300
 BATCH_SIZE = 16
@@ -49,6 +50,7 @@ KEYS = {
     'norm_position': (('np',), ' | '.join(NORM_POSITIONS)),
     'pos': ((), ' | '.join(POSITIONS)),
     'attn': ((), 'mha | mqa | gqaN'),
+    'qk_norm': ((), ' | '.join(QK_NORMS)),
     'mlp': ((), ' | '.join(MLPS)),
     'lr': ((), 'a number > 0'),
     'warmup': ((), 'an integer >= 0'),
@@ -60,8 +62,8 @@ ALIASES = {alias: key for key, (aliases, _) in KEYS.items() for alias in aliases
 # Variant key -> the config field it sets (attn sets model.n_kv_heads, match_params model.d_ff).
 FIELDS = {
     'norm': 'model.norm', 'norm_position': 'model.norm_position', 'pos': 'model.position',
-    'mlp': 'model.mlp', 'lr': 'optim.lr', 'warmup': 'optim.warmup_steps', 'clip': 'optim.grad_clip',
-    'seed': 'seed'
+    'qk_norm': 'model.qk_norm', 'mlp': 'model.mlp', 'lr': 'optim.lr',
+    'warmup': 'optim.warmup_steps', 'clip': 'optim.grad_clip', 'seed': 'seed'
 }
 
 SEEDS = (0, 1, 2)
@@ -112,6 +114,8 @@ def _parse_value(key: str, value: str) -> Any:
     choices = POSITIONS
   elif key == 'mlp':
     choices = MLPS
+  elif key == 'qk_norm':
+    choices = QK_NORMS
   elif key == 'attn':
     if text in ('mha', 'mqa') or re.fullmatch(r'gqa[1-9]\d*', text):
       return text
@@ -217,8 +221,9 @@ def factors(config) -> dict[str, Any]:
   cfg = ModelConfig.from_config(config.model)
   return {
       'norm_position': cfg.norm_position, 'norm': cfg.norm, 'pos': cfg.position,
-      'attn': _attn_name(cfg.n_kv_heads, cfg.n_heads), 'mlp': cfg.mlp, 'lr': config.optim.lr,
-      'warmup': config.optim.warmup_steps, 'grad_clip': config.optim.grad_clip
+      'attn': _attn_name(cfg.n_kv_heads, cfg.n_heads), 'qk_norm': cfg.qk_norm, 'mlp': cfg.mlp,
+      'lr': config.optim.lr, 'warmup': config.optim.warmup_steps,
+      'grad_clip': config.optim.grad_clip
   }
 
 

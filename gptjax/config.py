@@ -28,6 +28,9 @@ if typing.TYPE_CHECKING:  # ml_collections itself is imported where a ConfigDict
 MLPS = ('gelu', 'gelu_exact', 'relu2', 'swiglu', 'geglu')
 GATED_MLPS = ('swiglu', 'geglu')  # three matrices: the default d_ff is Llama's 8/3 rule
 NORMS = ('layernorm', 'rmsnorm')
+# QK-norm: 'head' is an RMSNorm of each query and key head over its D, before rotary (Qwen3,
+# Gemma 3): it bounds the attention logits, which is what lets a model take a higher lr.
+QK_NORMS = ('none', 'head')
 NORM_POSITIONS = ('pre', 'post')
 POSITIONS = ('learned', 'rope', 'none')
 ATTENTION_IMPLS = ('xla', 'cudnn', 'explicit', 'auto')
@@ -223,6 +226,7 @@ class ModelConfig(_Section):
   norm: str = 'layernorm'
   norm_position: str = 'pre'
   norm_eps: float = 1e-5
+  qk_norm: str = 'none'
   position: str = 'learned'
   rope_theta: float = 10000.0
   # Sliding window: each query sees this many most recent keys (itself included); None: all.
@@ -260,6 +264,7 @@ class ModelConfig(_Section):
       _positive_int(name, getattr(self, name))
     _choice('mlp', self.mlp, MLPS)
     _choice('norm', self.norm, NORMS)
+    _choice('qk_norm', self.qk_norm, QK_NORMS)
     _choice('norm_position', self.norm_position, NORM_POSITIONS)
     _choice('position', self.position, POSITIONS)
     _choice('attention_impl', self.attention_impl, ATTENTION_IMPLS)

@@ -22,8 +22,8 @@ VARIANTS = {
     'llama': dict(norm='rmsnorm', position='rope', n_kv_heads=2, mlp='swiglu', tie_embeddings=False,
                   use_bias=False),
     'post_layernorm_mqa': dict(norm_position='post', n_kv_heads=1),
-    'post_rmsnorm_rope_window': dict(norm_position='post', norm='rmsnorm', position='rope',
-                                     attention_window=3),
+    'post_rmsnorm_rope_window_qknorm': dict(norm_position='post', norm='rmsnorm', position='rope',
+                                            attention_window=3, qk_norm='head'),
     # μP at 4x its base width: attention scale, logit multiplier (with α) and init differ from SP.
     'nopos_gqa_window_mup_geglu': dict(position='none', n_kv_heads=2, attention_window=3,
                                        parametrization='mup', mup_base_width=8,
@@ -35,8 +35,8 @@ VARIANTS = {
     'post_nobias_remat_relu2': dict(norm_position='post', use_bias=False, remat=True, mlp='relu2'),
     'nopos_rmsnorm_swiglu_untied': dict(position='none', norm='rmsnorm', mlp='swiglu',
                                         tie_embeddings=False),
-    'rope_gqa_qkvbias_vocabpad': dict(position='rope', n_kv_heads=2, use_bias=False, qkv_bias=True,
-                                      vocab_pad_multiple=64),
+    'rope_gqa_qkvbias_vocabpad_qknorm': dict(position='rope', n_kv_heads=2, use_bias=False,
+                                             qkv_bias=True, vocab_pad_multiple=64, qk_norm='head'),
     'learned_window_gqa_swiglu': dict(attention_window=3, n_kv_heads=2, mlp='swiglu'),
 }
 

@@ -67,6 +67,9 @@ def np_attention(params, x, positions, cfg):
             + p.get('bias', np.zeros(heads * d)).reshape(-1)).reshape(b, t, heads, d)
 
   q, k, v = project('query', h), project('key', kv), project('value', kv)
+  if cfg.qk_norm == 'head':  # RMSNorm of each head's D vector, one scale for all heads
+    q = np_rmsnorm(q, params['q_norm']['scale'], cfg.norm_eps)
+    k = np_rmsnorm(k, params['k_norm']['scale'], cfg.norm_eps)
   if cfg.position == 'rope':
     q, k = np_rope(q, positions, cfg.rope_theta), np_rope(k, positions, cfg.rope_theta)
   visible = np_visible(t, t, cfg.attention_window)

@@ -34,7 +34,8 @@ def hand_count(cfg: ModelConfig) -> int:
   else:  # gate [C, F], up [C, F], down [F, C]
     mlp = 3 * c * f + b * (2 * f + c)
   norm = c + (b * c if cfg.norm == 'layernorm' else 0)  # RMSNorm has a scale only
-  per_block = qkv + out + mlp + 2 * norm
+  qk_norm = 2 * (c // cfg.n_heads) if cfg.qk_norm == 'head' else 0  # q and k scales [D]
+  per_block = qkv + out + mlp + 2 * norm + qk_norm
 
   total = v * c + l * per_block
   total += cfg.block_size * c if cfg.position == 'learned' else 0

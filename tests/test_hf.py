@@ -265,15 +265,19 @@ def test_rejects_weights_that_disagree_with_their_config(tmp_path):
     hf.from_hf(tmp_path)
 
 
-@pytest.mark.parametrize('changes, named', [
-    (dict(norm_position='post'), 'norm_position'),
-    (dict(position='none'), 'position'),
-    (dict(position='rope'), "gpt2 needs position='learned'"),
-    (dict(attention_window=16), 'attention_window'),
-    (dict(n_kv_heads=4), 'n_kv_heads'),
-    (dict(mlp='swiglu', norm='rmsnorm', position='rope', norm_position='post'), 'norm_position'),
-    (dict(mlp='relu2'), r"gpt2 needs mlp in \('gelu', 'gelu_exact'\)"),
-])
+@pytest.mark.parametrize(
+    'changes, named',
+    [
+        (dict(norm_position='post'), 'norm_position'),
+        (dict(position='none'), 'position'),
+        (dict(position='rope'), "gpt2 needs position='learned'"),
+        (dict(attention_window=16), 'attention_window'),
+        (dict(n_kv_heads=4), 'n_kv_heads'),
+        (dict(mlp='swiglu', norm='rmsnorm', position='rope',
+              norm_position='post'), 'norm_position'),
+        (dict(mlp='relu2'), r"gpt2 needs mlp in \('gelu', 'gelu_exact'\)"),
+        (dict(qk_norm='head'), "gpt2 needs qk_norm='none'"),  # no GPT-2 or Llama model has it
+    ])
 def test_export_rejects_configs_no_hf_family_reproduces(changes, named, tmp_path):
   cfg = ModelConfig(vocab_size=VOCAB, block_size=32, n_layers=2, d_model=64, n_heads=8, **changes)
   with pytest.raises(ValueError, match=named):

@@ -105,6 +105,7 @@ def test_variant_matrix_covers_every_value(tiny_config):
   assert covered('position') == {'learned', 'rope', 'none'}
   assert covered('n_kv_heads') == {1, 2, 4}  # MQA, GQA, MHA with 4 heads
   assert covered('mlp') == {'gelu', 'gelu_exact', 'relu2', 'swiglu', 'geglu'}
+  assert covered('qk_norm') == {'none', 'head'}
   assert covered('attention_window') == {None, 3}
   assert covered('tie_embeddings') == covered('use_bias') == covered('remat') == {True, False}
   assert covered('vocab_pad_multiple') == {1, 64}
@@ -290,7 +291,8 @@ def repeat_kv_heads(cfg, params):
   return mha
 
 
-@pytest.mark.parametrize('variant', ['llama', 'post_layernorm_mqa', 'rope_gqa_qkvbias_vocabpad'])
+@pytest.mark.parametrize('variant',
+                         ['llama', 'post_layernorm_mqa', 'rope_gqa_qkvbias_vocabpad_qknorm'])
 def test_gqa_equals_mha_with_repeated_kv_heads(cfg, reference):
   params, gqa_logits, _ = reference(cfg)
   mha_cfg = cfg.replace(n_kv_heads=cfg.n_heads)

@@ -220,7 +220,7 @@ SAMPLED = {
     name: dict(VARIANTS[name], n_layers=n_layers)
     for name, n_layers in [
         ('gpt2', 2),
-        ('post_rmsnorm_rope_window', 1),
+        ('post_rmsnorm_rope_window_qknorm', 1),
         ('rope_mqa_swiglu_window_remat', 2),
         ('nopos_gqa_window_mup_geglu', 1),
         ('post_nobias_remat_relu2', 1),
@@ -250,12 +250,14 @@ def test_sampled_variants_cover_every_value():
   covered = {
       field: {getattr(c, field)
               for c in configs}
-      for field in ('norm_position', 'norm', 'position', 'n_kv_heads', 'mlp', 'attention_window')
+      for field in ('norm_position', 'norm', 'position', 'n_kv_heads', 'mlp', 'attention_window',
+                    'qk_norm')
   }
   assert covered == {
       'norm_position': {'pre', 'post'}, 'norm': {'layernorm', 'rmsnorm'},
       'position': {'learned', 'rope', 'none'}, 'n_kv_heads': {1, 2, 4},
-      'mlp': {'gelu', 'gelu_exact', 'relu2', 'swiglu', 'geglu'}, 'attention_window': {None, 3}
+      'mlp': {'gelu', 'gelu_exact', 'relu2', 'swiglu',
+              'geglu'}, 'attention_window': {None, 3}, 'qk_norm': {'none', 'head'}
   }
 
 

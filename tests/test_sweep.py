@@ -179,9 +179,10 @@ def test_ablation_names_each_runs_factors_the_baseline_included(ablation):
   runs = sweep.plan(ablation, ['seed=0', 'attn=gqa4,np=post,seed=1', 'attn=mqa,lr=0.01'])
   assert [r.factors['attn'] for r in runs] == ['mha', 'mha', 'mqa']  # gqa4 with 4 heads is mha
   assert [r.factors['norm_position'] for r in runs] == ['pre', 'post', 'pre']
+  assert {r.factors['qk_norm'] for r in runs} == {'none'}
   assert runs[2].factors['lr'] == 0.01 and runs[0].factors['lr'] == runs[1].factors['lr']
   assert list(runs[0].factors) == [
-      'norm_position', 'norm', 'pos', 'attn', 'mlp', 'lr', 'warmup', 'grad_clip'
+      'norm_position', 'norm', 'pos', 'attn', 'qk_norm', 'mlp', 'lr', 'warmup', 'grad_clip'
   ]
 
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from gptjax.config import ModelConfig
 from gptjax.layers.dense import dense, residual_std
+from gptjax.layers.norms import make_qk_norm
 from gptjax.layers.positions import POSITIONS
 from gptjax.parametrization import attention_scale
 
@@ -191,6 +192,8 @@ class Attention(nn.Module):
     q = dense(cfg, 'query', (h, d), ('embed', 'heads', 'head_dim'), use_bias=cfg.qkv_bias)(x)
     k = dense(cfg, 'key', (kv, d), ('embed', 'kv_heads', 'head_dim'), use_bias=cfg.qkv_bias)(x)
     v = dense(cfg, 'value', (kv, d), ('embed', 'kv_heads', 'head_dim'), use_bias=cfg.qkv_bias)(x)
+    if cfg.qk_norm == 'head':  # before rotary, so the cache holds normalised, rotated keys
+      q, k = make_qk_norm(cfg, 'q_norm')(q), make_qk_norm(cfg, 'k_norm')(k)
     rotate = POSITIONS[cfg.position].rotate
     if rotate is not None:
       q, k = rotate(q, positions, cfg), rotate(k, positions, cfg)  # [B, T, H|K, D]

@@ -11,7 +11,7 @@ from gptjax.config import ModelConfig
 
 
 def _gain(module: nn.Module, name: str, init, c: int) -> jax.Array:
-  return module.param(name, nn.with_logical_partitioning(init, ('embed',)), (c,),
+  return module.param(name, nn.with_logical_partitioning(init, (module.axis,)), (c,),
                       module.param_dtype)
 
 
@@ -21,6 +21,7 @@ class LayerNorm(nn.Module):
   use_bias: bool
   dtype: jnp.dtype
   param_dtype: jnp.dtype
+  axis: str = 'embed'  # the logical name of the normalised (last) axis
 
   @nn.compact
   def __call__(self, x):
@@ -41,6 +42,7 @@ class RMSNorm(nn.Module):
   use_bias: bool  # unused: RMSNorm has no bias by definition (kept for one norm signature)
   dtype: jnp.dtype
   param_dtype: jnp.dtype
+  axis: str = 'embed'  # the logical name of the normalised (last) axis
 
   @nn.compact
   def __call__(self, x):
@@ -56,3 +58,10 @@ NORMS = {'layernorm': LayerNorm, 'rmsnorm': RMSNorm}
 def make_norm(cfg: ModelConfig, name: str | None) -> nn.Module:
   return NORMS[cfg.norm](eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=cfg.compute_dtype,
                          param_dtype=cfg.params_dtype, name=name)
+
+
+def make_qk_norm(cfg: ModelConfig, name: str) -> nn.Module:
+  """QK-norm: an RMSNorm over each head's D with one scale [D] shared by the heads, whatever
+  cfg.norm is (as in Qwen3, Gemma 3 and OLMo 2, which all use RMSNorm for it)."""
+  return RMSNorm(eps=cfg.norm_eps, use_bias=False, dtype=cfg.compute_dtype,
+                 param_dtype=cfg.params_dtype, axis='head_dim', name=name)
