@@ -227,6 +227,7 @@ class ModelConfig(_Section):
   norm_position: str = 'pre'
   norm_eps: float = 1e-5
   qk_norm: str = 'none'
+  scale_embeddings: bool = False  # token embeddings x sqrt(d_model), as Gemma (and Vaswani et al.)
   position: str = 'learned'
   rope_theta: float = 10000.0
   # Sliding window: each query sees this many most recent keys (itself included); None: all.
@@ -292,7 +293,7 @@ class ModelConfig(_Section):
       _positive_float(name, getattr(self, name))
     for name in ('embd_dropout', 'attn_dropout', 'resid_dropout'):
       _probability(name, getattr(self, name))
-    for name in ('tie_embeddings', 'use_bias', 'qkv_bias', 'remat'):
+    for name in ('tie_embeddings', 'use_bias', 'qkv_bias', 'remat', 'scale_embeddings'):
       if not isinstance(getattr(self, name), bool):
         raise ValueError(f'{name}={getattr(self, name)!r} must be True or False')
 

@@ -389,11 +389,12 @@ def _export_target(cfg: ModelConfig) -> str:
   gpt2 = {
       'position': 'learned', 'norm': 'layernorm', 'mlp': tuple(_GPT2_ACTIVATIONS),
       'norm_position': 'pre', 'n_kv_heads': cfg.n_heads, 'attention_window': None,
-      'parametrization': 'sp', 'qk_norm': 'none'
+      'parametrization': 'sp', 'qk_norm': 'none', 'scale_embeddings': False
   }
   llama = {
       'position': 'rope', 'norm': 'rmsnorm', 'mlp': tuple(_LLAMA_ACTIVATIONS),
-      'norm_position': 'pre', 'attention_window': None, 'parametrization': 'sp', 'qk_norm': 'none'
+      'norm_position': 'pre', 'attention_window': None, 'parametrization': 'sp', 'qk_norm': 'none',
+      'scale_embeddings': False
   }
   targets = (  # (model_type, the values cfg must have), in order of preference
       ('gpt2', gpt2),

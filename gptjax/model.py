@@ -154,6 +154,8 @@ class GPT(nn.Module):
                             cache.first_valid)
 
     x = self.wte(tokens)  # [B, T, C]
+    if cfg.scale_embeddings:  # Gemma: by sqrt(C) rounded to the compute dtype, as it does
+      x = x * jnp.asarray(cfg.d_model**0.5, x.dtype)
     if self.wpe is not None:
       x = x + self.wpe(positions)
     x = self.embd_dropout(x, deterministic=not train)

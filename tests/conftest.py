@@ -37,7 +37,8 @@ VARIANTS = {
                                         tie_embeddings=False),
     'rope_gqa_qkvbias_vocabpad_qknorm': dict(position='rope', n_kv_heads=2, use_bias=False,
                                              qkv_bias=True, vocab_pad_multiple=64, qk_norm='head'),
-    'learned_window_gqa_swiglu': dict(attention_window=3, n_kv_heads=2, mlp='swiglu'),
+    'learned_window_gqa_swiglu_embscale': dict(attention_window=3, n_kv_heads=2, mlp='swiglu',
+                                               scale_embeddings=True),
 }
 
 

@@ -121,6 +121,8 @@ def np_forward(cfg, params, tokens):
   b, t = tokens.shape
   positions = np.broadcast_to(np.arange(t), (b, t))
   x = params['wte']['embedding'][tokens].astype(np.float64)
+  if cfg.scale_embeddings:
+    x = x * np.sqrt(cfg.d_model)
   if cfg.position == 'learned':
     x = x + params['wpe']['embedding'][positions]
 

@@ -277,6 +277,7 @@ def test_rejects_weights_that_disagree_with_their_config(tmp_path):
               norm_position='post'), 'norm_position'),
         (dict(mlp='relu2'), r"gpt2 needs mlp in \('gelu', 'gelu_exact'\)"),
         (dict(qk_norm='head'), "gpt2 needs qk_norm='none'"),  # no GPT-2 or Llama model has it
+        (dict(scale_embeddings=True), 'scale_embeddings'),
     ])
 def test_export_rejects_configs_no_hf_family_reproduces(changes, named, tmp_path):
   cfg = ModelConfig(vocab_size=VOCAB, block_size=32, n_layers=2, d_model=64, n_heads=8, **changes)

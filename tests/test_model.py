@@ -106,6 +106,7 @@ def test_variant_matrix_covers_every_value(tiny_config):
   assert covered('n_kv_heads') == {1, 2, 4}  # MQA, GQA, MHA with 4 heads
   assert covered('mlp') == {'gelu', 'gelu_exact', 'relu2', 'swiglu', 'geglu'}
   assert covered('qk_norm') == {'none', 'head'}
+  assert covered('scale_embeddings') == {False, True}
   assert covered('attention_window') == {None, 3}
   assert covered('tie_embeddings') == covered('use_bias') == covered('remat') == {True, False}
   assert covered('vocab_pad_multiple') == {1, 64}
