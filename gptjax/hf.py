@@ -385,16 +385,16 @@ def from_hf(model_or_path) -> tuple[ModelConfig, dict]:
 
 def _export_target(cfg: ModelConfig) -> str:
   """The HF model_type that reproduces cfg exactly, else ValueError naming what does not fit."""
-  # No HF family has μP's attention scale or output multiplier.
+  # What neither family exported here has: μP's attention scale and output multiplier (Qwen3's
+  # QK-norm and Gemma's embedding scaling belong to families not exported yet).
+  neither = {'parametrization': 'sp', 'qk_norm': 'none', 'scale_embeddings': False}
   gpt2 = {
       'position': 'learned', 'norm': 'layernorm', 'mlp': tuple(_GPT2_ACTIVATIONS),
-      'norm_position': 'pre', 'n_kv_heads': cfg.n_heads, 'attention_window': None,
-      'parametrization': 'sp', 'qk_norm': 'none', 'scale_embeddings': False
+      'norm_position': 'pre', 'n_kv_heads': cfg.n_heads, 'attention_window': None, **neither
   }
   llama = {
       'position': 'rope', 'norm': 'rmsnorm', 'mlp': tuple(_LLAMA_ACTIVATIONS),
-      'norm_position': 'pre', 'attention_window': None, 'parametrization': 'sp', 'qk_norm': 'none',
-      'scale_embeddings': False
+      'norm_position': 'pre', 'attention_window': None, **neither
   }
   targets = (  # (model_type, the values cfg must have), in order of preference
       ('gpt2', gpt2),

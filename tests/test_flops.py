@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TINY, VARIANTS
 from gptjax import flops
-from gptjax.config import ModelConfig
+from gptjax.config import GATED_MLPS, ModelConfig
 from gptjax.model import abstract_params
 
 GPT2_SMALL = dict(vocab_size=50257, block_size=1024, n_layers=12, n_heads=12, d_model=768,
@@ -29,7 +29,7 @@ def hand_count(cfg: ModelConfig) -> int:
 
   qkv = c * (q_width + 2 * kv_width) + int(cfg.qkv_bias) * (q_width + 2 * kv_width)
   out = q_width * c + b * c
-  if cfg.mlp not in ('swiglu', 'geglu'):  # fc [C, F], proj [F, C]
+  if cfg.mlp not in GATED_MLPS:  # fc [C, F], proj [F, C]
     mlp = c * f + b * f + f * c + b * c
   else:  # gate [C, F], up [C, F], down [F, C]
     mlp = 3 * c * f + b * (2 * f + c)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from gptjax import layers
+from gptjax.config import GATED_MLPS
 from gptjax.layers import MLP, Attention, LayerNorm, RMSNorm
 from gptjax.model import GPT, abstract_params
 from reference import (np_attention, np_layernorm, np_mlp, np_rmsnorm, np_rope, np_visible)
@@ -246,7 +247,7 @@ def test_mlp_matches_numpy(tiny_config, randomize, mlp, use_bias):
   cfg = tiny_config(mlp=mlp, use_bias=use_bias, d_ff=48)
   x = normal(2, 5, cfg.d_model, scale=2.0)
   shapes = nn.meta.unbox(jax.eval_shape(MLP(cfg).init, jax.random.key(0), x)['params'])
-  names = {'gate', 'up', 'down'} if mlp in ('swiglu', 'geglu') else {'fc', 'proj'}
+  names = {'gate', 'up', 'down'} if mlp in GATED_MLPS else {'fc', 'proj'}
   assert set(shapes) == names
   assert all(('bias' in shapes[n]) == use_bias for n in names)
   p = randomize(shapes)

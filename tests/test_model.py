@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gptjax.config import GATED_MLPS
 from gptjax.model import (GPT, KVCache, abstract_params, forward_with_intermediates, init_cache,
                           init_params)
 from conftest import VARIANTS
@@ -506,5 +507,5 @@ def test_param_paths_abstract_params_and_axes_describe_the_same_tree(cfg):
   assert paths['blocks_1/attn/value/kernel'].shape == (c, kv, d)
   assert axes['blocks_0/attn/out/kernel'] == ('heads', 'head_dim', 'embed')
   assert axes['wte/embedding'] == ('vocab', 'embed')
-  mlp_in = 'gate' if cfg.mlp in ('swiglu', 'geglu') else 'fc'
+  mlp_in = 'gate' if cfg.mlp in GATED_MLPS else 'fc'
   assert axes[f'blocks_0/mlp/{mlp_in}/kernel'] == ('embed', 'mlp')

@@ -350,7 +350,8 @@ def report(sweep_dir: str | Path) -> list[dict]:
   factors = factor_names(runs)
   _write_csv(sweep_dir / 'runs.csv', runs, (*RUN_COLUMNS, *factors))
   _write_csv(sweep_dir / 'results.csv', rows, (*RESULT_COLUMNS, *factors))
-  plots, sections = ['val_loss_curves.png'], []
+  curves = 'val_loss_curves.png'
+  plots, sections = [curves], []
   if sweep.get('tune'):
     tuned = tuned_rows(rows, sweep['tune'], metric)
     sections += tuned_markdown(tuned, sweep['tune'], metric)
@@ -368,7 +369,7 @@ def report(sweep_dir: str | Path) -> list[dict]:
   else:
     plots.append('final_loss_by_factor.png')
     plot_factors(sweep_dir / plots[-1], runs, factors)
-  plot_curves(sweep_dir / 'val_loss_curves.png', runs, labels)
+  plot_curves(sweep_dir / curves, runs, labels)
   (sweep_dir / 'results.md').write_text(
       _markdown(sweep_dir, sweep, runs, rows, plots, baseline, metric, sections), encoding='utf-8')
   return rows
