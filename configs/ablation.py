@@ -11,9 +11,14 @@ report (--parallel=2 trains two runs at once, one per core):
   python -m gptjax.sweep --config=configs/ablation.py --workdir=runs/ablation --report_only
 
 Variant keys:
-  norm=layernorm|rmsnorm      norm_position (or np)=pre|post      pos=learned|rope|none
+  norm=layernorm|rmsnorm      pos=learned|rope|none|alibi
+  norm_position (or np)=pre|post|sandwich|output   (sandwich: Gemma 2; output: OLMo 2)
+  parallel=true|false         (attention and MLP side by side, GPT-NeoX; pre-norm only)
   attn=mha|mqa|gqaN           (N key/value heads shared by the 4 query heads; mqa is gqa1)
-  qk_norm=none|head           (RMSNorm of each query and key head before rotary, as Qwen3)
+  qk_norm=none|head|projection (RMSNorm of each query/key head before rotary, as Qwen3; or of
+                              the whole projection, as OLMo 2)
+  softcap=X|none  final_softcap=X|none   (cap * tanh(logit / cap) of attention / output logits)
+  z_loss=X                    (PaLM's z-loss coefficient, e.g. 1e-4; 0 = off)
   mlp=gelu|gelu_exact|relu2|swiglu|geglu (tanh GELU, erf GELU, ReLU², gated SiLU, gated GELU)
   seed=N                      (init and dropout only: the data order stays fixed)
   lr=X  warmup=N  clip=X      (optim.lr, optim.warmup_steps, optim.grad_clip; 0 = no clipping)
@@ -48,9 +53,13 @@ D_FF_MULTIPLE = 8  # matched d_ff is rounded to this, so the matmuls keep friend
 KEYS = {
     'norm': ((), ' | '.join(NORMS)),
     'norm_position': (('np',), ' | '.join(NORM_POSITIONS)),
+    'parallel': ((), 'true | false'),
     'pos': ((), ' | '.join(POSITIONS)),
     'attn': ((), 'mha | mqa | gqaN'),
     'qk_norm': ((), ' | '.join(QK_NORMS)),
+    'softcap': ((), 'a number > 0 | none'),
+    'final_softcap': ((), 'a number > 0 | none'),
+    'z_loss': ((), 'a number >= 0'),
     'mlp': ((), ' | '.join(MLPS)),
     'lr': ((), 'a number > 0'),
     'warmup': ((), 'an integer >= 0'),
@@ -62,8 +71,14 @@ ALIASES = {alias: key for key, (aliases, _) in KEYS.items() for alias in aliases
 # Variant key -> the config field it sets (attn sets model.n_kv_heads, match_params model.d_ff).
 FIELDS = {
     'norm': 'model.norm', 'norm_position': 'model.norm_position', 'pos': 'model.position',
-    'qk_norm': 'model.qk_norm', 'mlp': 'model.mlp', 'lr': 'optim.lr',
-    'warmup': 'optim.warmup_steps', 'clip': 'optim.grad_clip', 'seed': 'seed'
+    'parallel': 'model.parallel_block', 'qk_norm': 'model.qk_norm',
+    'softcap': 'model.attn_logit_softcap', 'final_softcap': 'model.final_logit_softcap',
+    'z_loss': 'train.z_loss', 'mlp': 'model.mlp', 'lr': 'optim.lr', 'warmup': 'optim.warmup_steps',
+    'clip': 'optim.grad_clip', 'seed': 'seed'
+}
+CHOICES = {
+    'norm': NORMS, 'norm_position': NORM_POSITIONS, 'pos': POSITIONS, 'mlp': MLPS,
+    'qk_norm': QK_NORMS
 }
 
 SEEDS = (0, 1, 2)
@@ -106,39 +121,31 @@ def _fail(key: str, value: str, message: str) -> ValueError:
 
 def _parse_value(key: str, value: str) -> Any:
   text = value.strip().lower()
-  if key == 'norm':
-    choices = NORMS
-  elif key == 'norm_position':
-    choices = NORM_POSITIONS
-  elif key == 'pos':
-    choices = POSITIONS
-  elif key == 'mlp':
-    choices = MLPS
-  elif key == 'qk_norm':
-    choices = QK_NORMS
-  elif key == 'attn':
+  if key in CHOICES:
+    if text not in CHOICES[key]:
+      raise _fail(key, value, f'is not one of {", ".join(CHOICES[key])}')
+    return text
+  if key == 'attn':
     if text in ('mha', 'mqa') or re.fullmatch(r'gqa[1-9]\d*', text):
       return text
     raise _fail(key, value, 'is not one of mha, mqa, gqaN (N >= 1 key/value heads)')
-  elif key == 'match_params':
+  if key in ('match_params', 'parallel'):
     if text in ('true', 'false'):
       return text == 'true'
     raise _fail(key, value, 'is not one of true, false')
-  elif key in ('seed', 'warmup'):
+  if key in ('seed', 'warmup'):
     if re.fullmatch(r'\d+', text):
       return int(text)
     raise _fail(key, value, 'must be an integer >= 0')
-  else:  # lr, clip
-    try:
-      number = float(text)
-    except ValueError:
-      number = float('nan')
-    if key == 'lr' and number > 0 or key == 'clip' and number >= 0:
-      return number
-    raise _fail(key, value, f'must be {KEYS[key][1]}')
-  if text not in choices:
-    raise _fail(key, value, f'is not one of {", ".join(choices)}')
-  return text
+  if key in ('softcap', 'final_softcap') and text == 'none':
+    return None
+  try:  # lr, clip, z_loss, softcaps
+    number = float(text)
+  except ValueError:
+    number = float('nan')
+  if number > 0 or number >= 0 and key in ('clip', 'z_loss'):
+    return number
+  raise _fail(key, value, f'must be {KEYS[key][1]}')
 
 
 def _allowed_keys() -> str:
@@ -221,9 +228,11 @@ def factors(config) -> dict[str, Any]:
   cfg = ModelConfig.from_config(config.model)
   return {
       'norm_position': cfg.norm_position, 'norm': cfg.norm, 'pos': cfg.position,
-      'attn': _attn_name(cfg.n_kv_heads, cfg.n_heads), 'qk_norm': cfg.qk_norm, 'mlp': cfg.mlp,
-      'lr': config.optim.lr, 'warmup': config.optim.warmup_steps,
-      'grad_clip': config.optim.grad_clip
+      'parallel': cfg.parallel_block, 'attn': _attn_name(cfg.n_kv_heads,
+                                                         cfg.n_heads), 'qk_norm': cfg.qk_norm,
+      'softcap': cfg.attn_logit_softcap, 'final_softcap': cfg.final_logit_softcap,
+      'z_loss': config.train.z_loss, 'mlp': cfg.mlp, 'lr': config.optim.lr,
+      'warmup': config.optim.warmup_steps, 'grad_clip': config.optim.grad_clip
   }
 
 

@@ -30,9 +30,18 @@ GATED_MLPS = ('swiglu', 'geglu')  # three matrices: the default d_ff is Llama's 
 NORMS = ('layernorm', 'rmsnorm')
 # QK-norm: 'head' is an RMSNorm of each query and key head over its D, before rotary (Qwen3,
 # Gemma 3): it bounds the attention logits, which is what lets a model take a higher lr.
-QK_NORMS = ('none', 'head')
-NORM_POSITIONS = ('pre', 'post')
-POSITIONS = ('learned', 'rope', 'none')
+# 'projection': OLMo 2's, an RMSNorm of the whole query (H*D) and key (K*D) projections.
+QK_NORMS = ('none', 'head', 'projection')
+# Where each sublayer's norm sits: 'pre' x + f(norm(x)) (GPT-2, Llama); 'post' norm(x + f(x))
+# (the original Transformer); 'sandwich' x + norm(f(norm(x))) (Gemma 2); 'output' x + norm(f(x))
+# (OLMo 2).
+NORM_POSITIONS = ('pre', 'post', 'sandwich', 'output')
+# 'alibi': no embedding, a per-head linear penalty on distance in the attention logits (Press et
+# al.).
+POSITIONS = ('learned', 'rope', 'none', 'alibi')
+# How rotary frequencies stretch for a longer context: 'linear' (position interpolation),
+# 'llama3' (Llama 3.1's frequency-dependent scaling), 'yarn' (Peng et al.).
+ROPE_SCALINGS = ('none', 'linear', 'llama3', 'yarn')
 ATTENTION_IMPLS = ('xla', 'cudnn', 'explicit', 'auto')
 DTYPES = ('float32', 'bfloat16', 'float16')
 PARAMETRIZATIONS = ('sp', 'mup')  # gptjax.parametrization: how init, logits and lr scale with width
@@ -221,17 +230,49 @@ class ModelConfig(_Section):
   d_model: int = 768
   n_heads: int = 12
   n_kv_heads: int | None = None  # None: == n_heads (MHA); 1: MQA; in between: GQA
+  # Size of each attention head; None: d_model / n_heads. Set, heads may be wider or narrower than
+  # that (Qwen3-0.6B: 16 heads of 128 at d_model 1024); the projections map C <-> H x head_dim.
+  head_dim: int | None = None
   d_ff: int | None = None  # None: 4*d_model, or Llama's 8/3 rule for a gated MLP
   mlp: str = 'gelu'
   norm: str = 'layernorm'
   norm_position: str = 'pre'
   norm_eps: float = 1e-5
+  norm_affine: bool = True  # False: non-parametric norms, no scale and no bias (OLMo 1)
+  # Attention and MLP side by side on the same normed input, x + attn(n1(x)) + mlp(n2(x))
+  # (GPT-J, GPT-NeoX, PaLM): one sequential dependency less per layer (pre-norm only).
+  parallel_block: bool = False
   qk_norm: str = 'none'
   scale_embeddings: bool = False  # token embeddings x sqrt(d_model), as Gemma (and Vaswani et al.)
   position: str = 'learned'
   rope_theta: float = 10000.0
+  # The fraction of each head's dimensions that rotary rotates (GPT-NeoX / Pythia: 0.25); the
+  # rest pass through unchanged.
+  rotary_fraction: float = 1.0
+  rope_scaling: str = 'none'
+  rope_scaling_factor: float = 1.0  # linear / llama3 / yarn: how many times longer the context
+  # llama3 / yarn: the context the frequencies were pretrained for (HF's
+  # original_max_position_embeddings); None: block_size.
+  rope_original_block_size: int | None = None
+  rope_low_freq_factor: float = 1.0  # llama3: wavelengths beyond original / this are scaled
+  rope_high_freq_factor: float = 4.0  # llama3: wavelengths below original / this are kept
+  rope_beta_fast: float = 32.0  # yarn: rotations above which a frequency is kept
+  rope_beta_slow: float = 1.0  # yarn: rotations below which a frequency is interpolated
+  # Theta of the sliding-window layers (Gemma 3: 10k local, 1M global), which then take plain
+  # rotary without rope_scaling, as Gemma 3's do; None: rope_theta and rope_scaling everywhere.
+  rope_local_theta: float | None = None
   # Sliding window: each query sees this many most recent keys (itself included); None: all.
   attention_window: int | None = None
+  # Per-layer windows, comma-separated and repeated over the layers: 'local' (attention_window),
+  # 'global' or a window size; e.g. 'local,global': Gemma 2's alternation from layer 0. None:
+  # attention_window in every layer.
+  window_pattern: str | None = None
+  # Soft-capping, cap * tanh(x / cap), of the attention logits (after scaling) and of the output
+  # logits (Gemma 2: 50 and 30); None: off.
+  attn_logit_softcap: float | None = None
+  final_logit_softcap: float | None = None
+  # Attention logits are q.k / sqrt(this); None: head_dim (Gemma 2's query_pre_attn_scalar).
+  attention_scale_dim: int | None = None
   tie_embeddings: bool = True
   use_bias: bool = True  # biases of the dense layers and LayerNorm
   qkv_bias: bool | None = None  # None: follows use_bias
@@ -261,61 +302,132 @@ class ModelConfig(_Section):
   def __post_init__(self):
     self._resolve_defaults()
     for name in ('vocab_size', 'vocab_pad_multiple', 'block_size', 'n_layers', 'd_model', 'n_heads',
-                 'n_kv_heads', 'd_ff'):
+                 'n_kv_heads', 'head_dim', 'd_ff'):
       _positive_int(name, getattr(self, name))
-    _choice('mlp', self.mlp, MLPS)
-    _choice('norm', self.norm, NORMS)
-    _choice('qk_norm', self.qk_norm, QK_NORMS)
-    _choice('norm_position', self.norm_position, NORM_POSITIONS)
-    _choice('position', self.position, POSITIONS)
-    _choice('attention_impl', self.attention_impl, ATTENTION_IMPLS)
-    _choice('dtype', self.dtype, DTYPES)
-    _choice('param_dtype', self.param_dtype, DTYPES)
-    _choice('parametrization', self.parametrization, PARAMETRIZATIONS)
-    if self.mup_base_width is not None:
-      _positive_int('mup_base_width', self.mup_base_width)
-    elif self.parametrization == 'mup':
-      raise ValueError('parametrization=mup needs mup_base_width: the d_model at which the '
-                       'learning rate and init were tuned (e.g. mup_base_width=64)')
-    if self.mup_base_head_dim is not None:
-      _positive_int('mup_base_head_dim', self.mup_base_head_dim)
-    _positive_float('mup_output_multiplier', self.mup_output_multiplier)
-    if self.d_model % self.n_heads:
-      raise ValueError(f'd_model={self.d_model} must be divisible by n_heads={self.n_heads}')
+    for name, allowed in (('mlp', MLPS), ('norm', NORMS), ('qk_norm', QK_NORMS),
+                          ('norm_position', NORM_POSITIONS), ('position', POSITIONS),
+                          ('rope_scaling', ROPE_SCALINGS), ('attention_impl', ATTENTION_IMPLS),
+                          ('dtype', DTYPES), ('param_dtype', DTYPES), ('parametrization',
+                                                                       PARAMETRIZATIONS)):
+      _choice(name, getattr(self, name), allowed)
+    for name in ('norm_eps', 'rope_theta', 'init_std', 'rope_scaling_factor',
+                 'rope_low_freq_factor', 'rope_high_freq_factor', 'rope_beta_fast',
+                 'rope_beta_slow'):
+      _positive_float(name, getattr(self, name))
+    for name in ('rope_local_theta', 'attn_logit_softcap', 'final_logit_softcap'):
+      if getattr(self, name) is not None:
+        _positive_float(name, getattr(self, name))
+    for name in ('attention_window', 'attention_scale_dim', 'rope_original_block_size',
+                 'mup_base_head_dim'):
+      if getattr(self, name) is not None:
+        _positive_int(name, getattr(self, name))
+    for name in ('embd_dropout', 'attn_dropout', 'resid_dropout'):
+      _probability(name, getattr(self, name))
+    for name in ('tie_embeddings', 'use_bias', 'qkv_bias', 'remat', 'scale_embeddings',
+                 'norm_affine', 'parallel_block'):
+      if not isinstance(getattr(self, name), bool):
+        raise ValueError(f'{name}={getattr(self, name)!r} must be True or False')
+    self._check_heads()
+    self._check_positions()
+    self._check_combinations()
+    object.__setattr__(self, 'layer_windows', self._parse_window_pattern())
+
+  def _check_heads(self):
+    if 'head_dim' in self._defaulted and self.d_model % self.n_heads:
+      raise ValueError(f'd_model={self.d_model} must be divisible by n_heads={self.n_heads} '
+                       '(or set head_dim)')
     if self.n_heads % self.n_kv_heads:
       raise ValueError(f'n_heads={self.n_heads} must be divisible by n_kv_heads='
                        f'{self.n_kv_heads} (each kv head serves a whole group of query heads)')
-    if self.position == 'rope' and self.head_dim % 2:
-      raise ValueError(f'position=rope needs an even head_dim, got d_model/n_heads={self.head_dim}')
-    if self.attention_window is not None:
-      _positive_int('attention_window', self.attention_window)
-    for name in ('norm_eps', 'rope_theta', 'init_std'):
-      _positive_float(name, getattr(self, name))
-    for name in ('embd_dropout', 'attn_dropout', 'resid_dropout'):
-      _probability(name, getattr(self, name))
-    for name in ('tie_embeddings', 'use_bias', 'qkv_bias', 'remat', 'scale_embeddings'):
-      if not isinstance(getattr(self, name), bool):
-        raise ValueError(f'{name}={getattr(self, name)!r} must be True or False')
+
+  def _check_positions(self):
+    if not (is_number(self.rotary_fraction) and 0 < self.rotary_fraction <= 1):
+      raise ValueError(f'rotary_fraction={self.rotary_fraction!r} must be in (0, 1]')
+    rotary_dims = self.rotary_dims
+    if self.position == 'rope' and (rotary_dims % 2 or rotary_dims == 0):
+      raise ValueError(
+          f'position=rope rotates pairs of dimensions: head_dim={self.head_dim} x '
+          f'rotary_fraction={self.rotary_fraction} = {rotary_dims} must be even and > 0')
+    rope_only = {
+        'rope_scaling': self.rope_scaling != 'none', 'rotary_fraction': self.rotary_fraction != 1,
+        'rope_local_theta': self.rope_local_theta is not None
+    }
+    for name, is_set in rope_only.items():
+      if is_set and self.position != 'rope':
+        raise ValueError(f'{name}={getattr(self, name)!r} needs position=rope '
+                         f'(position={self.position!r})')
+    if self.rope_scaling == 'llama3' and not self.rope_high_freq_factor > self.rope_low_freq_factor:
+      raise ValueError(f'rope_high_freq_factor={self.rope_high_freq_factor} must be > '
+                       f'rope_low_freq_factor={self.rope_low_freq_factor} (llama3 scaling)')
+
+  def _check_combinations(self):
+    if self.parametrization == 'mup' and self.mup_base_width is None:
+      raise ValueError('parametrization=mup needs mup_base_width: the d_model at which the '
+                       'learning rate and init were tuned (e.g. mup_base_width=64)')
+    if self.mup_base_width is not None:
+      _positive_int('mup_base_width', self.mup_base_width)
+    _positive_float('mup_output_multiplier', self.mup_output_multiplier)
+    if self.parametrization == 'mup' and self.attention_scale_dim is not None:
+      raise ValueError('attention_scale_dim is an SP attention scale; parametrization=mup sets '
+                       'its own (mup_base_head_dim)')
+    if self.parallel_block and self.norm_position != 'pre':
+      raise ValueError(f'parallel_block=True needs norm_position=pre (GPT-J, GPT-NeoX), not '
+                       f'{self.norm_position!r}')
+
+  def _parse_window_pattern(self) -> tuple[int | None, ...]:
+    """The attention window of every layer (None: global), from window_pattern."""
+    if self.window_pattern is None:
+      return (self.attention_window,) * self.n_layers
+    if not isinstance(self.window_pattern, str) or not self.window_pattern.strip():
+      raise ValueError(f'window_pattern={self.window_pattern!r} must be comma-separated '
+                       "'local', 'global' or window sizes (e.g. 'local,global'), or None")
+    windows = []
+    for entry in self.window_pattern.split(','):
+      entry = entry.strip()
+      if entry == 'global':
+        windows.append(None)
+      elif entry == 'local':
+        if self.attention_window is None:
+          raise ValueError(f"window_pattern={self.window_pattern!r} has 'local' layers: set "
+                           'attention_window, their window')
+        windows.append(self.attention_window)
+      elif entry.isdigit() and int(entry) > 0:
+        windows.append(int(entry))
+      else:
+        raise ValueError(f"window_pattern entry {entry!r} is not one of 'local', 'global' "
+                         'or a window size > 0')
+    return tuple(windows[i % len(windows)] for i in range(self.n_layers))
 
   def _resolve_defaults(self):
     """Fills the fields whose default depends on other fields, so every reader sees one value."""
     # Remembered (outside the dataclass fields) so that replace() re-derives them.
     object.__setattr__(
         self, '_defaulted',
-        frozenset(name for name in ('n_kv_heads', 'qkv_bias', 'd_ff')
+        frozenset(name for name in ('n_kv_heads', 'qkv_bias', 'd_ff', 'head_dim')
                   if getattr(self, name) is None))
     if self.n_kv_heads is None:
       object.__setattr__(self, 'n_kv_heads', self.n_heads)
     if self.qkv_bias is None:
       object.__setattr__(self, 'qkv_bias', self.use_bias)
+    if self.head_dim is None and is_int(self.d_model) and is_int(self.n_heads) and self.n_heads > 0:
+      object.__setattr__(self, 'head_dim', self.d_model // self.n_heads)
     if self.d_ff is None and isinstance(self.d_model, int) and self.d_model > 0:
       gated = self.mlp in GATED_MLPS
       d_ff = swiglu_hidden_size(self.d_model) if gated else 4 * self.d_model
       object.__setattr__(self, 'd_ff', d_ff)
 
   @property
-  def head_dim(self) -> int:
-    return self.d_model // self.n_heads
+  def rotary_dims(self) -> int:
+    """How many of each head's dimensions rotary rotates (HF: int(head_dim * fraction))."""
+    return int(self.head_dim * self.rotary_fraction)
+
+  def layer_rope_theta(self, layer: int) -> float:
+    local = self.layer_windows[layer] is not None and self.rope_local_theta is not None
+    return self.rope_local_theta if local else self.rope_theta
+
+  def layer_rope_scaling(self, layer: int) -> str:
+    local = self.layer_windows[layer] is not None and self.rope_local_theta is not None
+    return 'none' if local else self.rope_scaling
 
   @property
   def padded_vocab_size(self) -> int:
@@ -440,6 +552,9 @@ class TrainConfig(_Section):
   # run at init_step, its optimizer state and step count too, as if it had been trained in this
   # workdir (a warmup-stable-decay run cooled down from a longer run's checkpoint).
   init_state: str = 'params'
+  # PaLM's z-loss: z_loss * log(Z)^2 of the output softmax added to the loss (e.g. 1e-4); logged
+  # as z_loss, apart from the cross-entropy. 0: off.
+  z_loss: float = 0.0
 
   def __post_init__(self):
     counts = ('steps', 'batch_size', 'log_every', 'eval_every', 'eval_batches', 'ckpt_every',
@@ -454,6 +569,7 @@ class TrainConfig(_Section):
         ('init_step', self.init_step is None or (is_int(self.init_step) and self.init_step >= 0),
          'must be None (the latest checkpoint) or an integer >= 0'),
         ('init_state', self.init_state in INIT_STATES, _choices(INIT_STATES)),
+        ('z_loss', is_number(self.z_loss) and self.z_loss >= 0, 'must be a number >= 0'),
     ])
     from_workdir = self.init_from not in ('scratch', '') and not self.init_from.startswith('hf:')
     self._require([

@@ -55,17 +55,18 @@ def matmul_params(cfg: ModelConfig) -> int:
   return n
 
 
-def attended_keys(cfg: ModelConfig, seq_len: int | None = None) -> int:
-  """T of the attention term: the sequence length, capped by the sliding window."""
+def attended_keys(cfg: ModelConfig, seq_len: int | None = None) -> float:
+  """T of the attention term: the sequence length, capped by each layer's sliding window and
+  averaged over the layers (all equal unless window_pattern mixes windows)."""
   t = cfg.block_size if seq_len is None else seq_len
   if not is_int(t) or t <= 0:
     raise ValueError(f'seq_len={seq_len!r} must be a positive integer')
   if cfg.position == 'learned' and t > cfg.block_size:
     raise ValueError(f'seq_len={t} is longer than block_size={cfg.block_size}, the last '
                      'position with a learned embedding')
-  if cfg.attention_window is not None:
-    t = min(t, cfg.attention_window)  # each query sees at most `window` keys
-  return t
+  # Each query sees at most `window` keys.
+  keys = [t if window is None else min(t, window) for window in cfg.layer_windows]
+  return sum(keys) / len(keys)
 
 
 def flops_breakdown(cfg: ModelConfig, seq_len: int | None = None) -> dict[str, float]:
@@ -184,7 +185,7 @@ def format_param_table(params: Any, cfg: ModelConfig | None = None) -> str:
          'tied wte counted as LM head' if cfg.tie_embeddings else 'lm_head counted, wte not'),
         ('FLOPs/token, matmul (6N)', f'{split["matmul"]:,.0f}', ''),
         ('FLOPs/token, attention (12LHQT)', f'{split["attention"]:,.0f}',
-         f'T={attended_keys(cfg)}'),
+         f'T={attended_keys(cfg):g}'),
         ('FLOPs/token, training total', f'{split["total"]:,.0f}',
          f'forward only: {split["total"] / 3:,.0f}'),
     ]

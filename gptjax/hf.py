@@ -387,7 +387,13 @@ def _export_target(cfg: ModelConfig) -> str:
   """The HF model_type that reproduces cfg exactly, else ValueError naming what does not fit."""
   # What neither family exported here has: μP's attention scale and output multiplier (Qwen3's
   # QK-norm and Gemma's embedding scaling belong to families not exported yet).
-  neither = {'parametrization': 'sp', 'qk_norm': 'none', 'scale_embeddings': False}
+  neither = {
+      'parametrization': 'sp', 'qk_norm': 'none', 'scale_embeddings': False,
+      'head_dim': cfg.d_model // cfg.n_heads, 'norm_affine': True, 'parallel_block': False,
+      'rotary_fraction': 1.0, 'rope_scaling': 'none', 'rope_local_theta': None,
+      'window_pattern': None, 'attn_logit_softcap': None, 'final_logit_softcap': None,
+      'attention_scale_dim': None
+  }
   gpt2 = {
       'position': 'learned', 'norm': 'layernorm', 'mlp': tuple(_GPT2_ACTIVATIONS),
       'norm_position': 'pre', 'n_kv_heads': cfg.n_heads, 'attention_window': None, **neither

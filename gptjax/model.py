@@ -70,39 +70,44 @@ def kv_cache_bytes(cfg: ModelConfig, batch_size: int = 1, max_len: int = 1) -> i
 
 
 class Block(nn.Module):
-  """Attention and MLP sublayers, each with a residual connection; pre- or post-norm.
+  """Attention and MLP sublayers, each with a residual connection, its norms placed as
+  cfg.norm_position says (see gptjax.config.NORM_POSITIONS), one after the other or side by side
+  (cfg.parallel_block).
 
   train (dropout) and need_weights (sow attention maps) are attributes, not call arguments, so
-  that nn.remat sees them as the static Python values they are.
+  that nn.remat sees them as the static Python values they are; layer (this block's index)
+  picks its attention window and rotary table.
   """
   cfg: ModelConfig
   train: bool = False
   need_weights: bool = False
+  layer: int = 0
 
   @nn.compact
   def __call__(self, x, positions, mask=None, cache=None, cache_index=None):
     cfg = self.cfg
-    attn = Attention(cfg, self.train, self.need_weights, name='attn')
+    attn = Attention(cfg, self.train, self.need_weights, self.layer, name='attn')
     mlp = MLP(cfg, name='mlp')
-    attn_norm = make_norm(cfg, 'attn_norm')
-    mlp_norm = make_norm(cfg, 'mlp_norm')
     drop = nn.Dropout(cfg.resid_dropout, deterministic=not self.train)
-
-    def attend(h):
-      y, new_cache = attn(h, positions, mask, cache, cache_index)
-      return drop(y), new_cache
+    placement = cfg.norm_position
+    # Norms on the way into a sublayer (pre, sandwich) and out of it (sandwich, output).
+    into = lambda name, h: make_norm(cfg, name)(h) if placement in ('pre', 'sandwich') else h
+    out_of = lambda name, h: make_norm(cfg, name)(h) if placement in ('sandwich', 'output') else h
 
     # Each sublayer's input is where the residual stream's gradient is stored (see
     # layers/residual.py: on CPU, XLA would otherwise recompute it from every later layer).
     x = store_gradient(x)
-    if cfg.norm_position == 'pre':  # x + f(norm(x)): the residual stream is never normalised
-      y, cache = attend(attn_norm(x))
-      x = store_gradient(x + y)
-      x = x + drop(mlp(mlp_norm(x)))
-    else:  # norm(x + f(x)), as in the original Transformer
-      y, cache = attend(x)
-      x = store_gradient(attn_norm(x + y))
-      x = mlp_norm(x + drop(mlp(x)))
+    if cfg.parallel_block:  # x + attn(norm1(x)) + mlp(norm2(x)), GPT-NeoX's two norms
+      y, cache = attn(into('attn_norm', x), positions, mask, cache, cache_index)
+      x = x + drop(y) + drop(mlp(into('mlp_norm', x)))
+    elif placement == 'post':  # norm(x + f(x)), as in the original Transformer
+      y, cache = attn(x, positions, mask, cache, cache_index)
+      x = store_gradient(make_norm(cfg, 'attn_norm')(x + drop(y)))
+      x = make_norm(cfg, 'mlp_norm')(x + drop(mlp(x)))
+    else:  # x + out_norm(f(in_norm(x))): the residual stream itself is never normalised
+      y, cache = attn(into('attn_norm', x), positions, mask, cache, cache_index)
+      x = store_gradient(x + drop(out_of('attn_out_norm', y)))
+      x = x + drop(out_of('mlp_out_norm', mlp(into('mlp_norm', x))))
     self.sow('intermediates', 'output', x)
     return x, cache
 
@@ -119,8 +124,8 @@ class GPT(nn.Module):
                         dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype)
     position_embedding = POSITIONS[cfg.position].embedding
     self.wpe = None if position_embedding is None else position_embedding(cfg)
-    # Post-norm blocks already end in a norm, so only pre-norm models get a final one.
-    if cfg.norm_position == 'pre':
+    # Post-norm blocks already end in a norm; the other placements get a final one.
+    if cfg.norm_position != 'post':
       self.norm_f = make_norm(cfg, None)
     if not cfg.tie_embeddings:
       self.lm_head = self.param('lm_head', normal_init(cfg.init_std, ('vocab', 'embed')),
@@ -143,15 +148,17 @@ class GPT(nn.Module):
                          'the last position with a learned embedding')
       slots = jnp.arange(t)
       positions = jnp.broadcast_to(slots, (b, t))
-      mask = index = None
+      masks, index = {}, None
     else:
       if t > cache.max_len:
         raise ValueError(f'{t} tokens do not fit a cache of {cache.max_len} slots')
       index = cache.index
       slots = index + jnp.arange(t)
       positions = jnp.maximum(slots[None, :] - cache.first_valid[:, None], 0)  # [B, T]
-      mask = attention_mask(slots, jnp.arange(cache.max_len), cfg.attention_window,
-                            cache.first_valid)
+      masks = {  # one per distinct window
+          window: attention_mask(slots, jnp.arange(cache.max_len), window, cache.first_valid)
+          for window in set(cfg.layer_windows)
+      }
 
     x = self.wte(tokens)  # [B, T, C]
     if cfg.scale_embeddings:  # Gemma: by sqrt(C) rounded to the compute dtype, as it does
@@ -163,8 +170,9 @@ class GPT(nn.Module):
     block_class = nn.remat(Block) if cfg.remat else Block
     new_layers = []
     for i in range(cfg.n_layers):
-      block = block_class(cfg, train, need_weights, name=f'blocks_{i}')
-      x, layer_cache = block(x, positions, mask, None if cache is None else cache.layers[i], index)
+      block = block_class(cfg, train, need_weights, i, name=f'blocks_{i}')
+      layer_cache = None if cache is None else cache.layers[i]
+      x, layer_cache = block(x, positions, masks.get(cfg.layer_windows[i]), layer_cache, index)
       new_layers.append(layer_cache)
 
     # Decoding multiplies a few rows by the head, so a padded copy of it would cost more than
@@ -185,7 +193,7 @@ class GPT(nn.Module):
     (the same logits, a matmul shape accelerators prefer).
     """
     cfg = self.cfg
-    if cfg.norm_position == 'pre':
+    if cfg.norm_position != 'post':
       x = self.norm_f(x)
     w = self.wte.embedding if cfg.tie_embeddings else self.lm_head  # [V, C]
     pad = cfg.padded_vocab_size - cfg.vocab_size
@@ -206,6 +214,9 @@ class GPT(nn.Module):
     logits = logits.reshape(*x.shape[:-1], -1)[..., :cfg.vocab_size]
     if cfg.parametrization == 'mup':  # α / width multiplier: the head keeps an unscaled init and lr
       logits = logits * jnp.float32(output_multiplier(cfg))
+    if cfg.final_logit_softcap is not None:  # Gemma 2: cap * tanh(logits / cap)
+      cap = jnp.float32(cfg.final_logit_softcap)
+      logits = cap * jnp.tanh(logits / cap)
     return logits
 
 

@@ -51,9 +51,10 @@ def hidden_init_std(cfg: ModelConfig) -> float:
 
 def attention_scale(cfg: ModelConfig) -> float | None:
   """What q.k is multiplied by; None for SP's 1 / sqrt(head_dim), which the kernels compute as
-  they always have (a division), so SP models keep their numbers to the last bit."""
+  they always have (a division), so SP models keep their numbers to the last bit;
+  1 / sqrt(attention_scale_dim) where that is set (Gemma 2's query_pre_attn_scalar)."""
   if cfg.parametrization == 'sp':
-    return None
+    return None if cfg.attention_scale_dim is None else cfg.attention_scale_dim**-0.5
   base_head_dim = cfg.mup_base_head_dim or cfg.head_dim / width_multiplier(cfg)
   return math.sqrt(base_head_dim) / cfg.head_dim
 

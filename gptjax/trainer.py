@@ -168,9 +168,24 @@ def setup(config: ml_collections.ConfigDict) -> Run:
 
 def cross_entropy(cfg: ModelConfig, params, batch, rng=None, train: bool = False):
   """Mean next-token cross-entropy in float32."""
+  return training_loss(cfg, params, batch, rng, train)[1]['loss']
+
+
+def training_loss(cfg: ModelConfig, params, batch, rng=None, train: bool = False,
+                  z_loss: float = 0.0):
+  """(what the gradient is taken of, {'loss': mean cross-entropy, 'z_loss': its penalty}).
+
+  z_loss > 0 adds PaLM's auxiliary z_loss * log(Z)^2 (Z the softmax normaliser of each
+  position's logits), which keeps the output logits from drifting (Chowdhery et al. 2022, 1e-4).
+  It is reported apart, so that 'loss' means cross-entropy in every run.
+  """
   rngs = {'dropout': rng} if train and rng is not None else None
   logits = GPT(cfg).apply({'params': params}, batch['inputs'], train=train, rngs=rngs)
-  return optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets']).mean()
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets']).mean()
+  if not z_loss:
+    return loss, {'loss': loss}
+  penalty = z_loss * jnp.square(jax.nn.logsumexp(logits, axis=-1)).mean()
+  return loss + penalty, {'loss': loss, 'z_loss': penalty}
 
 
 def make_train_step(run: Run, optimizer: optax.GradientTransformation, state_sharding, *,
@@ -183,17 +198,15 @@ def make_train_step(run: Run, optimizer: optax.GradientTransformation, state_sha
   dropout_key = jax.random.key(run.config.seed)
 
   def loss_fn(params, batch, rng):
-    return cross_entropy(cfg, params, batch, rng, train=True), {}
+    return training_loss(cfg, params, batch, rng, train=True, z_loss=run.train.z_loss)
 
   def train_step(state, batch):
     step = state['step']
     rng = jax.random.fold_in(dropout_key, step)
-    loss, _, grads = accumulate_gradients(loss_fn, state['params'], batch, n_micro, rng)
+    _, losses, grads = accumulate_gradients(loss_fn, state['params'], batch, n_micro, rng)
     updates, opt_state = optimizer.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
-    metrics = {
-        'loss': loss, 'lr': schedule(step), **optimizer_metrics(grads, updates, state['params'])
-    }
+    metrics = {**losses, 'lr': schedule(step), **optimizer_metrics(grads, updates, state['params'])}
     return {'params': params, 'opt_state': opt_state, 'step': step + 1}, metrics
 
   return jax.jit(train_step, donate_argnums=0,

@@ -39,6 +39,26 @@ VARIANTS = {
                                              qkv_bias=True, vocab_pad_multiple=64, qk_norm='head'),
     'learned_window_gqa_swiglu_embscale': dict(attention_window=3, n_kv_heads=2, mlp='swiglu',
                                                scale_embeddings=True),
+    # Gemma 2 / 3 in small: sandwich norms, soft-capping (caps that bind at these logits), wide
+    # heads with their own scale, alternating windows with a local theta, linear rope scaling.
+    'sandwich_softcap_headdim_localtheta': dict(
+        norm_position='sandwich', norm='rmsnorm', mlp='geglu', scale_embeddings=True,
+        position='rope', n_kv_heads=2, head_dim=12, attention_scale_dim=10, attn_logit_softcap=4.0,
+        final_logit_softcap=6.0, attention_window=3, window_pattern='local,global',
+        rope_local_theta=100.0, rope_scaling='linear', rope_scaling_factor=2.0),
+    # GPT-NeoX / Pythia: parallel block, partial rotary; YaRN on top.
+    'parallel_partial_rotary_yarn': dict(parallel_block=True, position='rope', rotary_fraction=0.5,
+                                         mlp='gelu_exact', tie_embeddings=False,
+                                         rope_scaling='yarn', rope_scaling_factor=4.0,
+                                         rope_original_block_size=4),
+    # OLMo 2: norms on the sublayer outputs, QK-norm over the projection; Llama 3.1 rope scaling.
+    'output_norm_qkproj_llama3': dict(norm_position='output', norm='rmsnorm', qk_norm='projection',
+                                      position='rope', n_kv_heads=2, mlp='swiglu', use_bias=False,
+                                      rope_scaling='llama3', rope_scaling_factor=8.0,
+                                      rope_original_block_size=8),
+    # ALiBi with a head count that is not a power of two, non-parametric norms, GQA, window 5.
+    'alibi_6heads_nonparametric': dict(position='alibi', n_heads=6, n_kv_heads=3, head_dim=4,
+                                       norm_affine=False, attention_window=5),
 }
 
 

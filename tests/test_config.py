@@ -11,10 +11,12 @@ from gptjax import config as config_lib
 from gptjax.config import ModelConfig
 
 POSITIVE_INT_FIELDS = ('vocab_size', 'vocab_pad_multiple', 'block_size', 'n_layers', 'd_model',
-                       'n_heads', 'n_kv_heads', 'd_ff')
+                       'n_heads', 'n_kv_heads', 'head_dim', 'd_ff')
 CHOICE_FIELDS = {
     'mlp': config_lib.MLPS,
     'norm': config_lib.NORMS,
+    'qk_norm': config_lib.QK_NORMS,
+    'rope_scaling': config_lib.ROPE_SCALINGS,
     'norm_position': config_lib.NORM_POSITIONS,
     'position': config_lib.POSITIONS,
     'attention_impl': config_lib.ATTENTION_IMPLS,
@@ -22,14 +24,17 @@ CHOICE_FIELDS = {
     'param_dtype': config_lib.DTYPES,
 }
 DROPOUT_FIELDS = ('embd_dropout', 'attn_dropout', 'resid_dropout')
-BOOL_FIELDS = ('tie_embeddings', 'use_bias', 'qkv_bias', 'remat')
+BOOL_FIELDS = ('tie_embeddings', 'use_bias', 'qkv_bias', 'remat', 'scale_embeddings', 'norm_affine',
+               'parallel_block')
 
 
 def test_choice_lists_are_what_the_model_implements():
   assert config_lib.MLPS == ('gelu', 'gelu_exact', 'relu2', 'swiglu', 'geglu')
   assert config_lib.NORMS == ('layernorm', 'rmsnorm')
-  assert config_lib.NORM_POSITIONS == ('pre', 'post')
-  assert config_lib.POSITIONS == ('learned', 'rope', 'none')
+  assert config_lib.NORM_POSITIONS == ('pre', 'post', 'sandwich', 'output')
+  assert config_lib.POSITIONS == ('learned', 'rope', 'none', 'alibi')
+  assert config_lib.QK_NORMS == ('none', 'head', 'projection')
+  assert config_lib.ROPE_SCALINGS == ('none', 'linear', 'llama3', 'yarn')
 
 
 def test_defaults_are_gpt2_small():
@@ -61,8 +66,9 @@ def test_unknown_enum_strings(field, value):
 
 @pytest.mark.parametrize('field', sorted(CHOICE_FIELDS))
 def test_every_listed_choice_is_accepted(field):
+  needs = {'rope_scaling': dict(position='rope')}.get(field, {})
   for allowed in CHOICE_FIELDS[field]:
-    assert getattr(ModelConfig(**{field: allowed}), field) == allowed
+    assert getattr(ModelConfig(**{field: allowed}, **needs), field) == allowed
 
 
 def test_d_model_divisible_by_n_heads():
@@ -79,6 +85,57 @@ def test_n_heads_divisible_by_n_kv_heads(n_kv_heads):
 @pytest.mark.parametrize('n_kv_heads', [1, 2, 4])
 def test_valid_kv_head_counts(n_kv_heads):
   assert ModelConfig(d_model=32, n_heads=4, n_kv_heads=n_kv_heads).n_kv_heads == n_kv_heads
+
+
+def test_head_dim_may_differ_from_d_model_over_n_heads():
+  cfg = ModelConfig(d_model=30, n_heads=4, head_dim=16, position='rope')
+  assert (cfg.head_dim, cfg.rotary_dims) == (16, 16)
+  assert ModelConfig(d_model=30, n_heads=4, head_dim=16).replace(d_model=32).head_dim == 16
+  assert ModelConfig(d_model=32, n_heads=4).replace(n_heads=2).head_dim == 16  # re-derived
+
+
+@pytest.mark.parametrize('fraction, rotary_dims', [(1.0, 16), (0.25, 4), (0.5, 8)])
+def test_rotary_fraction(fraction, rotary_dims):
+  cfg = ModelConfig(d_model=64, n_heads=4, position='rope', rotary_fraction=fraction)
+  assert cfg.rotary_dims == rotary_dims
+
+
+@pytest.mark.parametrize('changes, named', [
+    (dict(position='rope', rotary_fraction=0.0), r'^rotary_fraction=0.0 must be in \(0, 1\]'),
+    (dict(position='rope', rotary_fraction=1.5), r'^rotary_fraction='),
+    (dict(position='rope', n_heads=48,
+          rotary_fraction=0.1), r'position=rope rotates pairs.*= 1 must be even'),
+    (dict(rotary_fraction=0.5), r'^rotary_fraction=0.5 needs position=rope'),
+    (dict(rope_scaling='yarn'), r"^rope_scaling='yarn' needs position=rope"),
+    (dict(rope_local_theta=1e4), r'^rope_local_theta=10000.0 needs position=rope'),
+    (dict(position='rope', rope_scaling='llama3', rope_low_freq_factor=4.0),
+     r'^rope_high_freq_factor=4.0 must be > rope_low_freq_factor=4.0'),
+    (dict(rope_scaling_factor=0), r'^rope_scaling_factor='),
+    (dict(attn_logit_softcap=0.0), r'^attn_logit_softcap='),
+    (dict(final_logit_softcap=-30.0), r'^final_logit_softcap='),
+    (dict(attention_scale_dim=0), r'^attention_scale_dim='),
+    (dict(parametrization='mup', mup_base_width=64,
+          attention_scale_dim=64), r'attention_scale_dim is an SP attention scale'),
+    (dict(parallel_block=True, norm_position='post'), r'^parallel_block=True needs norm_position'),
+    (dict(window_pattern='local,global'), r"has 'local' layers: set attention_window"),
+    (dict(window_pattern='local,wide', attention_window=4), r"entry 'wide' is not one of"),
+    (dict(window_pattern=''), r"^window_pattern='' must be comma-separated"),
+    (dict(window_pattern='0'), r"entry '0' is not one of"),
+])
+def test_new_variant_fields_are_checked(changes, named):
+  with pytest.raises(ValueError, match=named):
+    ModelConfig(**changes)
+
+
+def test_window_pattern_repeats_over_the_layers():
+  cfg = ModelConfig(n_layers=5, attention_window=4, window_pattern='local, global')
+  assert cfg.layer_windows == (4, None, 4, None, 4)
+  assert ModelConfig(n_layers=3, window_pattern='8,global,2').layer_windows == (8, None, 2)
+  assert ModelConfig(n_layers=2, attention_window=3).layer_windows == (3, 3)
+  local_theta = ModelConfig(n_layers=2, attention_window=3, window_pattern='local,global',
+                            position='rope', rope_local_theta=10.0, rope_scaling='linear')
+  assert [local_theta.layer_rope_theta(i) for i in range(2)] == [10.0, 10000.0]
+  assert [local_theta.layer_rope_scaling(i) for i in range(2)] == ['none', 'linear']
 
 
 def test_odd_head_dim_with_rope():

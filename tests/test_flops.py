@@ -23,8 +23,8 @@ GPT2_SMALL = dict(vocab_size=50257, block_size=1024, n_layers=12, n_heads=12, d_
 def hand_count(cfg: ModelConfig) -> int:
   """Parameters of a GPT, counted layer by layer from the architecture."""
   v, c, f, l = cfg.vocab_size, cfg.d_model, cfg.d_ff, cfg.n_layers
-  q_width = cfg.n_heads * (c // cfg.n_heads)
-  kv_width = cfg.n_kv_heads * (c // cfg.n_heads)
+  d = cfg.head_dim  # d_model / n_heads unless set
+  q_width, kv_width = cfg.n_heads * d, cfg.n_kv_heads * d
   b = int(cfg.use_bias)
 
   qkv = c * (q_width + 2 * kv_width) + int(cfg.qkv_bias) * (q_width + 2 * kv_width)
@@ -34,12 +34,14 @@ def hand_count(cfg: ModelConfig) -> int:
   else:  # gate [C, F], up [C, F], down [F, C]
     mlp = 3 * c * f + b * (2 * f + c)
   norm = c + (b * c if cfg.norm == 'layernorm' else 0)  # RMSNorm has a scale only
-  qk_norm = 2 * (c // cfg.n_heads) if cfg.qk_norm == 'head' else 0  # q and k scales [D]
-  per_block = qkv + out + mlp + 2 * norm + qk_norm
+  norm *= int(cfg.norm_affine)  # non-parametric norms hold nothing
+  norms_per_block = 4 if cfg.norm_position == 'sandwich' else 2  # into and out of each sublayer
+  qk_norm = {'none': 0, 'head': 2 * d, 'projection': q_width + kv_width}[cfg.qk_norm]
+  per_block = qkv + out + mlp + norms_per_block * norm + qk_norm
 
   total = v * c + l * per_block
   total += cfg.block_size * c if cfg.position == 'learned' else 0
-  total += norm if cfg.norm_position == 'pre' else 0  # post-norm blocks end in a norm already
+  total += norm if cfg.norm_position != 'post' else 0  # post-norm blocks end in a norm already
   total += 0 if cfg.tie_embeddings else v * c
   return total
 
@@ -62,7 +64,7 @@ def zero_params(cfg: ModelConfig) -> dict:
 
 @pytest.fixture(scope='module', params=sorted(COUNTED))
 def tiny(request):
-  cfg = ModelConfig(**TINY, **COUNTED[request.param])
+  cfg = ModelConfig(**{**TINY, **COUNTED[request.param]})
   return cfg, zero_params(cfg)
 
 
@@ -157,6 +159,9 @@ def test_window_caps_attended_keys():
   assert flops.flops_breakdown(windowed)['matmul'] == flops.flops_breakdown(cfg)['matmul']
   wide = cfg.replace(attention_window=4096)  # wider than the sequence: no effect
   assert flops.flops_per_token(wide) == flops.flops_per_token(cfg)
+  # Gemma 2's alternation: half the layers see 128 keys, half all 1024.
+  alternating = cfg.replace(attention_window=128, window_pattern='local,global')
+  assert flops.flops_breakdown(alternating)['attention'] == 12 * 12 * 64 * (6 * 128 + 6 * 1024)
 
 
 def test_bad_seq_len_is_a_clear_error():

@@ -13,7 +13,9 @@ from gptjax import layers
 from gptjax.config import GATED_MLPS
 from gptjax.layers import MLP, Attention, LayerNorm, RMSNorm
 from gptjax.model import GPT, abstract_params
-from reference import (np_attention, np_layernorm, np_mlp, np_rmsnorm, np_rope, np_visible)
+from gptjax.config import ModelConfig
+from reference import (hf_rope_table, np_alibi_slopes, np_attention, np_layernorm, np_mlp,
+                       np_rmsnorm, np_rope, np_visible)
 
 RNG = np.random.default_rng(0)
 pytestmark = pytest.mark.usefixtures('fast_compiles')  # compiling is most of their time
@@ -142,6 +144,74 @@ def test_rope_keeps_dtype_and_computes_in_float32():
   np.testing.assert_allclose(np.asarray(y.astype(jnp.float32)), ref, rtol=1e-2, atol=2e-2)
 
 
+# Llama 3.1 (factor 8 over 8192, head 128, theta 500k), Qwen-style YaRN (factor 4 over 32768),
+# Gemma 3's global layers (linear 8), and NeoX-style partial rotary under each.
+ROPE_SCALINGS = {
+    'llama3': dict(rope_scaling='llama3', rope_scaling_factor=8.0, rope_original_block_size=8192,
+                   rope_theta=500000.0),
+    'yarn': dict(rope_scaling='yarn', rope_scaling_factor=4.0, rope_original_block_size=32768,
+                 rope_theta=1000000.0),
+    'yarn_betas': dict(rope_scaling='yarn', rope_scaling_factor=16.0, rope_original_block_size=4096,
+                       rope_beta_fast=16.0, rope_beta_slow=2.0),
+    'linear': dict(rope_scaling='linear', rope_scaling_factor=8.0, rope_theta=1000000.0),
+}
+
+
+@pytest.mark.parametrize('name', sorted(ROPE_SCALINGS))
+@pytest.mark.parametrize('fraction', [1.0, 0.25])
+def test_scaled_rotary_tables_equal_transformers(name, fraction):
+  """Frequencies and YaRN's attention factor against transformers' own rope init functions."""
+  cfg = ModelConfig(d_model=2048, n_heads=16, block_size=131072, position='rope',
+                    rotary_fraction=fraction, **ROPE_SCALINGS[name])
+  inv_freq, factor = layers.positions.rotary_table(cfg, 0)
+  expected, expected_factor = hf_rope_table(cfg, cfg.rope_theta, cfg.rope_scaling)
+  assert inv_freq.shape == (cfg.rotary_dims // 2,)
+  np.testing.assert_allclose(inv_freq, expected, rtol=2e-6)
+  assert factor == pytest.approx(expected_factor, rel=1e-7)
+  plain, _ = layers.positions.rotary_table(cfg.replace(rope_scaling='none'), 0)
+  assert not np.allclose(inv_freq, plain)  # the scaling does change something
+
+
+def test_local_layers_take_their_own_theta_and_no_scaling():
+  cfg = ModelConfig(n_layers=4, d_model=64, n_heads=4, position='rope', attention_window=8,
+                    window_pattern='local,local,local,global', rope_local_theta=10000.0,
+                    rope_theta=1000000.0, rope_scaling='linear', rope_scaling_factor=8.0)
+  local, factor = layers.positions.rotary_table(cfg, 2)
+  np.testing.assert_allclose(local, 1.0 / 10000.0**(np.arange(0, 16, 2) / 16), rtol=1e-6)
+  global_, _ = layers.positions.rotary_table(cfg, 3)
+  np.testing.assert_allclose(global_, 1.0 / 1e6**(np.arange(0, 16, 2) / 16) / 8, rtol=1e-6)
+  assert factor == 1.0
+
+
+def test_partial_rotary_passes_the_rest_through_and_matches_numpy():
+  x = normal(2, 5, 3, 16)
+  positions = np.array([[0, 1, 2, 3, 4], [7, 8, 9, 10, 11]])
+  inv_freq = layers.positions.rope_frequencies(4, 10000.0)
+  y = np.asarray(layers.positions.rotate(jnp.asarray(x), jnp.asarray(positions), inv_freq))
+  np.testing.assert_array_equal(y[..., 4:], x[..., 4:])
+  ref = np_rope(x, positions, inv_freq=np.asarray(inv_freq, np.float64))
+  np.testing.assert_allclose(y, ref, rtol=1e-5, atol=2e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# ALiBi
+
+
+@pytest.mark.parametrize('n_heads', [1, 2, 3, 4, 6, 8, 12, 16, 20])
+def test_alibi_slopes_are_blooms(n_heads):
+  np.testing.assert_allclose(layers.positions.alibi_slopes(n_heads), np_alibi_slopes(n_heads),
+                             rtol=1e-12)
+
+
+def test_alibi_bias_penalises_distance_per_head():
+  cfg = ModelConfig(d_model=32, n_heads=4, position='alibi')
+  bias = np.asarray(layers.positions.alibi_bias(cfg, jnp.arange(2, 5), jnp.arange(5)))
+  assert bias.shape == (1, 4, 3, 5)
+  slopes = np_alibi_slopes(4)  # 1/4, 1/16, 1/64, 1/256
+  np.testing.assert_allclose(bias[0, :, 0, 0], -2 * slopes, rtol=1e-6)  # query slot 2, key 0
+  np.testing.assert_array_equal(bias[0, :, 1, 3], 0.0)  # the query's own slot
+
+
 # ---------------------------------------------------------------------------------------------
 # Attention
 
@@ -224,7 +294,7 @@ def test_resolve_attention_impl(tiny_config):
 def test_a_cudnn_model_runs_on_xla_here_with_one_notice(tiny_config, randomize, caplog):
   """A GPU config on a CPU: same logits as attention_impl='xla', and one warning line for the
   whole model (not one per layer)."""
-  layers.attention._notice_cudnn_fallback.cache_clear()
+  layers.attention._notice_fallback.cache_clear()
   cudnn = tiny_config(attention_impl='cudnn', n_layers=3)
   params = randomize(abstract_params(cudnn))
   tokens = jax.random.randint(jax.random.key(1), (2, 7), 0, cudnn.vocab_size)
@@ -235,6 +305,47 @@ def test_a_cudnn_model_runs_on_xla_here_with_one_notice(tiny_config, randomize, 
   np.testing.assert_array_equal(logits, expected)
   notices = [r for r in caplog.records if 'attention_impl=cudnn' in r.getMessage()]
   assert len(notices) == 1 and 'using xla' in notices[0].getMessage()
+
+
+@pytest.mark.skipif(jax.default_backend() == 'gpu', reason='its notice differs there')
+def test_soft_capped_attention_takes_the_explicit_kernel_with_one_notice(
+    tiny_config, randomize, caplog):
+  """No fused kernel can cap: a soft-capped model asking for one runs the explicit kernel, says
+  so once, and computes what the explicit kernel computes (and what NumPy does)."""
+  layers.attention._notice_fallback.cache_clear()
+  capped = tiny_config(attention_impl='xla', attn_logit_softcap=2.0, n_layers=3)
+  params = randomize(abstract_params(capped))
+  tokens = jax.random.randint(jax.random.key(1), (2, 7), 0, capped.vocab_size)
+  with caplog.at_level(logging.WARNING):
+    logits = gpt_logits(capped, params, tokens)
+  np.testing.assert_array_equal(
+      logits, gpt_logits(capped.replace(attention_impl='explicit'), params, tokens))
+  notices = [r.getMessage() for r in caplog.records if 'soft-cap' in r.getMessage()]
+  assert len(notices) == 1 and 'explicit kernel' in notices[0]
+  uncapped = gpt_logits(capped.replace(attn_logit_softcap=None), params, tokens)
+  assert np.abs(logits - uncapped).max() > 1e-2  # a cap of 2 binds at these weights
+  with pytest.raises(ValueError, match='soft-caps'):
+    q = k = v = jnp.zeros((1, 3, 2, 4))
+    layers.KERNELS['xla'](q, k, v, None, None, layers.attention.Logits(softcap=2.0))
+
+
+def test_qk_norm_over_the_projection_has_one_gain_per_element(tiny_config):
+  cfg = tiny_config(qk_norm='projection', n_kv_heads=2, position='rope')
+  attn = abstract_params(cfg)['blocks_0']['attn']
+  assert attn['q_norm']['scale'].shape == (4, 8) and attn['k_norm']['scale'].shape == (2, 8)
+  assert abstract_params(
+      cfg.replace(qk_norm='head'))['blocks_0']['attn']['q_norm']['scale'].shape == (8,)
+
+
+def test_non_parametric_norms_hold_nothing(tiny_config):
+  for norm in ('layernorm', 'rmsnorm'):
+    cfg = tiny_config(norm=norm, norm_affine=False, norm_position='sandwich')
+    params = abstract_params(cfg)
+    assert 'norm_f' not in params
+    assert not any('norm' in name for name in params['blocks_0'])
+  x = normal(2, 3, 8, scale=3.0)
+  y = LayerNorm(1e-5, True, jnp.float32, jnp.float32, affine=False).apply({}, x)
+  np.testing.assert_allclose(y, np_layernorm(x, 1.0, 0.0, 1e-5), rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,6 +377,7 @@ def test_every_config_string_has_a_registry_entry_and_back():
   assert set(layers.NORMS) == set(config.NORMS)
   assert set(layers.POSITIONS) == set(config.POSITIONS)
   assert set(layers.MLPS) == set(config.MLPS)
+  assert set(layers.positions.ROPE_SCALINGS) == set(config.ROPE_SCALINGS)
   assert set(layers.KERNELS) == set(config.ATTENTION_IMPLS) - {'auto'}
 
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gptjax import config as config_lib
 from gptjax.config import GATED_MLPS
 from gptjax.model import (GPT, KVCache, abstract_params, forward_with_intermediates, init_cache,
                           init_params)
@@ -101,14 +102,22 @@ def assert_logits_close(actual, expected, what=''):
 def test_variant_matrix_covers_every_value(tiny_config):
   configs = [tiny_config(**v) for v in VARIANTS.values()]
   covered = lambda field: {getattr(c, field) for c in configs}
-  assert covered('norm_position') == {'pre', 'post'}
-  assert covered('norm') == {'layernorm', 'rmsnorm'}
-  assert covered('position') == {'learned', 'rope', 'none'}
-  assert covered('n_kv_heads') == {1, 2, 4}  # MQA, GQA, MHA with 4 heads
-  assert covered('mlp') == {'gelu', 'gelu_exact', 'relu2', 'swiglu', 'geglu'}
-  assert covered('qk_norm') == {'none', 'head'}
-  assert covered('scale_embeddings') == {False, True}
-  assert covered('attention_window') == {None, 3}
+  assert covered('norm_position') == set(config_lib.NORM_POSITIONS)
+  assert covered('norm') == set(config_lib.NORMS)
+  assert covered('position') == set(config_lib.POSITIONS)
+  assert covered('rope_scaling') == set(config_lib.ROPE_SCALINGS)
+  assert covered('n_kv_heads') >= {1, 2, 4}  # MQA, GQA, MHA with 4 heads
+  assert covered('mlp') == set(config_lib.MLPS)
+  assert covered('qk_norm') == set(config_lib.QK_NORMS)
+  assert covered('scale_embeddings') == covered('norm_affine') == covered('parallel_block') == {
+      False, True
+  }
+  assert {c.head_dim * c.n_heads == c.d_model for c in configs} == {False, True}
+  assert covered('rotary_fraction') > {1.0}
+  assert {c.layer_windows for c in configs} >= {(None, None), (3, 3), (3, None)}
+  assert covered('rope_local_theta') > {None} and covered('attention_scale_dim') > {None}
+  assert covered('attn_logit_softcap') > {None} and covered('final_logit_softcap') > {None}
+  assert covered('attention_window') == {None, 3, 5}
   assert covered('tie_embeddings') == covered('use_bias') == covered('remat') == {True, False}
   assert covered('vocab_pad_multiple') == {1, 64}
   assert covered('parametrization') == {'sp', 'mup'}
@@ -125,7 +134,7 @@ def test_forward_shapes_and_dtypes(cfg, reference):
   assert wte.shape == (cfg.vocab_size, cfg.d_model)  # padding is never a parameter
   assert ('lm_head' in params) == (not cfg.tie_embeddings)
   assert ('wpe' in params) == (cfg.position == 'learned')
-  assert ('norm_f' in params) == (cfg.norm_position == 'pre')
+  assert ('norm_f' in params) == (cfg.norm_position != 'post' and cfg.norm_affine)
 
 
 @variants
@@ -155,9 +164,10 @@ def assert_receptive_field(jacobian, reach):
 @variants
 def test_causality(cfg, reference):
   """The gradient of position t's logits w.r.t. the embedding of any later position is exactly 0;
-  with a window w, L layers reach back exactly L * (w - 1) positions."""
+  with a window w, L layers reach back exactly L * (w - 1) positions (one global layer: all)."""
   _, _, jacobian = reference(cfg)
-  reach = T if cfg.attention_window is None else cfg.n_layers * (cfg.attention_window - 1)
+  windows = cfg.layer_windows
+  reach = T if None in windows else sum(w - 1 for w in windows)
   assert_receptive_field(jacobian, reach)
 
 

@@ -73,6 +73,14 @@ def ablation():
     ('attn=gqa2', {'model.n_kv_heads': 2}),
     ('attn=mqa', {'model.n_kv_heads': 1}),
     ('mlp=swiglu', {'model.mlp': 'swiglu'}),
+    ('np=sandwich', {'model.norm_position': 'sandwich'}),
+    ('norm_position=output', {'model.norm_position': 'output'}),
+    ('parallel=true', {'model.parallel_block': True}),
+    ('pos=alibi', {'model.position': 'alibi'}),
+    ('qk_norm=projection', {'model.qk_norm': 'projection'}),
+    ('softcap=20', {'model.attn_logit_softcap': 20.0}),
+    ('final_softcap=30,softcap=none', {'model.final_logit_softcap': 30.0}),
+    ('z_loss=1e-4', {'train.z_loss': 1e-4}),
     ('seed=3', {'seed': 3}),
     ('lr=1e-2', {'optim.lr': 0.01}),
     ('warmup=0', {'optim.warmup_steps': 0}),
@@ -111,8 +119,11 @@ def test_baseline_is_gpt2_recipe_and_every_sweep_parses(ablation):
 @pytest.mark.parametrize('variant, needles', [
     ('nrom=rmsnorm', ["'nrom'", "did you mean 'norm'", 'norm_position (np)']),
     ('norm=rms', ["norm='rms'", 'layernorm, rmsnorm']),
-    ('np=middle', ["norm_position='middle'", 'pre, post']),
-    ('pos=alibi', ["pos='alibi'", 'learned, rope, none']),
+    ('np=middle', ["norm_position='middle'", 'pre, post, sandwich, output']),
+    ('pos=t5', ["pos='t5'", 'learned, rope, none, alibi']),
+    ('softcap=0', ["softcap='0'", '> 0 | none']),
+    ('z_loss=-1', ["z_loss='-1'", '>= 0']),
+    ('parallel=yes', ["parallel='yes'", 'true, false']),
     ('attn=gqa3', ["attn='gqa3'", 'n_heads=4']),
     ('attn=gqa', ["attn='gqa'", 'mha, mqa, gqaN']),
     ('mlp=relu', ["mlp='relu'", 'gelu, gelu_exact, relu2, swiglu, geglu']),
@@ -182,7 +193,8 @@ def test_ablation_names_each_runs_factors_the_baseline_included(ablation):
   assert {r.factors['qk_norm'] for r in runs} == {'none'}
   assert runs[2].factors['lr'] == 0.01 and runs[0].factors['lr'] == runs[1].factors['lr']
   assert list(runs[0].factors) == [
-      'norm_position', 'norm', 'pos', 'attn', 'qk_norm', 'mlp', 'lr', 'warmup', 'grad_clip'
+      'norm_position', 'norm', 'pos', 'parallel', 'attn', 'qk_norm', 'softcap', 'final_softcap',
+      'z_loss', 'mlp', 'lr', 'warmup', 'grad_clip'
   ]
 
 

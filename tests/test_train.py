@@ -228,6 +228,30 @@ def test_run_from_clean_workdir_learns_and_writes_its_files(finished, data_dir):
   assert meta['tokenizer'] == 'bytes' and meta['n_vocab'] == 257
 
 
+def test_z_loss_is_palms_penalty_and_is_logged_apart(finished, data_dir, tmp_path):
+  """training_loss adds z * mean(logsumexp(logits)^2) (scipy's logsumexp as the reference) and
+  reports it apart; a run with it logs the cross-entropy as loss and the penalty as z_loss."""
+  import scipy.special
+  from gptjax.model import GPT
+  cfg = trainer.check_config(finished['config'])
+  params, _ = saved_params(finished['workdir'])
+  tokens = np.random.default_rng(0).integers(0, 257, (2, 9)).astype(np.int32)
+  batch = {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:]}
+  total, parts = trainer.training_loss(cfg, params, batch, z_loss=1e-2)
+  logits = np.asarray(GPT(cfg).apply({'params': params}, batch['inputs']), np.float64)
+  lse = scipy.special.logsumexp(logits, axis=-1)
+  expected_ce = (lse - np.take_along_axis(logits, batch['targets'][..., None], -1)[..., 0]).mean()
+  assert float(parts['loss']) == pytest.approx(expected_ce, rel=1e-5)
+  assert float(parts['z_loss']) == pytest.approx(1e-2 * np.mean(lse**2), rel=1e-5)
+  assert float(total) == pytest.approx(float(parts['loss']) + float(parts['z_loss']), rel=1e-6)
+  assert set(trainer.training_loss(cfg, params, batch)[1]) == {'loss'}  # off: nothing extra
+
+  workdir = tmp_path / 'z_loss'
+  trainer.train_and_evaluate(make_config(data_dir, train__z_loss=1e-4, train__steps=2), workdir)
+  logged = read_metrics(workdir)[0]
+  assert logged['z_loss'] > 0 and logged['loss'] == pytest.approx(math.log(257), abs=0.3)
+
+
 def test_train_step_compiles_once(finished):
   assert finished['compiled'].count('jit(train_step)') == 1, finished['compiled']
 

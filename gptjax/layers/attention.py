@@ -58,39 +58,53 @@ def attention_mask(query_slots: jax.Array, key_slots: jax.Array, window: int | N
   return visible
 
 
-def scale_logits(logits: jax.Array, head_dim: int, scale: float | None) -> jax.Array:
-  """q.k logits times `scale`; None: divided by sqrt(head_dim), the standard scale."""
-  if scale is None:
-    return logits / jnp.sqrt(jnp.float32(head_dim))
-  return logits * jnp.float32(scale)
+class Logits(NamedTuple):
+  """How q.k becomes an attention logit: times scale (None: divided by sqrt(D), the standard),
+  soft-capped to (-softcap, softcap) (Gemma 2; None: not), plus bias (ALiBi's [1, H, T, S])."""
+  scale: float | None = None
+  softcap: float | None = None
+  bias: jax.Array | None = None
 
 
-def attention_weights(q, k, mask, scale: float | None = None) -> jax.Array:
-  """Explicit softmax(q k^T * scale) [B, H, T, S] in float32 from q [B, T, H, D] and
-  k [B, S, K, D]; each kv head serves its group of H / K query heads. scale None: 1 / sqrt(D)."""
+def finish_logits(logits: jax.Array, head_dim: int, how: Logits) -> jax.Array:
+  """q.k logits [..., T, S] float32 -> the attention logits `how` describes."""
+  if how.scale is None:
+    logits = logits / jnp.sqrt(jnp.float32(head_dim))
+  else:
+    logits = logits * jnp.float32(how.scale)
+  if how.softcap is not None:
+    logits = jnp.float32(how.softcap) * jnp.tanh(logits / jnp.float32(how.softcap))
+  if how.bias is not None:
+    logits = logits + how.bias
+  return logits
+
+
+def attention_weights(q, k, mask, how: Logits = Logits()) -> jax.Array:
+  """Explicit softmax of the attention logits [B, H, T, S] in float32 from q [B, T, H, D] and
+  k [B, S, K, D]; each kv head serves its group of H / K query heads."""
   n_groups = q.shape[2] // k.shape[2]
   k = jnp.repeat(k, n_groups, axis=2)  # [B, S, H, D]
   logits = jnp.einsum('bthd,bshd->bhts', q, k, preferred_element_type=jnp.float32)
-  logits = scale_logits(logits, q.shape[-1], scale)
+  logits = finish_logits(logits, q.shape[-1], how)
   logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   return jax.nn.softmax(logits, axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------
-# Full-sequence kernels: (q [B, T, H, D], k and v [B, T, K, D], window, probs_hook, scale) ->
+# Full-sequence kernels: (q [B, T, H, D], k and v [B, T, K, D], window, probs_hook, how) ->
 # [B, T, H, D]. probs_hook sees (and may change) the probabilities [B, H, T, S] before they weight
-# the values; only a kernel that materialises them can take one. scale: what q.k is multiplied by
-# (None: 1 / sqrt(D); see gptjax.parametrization).
+# the values; only a kernel that materialises them can take one. how: the Logits (scale: see
+# gptjax.parametrization); only the explicit kernel can soft-cap.
 
 ProbsHook = Callable[[jax.Array], jax.Array]
 
 
 def explicit_kernel(q, k, v, window: int | None, probs_hook: ProbsHook | None = None,
-                    scale: float | None = None):
-  """The probabilities as an array: attention maps for analysis and attention dropout need it;
-  also the plain reference the fused kernels are tested against."""
+                    how: Logits = Logits()):
+  """The probabilities as an array: attention maps for analysis, attention dropout and
+  soft-capping need it; also the plain reference the fused kernels are tested against."""
   t, s = q.shape[1], k.shape[1]
-  probs = attention_weights(q, k, attention_mask(jnp.arange(t), jnp.arange(s), window), scale)
+  probs = attention_weights(q, k, attention_mask(jnp.arange(t), jnp.arange(s), window), how)
   if probs_hook is not None:
     probs = probs_hook(probs)
   v = jnp.repeat(v, q.shape[2] // v.shape[2], axis=2)  # [B, S, H, D]
@@ -98,14 +112,14 @@ def explicit_kernel(q, k, v, window: int | None, probs_hook: ProbsHook | None = 
 
 
 def fused_kernel(q, k, v, window: int | None, probs_hook: ProbsHook | None = None,
-                 scale: float | None = None, *, implementation: str):
+                 how: Logits = Logits(), *, implementation: str):
   """jax.nn.dot_product_attention: native GQA, and causal/window flags that cuDNN turns into
-  skipped blocks of work. It never materialises the probabilities."""
-  if probs_hook is not None:
-    raise ValueError(f'the {implementation} attention kernel does not expose the attention '
-                     'probabilities; use the explicit kernel')
+  skipped blocks of work. It never materialises the probabilities, and has no soft-cap."""
+  if probs_hook is not None or how.softcap is not None:
+    raise ValueError(f'the {implementation} attention kernel neither exposes the attention '
+                     'probabilities nor soft-caps the logits; use the explicit kernel')
   local_window = None if window is None else (window - 1, 0)
-  return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
+  return jax.nn.dot_product_attention(q, k, v, how.bias, scale=how.scale, is_causal=True,
                                       local_window_size=local_window, implementation=implementation)
 
 
@@ -122,38 +136,45 @@ def resolve_attention_impl(cfg: ModelConfig) -> str:
   'auto' picks cuDNN flash attention where it applies (GPU, half precision), else XLA. An
   explicit 'cudnn' where cuDNN cannot run falls back to 'xla' with a one-line notice rather
   than failing, so a GPU config still runs (slower, same numbers) on a laptop.
+  A soft-capped model takes the explicit kernel, since no fused one can cap (also with a notice
+  where a fused one was asked for or would have been chosen).
   """
   cudnn_possible = (jax.default_backend() == 'gpu'
                     and cfg.compute_dtype in (jnp.bfloat16, jnp.float16))
-  if cfg.attention_impl == 'auto':
-    return 'cudnn' if cudnn_possible else 'xla'
-  if cfg.attention_impl == 'cudnn' and not cudnn_possible:
-    _notice_cudnn_fallback(jax.default_backend(), cfg.dtype)
-    return 'xla'
-  return cfg.attention_impl
+  impl = cfg.attention_impl
+  if impl == 'auto':
+    impl = 'cudnn' if cudnn_possible else 'xla'
+  if impl == 'cudnn' and not cudnn_possible:
+    _notice_fallback(f'attention_impl=cudnn needs a GPU and dtype bfloat16/float16 (have '
+                     f'{jax.default_backend()}, {cfg.dtype}); using xla')
+    impl = 'xla'
+  if impl != 'explicit' and cfg.attn_logit_softcap is not None:
+    _notice_fallback(f'attn_logit_softcap: the {impl} attention kernel cannot soft-cap the '
+                     'logits; using the explicit kernel (slower, more memory)')
+    impl = 'explicit'
+  return impl
 
 
 @functools.lru_cache(maxsize=None)
-def _notice_cudnn_fallback(backend: str, dtype: str) -> None:
-  """Once per (backend, dtype), not once per layer and trace."""
-  logging.warning(
-      'attention_impl=cudnn needs a GPU and dtype bfloat16/float16 (have %s, %s); '
-      'using xla', backend, dtype)
+def _notice_fallback(message: str) -> None:
+  """Once per message, not once per layer and trace."""
+  logging.warning('%s', message)
 
 
 # ---------------------------------------------------------------------------------------------
 # Decoding over a cache
 
 
-def cached_attention(q, k, v, mask, scale: float | None = None) -> jax.Array:
-  """softmax(q k^T * scale) v over a cache: q [B, T, H, D], k and v [B, K, S, D], boolean mask
-  [B|1, 1, T, S] -> [B, T, H, D]. Each kv head serves its group of H / K query heads; scale
-  None: 1 / sqrt(D)."""
+def cached_attention(q, k, v, mask, how: Logits = Logits()) -> jax.Array:
+  """softmax(logits) v over a cache: q [B, T, H, D], k and v [B, K, S, D], boolean mask
+  [B|1, 1, T, S] -> [B, T, H, D]. Each kv head serves its group of H / K query heads."""
   b, t, h, d = q.shape
   kv = k.shape[1]
   q = q.reshape(b, t, kv, h // kv, d).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, D]
   logits = jnp.einsum('bkgtd,bksd->bkgts', q, k, preferred_element_type=jnp.float32)
-  logits = scale_logits(logits, d, scale)
+  if how.bias is not None:  # [1, H, T, S] -> [1, K, G, T, S], the layout of these logits
+    how = how._replace(bias=how.bias.reshape(1, kv, h // kv, *how.bias.shape[-2:]))
+  logits = finish_logits(logits, d, how)
   logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)  # [B, 1, 1, T, S]
   probs = jax.nn.softmax(logits, axis=-1)
   y = jnp.einsum('bkgts,bksd->bkgtd', probs.astype(v.dtype), v)  # [B, K, G, T, D]
@@ -174,7 +195,8 @@ def write_cache(cache: LayerCache, k, v, index) -> LayerCache:
 
 
 class Attention(nn.Module):
-  """x [B, T, C] -> ([B, T, C], the updated LayerCache or None).
+  """x [B, T, C] -> ([B, T, C], the updated LayerCache or None): the attention of block `layer`
+  (which picks its window and rotary table when they vary by layer).
 
   With a cache (decoding), mask is the boolean [B|1, 1, T, S] of which slots each query sees;
   without one it is None and the sequence is causal (and windowed). train enables attention
@@ -184,28 +206,43 @@ class Attention(nn.Module):
   cfg: ModelConfig
   train: bool = False
   need_weights: bool = False
+  layer: int = 0
 
   @nn.compact
   def __call__(self, x, positions, mask=None, cache: LayerCache | None = None, cache_index=None):
+    cfg = self.cfg
+    q, k, v = self._project(x, positions)  # [B, T, H|K, D]
+    t = x.shape[1]
+    position = POSITIONS[cfg.position]
+    how = Logits(attention_scale(cfg), cfg.attn_logit_softcap)
+    if cache is not None:  # write this chunk at cache_index, then attend over the whole cache
+      cache = write_cache(cache, k, v, cache_index)
+      if position.bias is not None:
+        slots = cache_index + jnp.arange(t)
+        how = how._replace(bias=position.bias(cfg, slots, jnp.arange(cache.k.shape[2])))
+      y = cached_attention(q, cache.k, cache.v, mask, how)
+    else:
+      if position.bias is not None:
+        how = how._replace(bias=position.bias(cfg, jnp.arange(t), jnp.arange(t)))
+      y = self._kernel()(q, k, v, cfg.layer_windows[self.layer], self._probs_hook(), how)
+    out = dense(cfg, 'out', cfg.d_model, ('heads', 'head_dim', 'embed'), std=residual_std(cfg),
+                n_contract=2)
+    return out(y), cache
+
+  def _project(self, x, positions):
+    """q [B, T, H, D], k and v [B, T, K, D]: projected, QK-normed, rotated."""
     cfg = self.cfg
     h, kv, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     q = dense(cfg, 'query', (h, d), ('embed', 'heads', 'head_dim'), use_bias=cfg.qkv_bias)(x)
     k = dense(cfg, 'key', (kv, d), ('embed', 'kv_heads', 'head_dim'), use_bias=cfg.qkv_bias)(x)
     v = dense(cfg, 'value', (kv, d), ('embed', 'kv_heads', 'head_dim'), use_bias=cfg.qkv_bias)(x)
-    if cfg.qk_norm == 'head':  # before rotary, so the cache holds normalised, rotated keys
-      q, k = make_qk_norm(cfg, 'q_norm')(q), make_qk_norm(cfg, 'k_norm')(k)
+    if cfg.qk_norm != 'none':  # before rotary, so the cache holds normalised, rotated keys
+      q = make_qk_norm(cfg, 'q_norm', 'heads')(q)
+      k = make_qk_norm(cfg, 'k_norm', 'kv_heads')(k)
     rotate = POSITIONS[cfg.position].rotate
     if rotate is not None:
-      q, k = rotate(q, positions, cfg), rotate(k, positions, cfg)  # [B, T, H|K, D]
-
-    if cache is not None:  # write this chunk at cache_index, then attend over the whole cache
-      cache = write_cache(cache, k, v, cache_index)
-      y = cached_attention(q, cache.k, cache.v, mask, attention_scale(cfg))
-    else:
-      y = self._kernel()(q, k, v, cfg.attention_window, self._probs_hook(), attention_scale(cfg))
-    out = dense(cfg, 'out', cfg.d_model, ('heads', 'head_dim', 'embed'), std=residual_std(cfg),
-                n_contract=2)
-    return out(y), cache
+      q, k = rotate(q, positions, cfg, self.layer), rotate(k, positions, cfg, self.layer)
+    return q, k, v
 
   def _dropout(self) -> bool:
     return self.train and self.cfg.attn_dropout > 0
