@@ -61,6 +61,56 @@ VARIANTS = {
                                        norm_affine=False, attention_window=5),
 }
 
+# Tiny Hugging Face models of every supported family (test_hf's parity cases, also decoded by
+# test_sampling): name -> (model_type, config fields).
+HF_VOCAB = 300
+
+HF_GPT2 = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=HF_VOCAB, n_positions=32,
+               bos_token_id=HF_VOCAB - 1, eos_token_id=HF_VOCAB - 1)
+# GQA (4 query heads sharing 2 kv heads) and a non-default rope theta.
+HF_LLAMA = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                intermediate_size=96, vocab_size=HF_VOCAB, max_position_embeddings=64,
+                rope_parameters={'rope_type': 'default',
+                                 'rope_theta': 500000.0}, bos_token_id=1, eos_token_id=2)
+# Pythia's layout: parallel attention and MLP, rotary on a quarter of each head.
+HF_NEOX = dict(
+    num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=96,
+    vocab_size=HF_VOCAB, max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
+    rope_parameters={'rope_type': 'default', 'rope_theta': 10000.0, 'partial_rotary_factor': 0.25})
+HF_CASES = {  # name: (model_type, config overrides)
+    'gpt2': ('gpt2', HF_GPT2),
+    'gpt2-untied': ('gpt2', {**HF_GPT2, 'tie_word_embeddings': False}),
+    'gpt2-variants': ('gpt2', {**HF_GPT2, 'activation_function': 'gelu_pytorch_tanh', 'n_inner': 96,
+                               'layer_norm_epsilon': 1e-3, 'reorder_and_upcast_attn': True}),
+    'gpt2-erf-gelu': ('gpt2', {**HF_GPT2, 'activation_function': 'gelu'}),  # nanoGPT's nn.GELU()
+    'llama': ('llama', {**HF_LLAMA, 'tie_word_embeddings': True}),
+    'llama-geglu': ('llama', {**HF_LLAMA, 'hidden_act': 'gelu_pytorch_tanh'}),  # Gemma's MLP
+    'llama-untied': ('llama', HF_LLAMA),
+    'llama-biases': ('llama', {**HF_LLAMA, 'attention_bias': True, 'mlp_bias': True}),
+    'mistral-window': ('mistral', {**HF_LLAMA, 'sliding_window': 5}),
+    'qwen2': ('qwen2', {**HF_LLAMA, 'tie_word_embeddings': True}),
+    # The issue's families, each with what makes it itself at a size where it matters: the
+    # windows (5) and the original contexts of the rope scalings (8) are shorter than TOKENS.
+    'qwen3': ('qwen3', {**HF_LLAMA, 'head_dim': 24, 'tie_word_embeddings': True}),  # 4 x 24 != 64
+    'qwen3-windows': ('qwen3', {**HF_LLAMA, 'head_dim': 16, 'use_sliding_window': True,
+                                'sliding_window': 5, 'max_window_layers': 1}),
+    'qwen2-yarn': ('qwen2', {**HF_LLAMA, 'rope_parameters': {
+        'rope_type': 'yarn', 'rope_theta': 10000.0, 'factor': 4.0,
+        'original_max_position_embeddings': 8}}),
+    'llama3.2': ('llama', {**HF_LLAMA, 'tie_word_embeddings': True, 'rope_parameters': {
+        'rope_type': 'llama3', 'rope_theta': 500000.0, 'factor': 32.0, 'low_freq_factor': 1.0,
+        'high_freq_factor': 4.0, 'original_max_position_embeddings': 8}}),
+    'gemma2': ('gemma2', {**HF_LLAMA, 'num_hidden_layers': 3, 'head_dim': 24, 'sliding_window': 5,
+                          'query_pre_attn_scalar': 20, 'attn_logit_softcapping': 5.0,
+                          'final_logit_softcapping': 8.0, 'pad_token_id': 0}),
+    'gpt-neox': ('gpt_neox', {**HF_NEOX, 'tie_word_embeddings': False}),
+    'gpt-neox-sequential': ('gpt_neox', {**HF_NEOX, 'use_parallel_residual': False,
+                                         'hidden_act': 'gelu_new', 'rope_parameters': {
+                                             'rope_type': 'default', 'rope_theta': 1000.0,
+                                             'partial_rotary_factor': 0.5}}),
+    'olmo2': ('olmo2', {**HF_LLAMA, 'rms_norm_eps': 1e-6}),
+}
+
 
 @pytest.fixture
 def no_network(monkeypatch):
@@ -89,6 +139,25 @@ def hf_model(model_type: str, perturb: float = 0.3, seed: int = 0, **fields):
     for p in model.parameters():
       p.add_(perturb * torch.randn_like(p))
   return model.eval()
+
+
+def hf_tokenizer():
+  """A tiny byte-level BPE (290 tokens, BOS 0 and EOS 1) that opens every text with BOS, as
+  Llama's tokenizer does: what a saved non-GPT-2 model directory carries, built without a
+  network."""
+  tokenizers = pytest.importorskip('tokenizers')
+  transformers = pytest.importorskip('transformers')
+  backend = tokenizers.Tokenizer(tokenizers.models.BPE())
+  backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  backend.decoder = tokenizers.decoders.ByteLevel()
+  backend.train_from_iterator(['the quick brown fox jumps over the lazy dog. ' * 8],
+                              tokenizers.trainers.BpeTrainer(
+                                  vocab_size=290, special_tokens=['<s>', '</s>'],
+                                  initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+  backend.post_processor = tokenizers.processors.TemplateProcessing(single='<s> $A',
+                                                                    special_tokens=[('<s>', 0)])
+  return transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token='<s>',
+                                              eos_token='</s>')
 
 
 @pytest.fixture

@@ -18,35 +18,16 @@ import pytest
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
+from conftest import HF_CASES as CASES  # noqa: E402
+from conftest import HF_VOCAB as VOCAB  # noqa: E402
+from conftest import HF_GPT2, HF_LLAMA, HF_NEOX  # noqa: E402
 from conftest import hf_model as tiny_hf_model  # noqa: E402
 from gptjax import hf  # noqa: E402
 from gptjax.config import ModelConfig  # noqa: E402
 from gptjax.model import GPT, init_params  # noqa: E402
 
-VOCAB = 300
-TOKENS = np.random.RandomState(0).randint(0, VOCAB, (2, 24))  # 24 > the Mistral window below
+TOKENS = np.random.RandomState(0).randint(0, VOCAB, (2, 24))  # 24 > the windows of the cases
 TOL = 1e-4
-
-_GPT2 = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=32,
-             bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1)
-# GQA (4 query heads sharing 2 kv heads) and a non-default rope theta.
-_LLAMA = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
-              intermediate_size=96, vocab_size=VOCAB, max_position_embeddings=64,
-              rope_parameters={'rope_type': 'default',
-                               'rope_theta': 500000.0}, bos_token_id=1, eos_token_id=2)
-CASES = {  # name: (model_type, config overrides)
-    'gpt2': ('gpt2', _GPT2),
-    'gpt2-untied': ('gpt2', {**_GPT2, 'tie_word_embeddings': False}),
-    'gpt2-variants': ('gpt2', {**_GPT2, 'activation_function': 'gelu_pytorch_tanh', 'n_inner': 96,
-                               'layer_norm_epsilon': 1e-3, 'reorder_and_upcast_attn': True}),
-    'gpt2-erf-gelu': ('gpt2', {**_GPT2, 'activation_function': 'gelu'}),  # nanoGPT's nn.GELU()
-    'llama': ('llama', {**_LLAMA, 'tie_word_embeddings': True}),
-    'llama-geglu': ('llama', {**_LLAMA, 'hidden_act': 'gelu_pytorch_tanh'}),  # Gemma's MLP
-    'llama-untied': ('llama', _LLAMA),
-    'llama-biases': ('llama', {**_LLAMA, 'attention_bias': True, 'mlp_bias': True}),
-    'mistral-window': ('mistral', {**_LLAMA, 'sliding_window': 5}),
-    'qwen2': ('qwen2', {**_LLAMA, 'tie_word_embeddings': True}),
-}
 
 
 @pytest.fixture(autouse=True)
@@ -112,6 +93,41 @@ def test_import_reads_the_architecture():
   assert hf.from_hf(hf_model('llama-geglu'))[0].mlp == 'geglu'
 
 
+# What makes each new family itself, and a change of it that moves the logits by far more than
+# the parity tolerance: so the parity above checked that the field was read, and read right.
+FAMILY_FEATURES = {
+    'qwen3': (dict(qk_norm='head', head_dim=24), dict(qk_norm='none')),
+    'qwen3-windows': (dict(attention_window=5,
+                           window_pattern='global,local'), dict(window_pattern=None)),
+    'qwen2-yarn': (dict(rope_scaling='yarn', rope_scaling_factor=4.0,
+                        rope_original_block_size=8), dict(rope_scaling='none')),
+    'llama3.2': (dict(rope_scaling='llama3', rope_scaling_factor=32.0,
+                      tie_embeddings=True), dict(rope_scaling='linear')),
+    'gemma2': (dict(norm_position='sandwich', scale_embeddings=True, mlp='geglu',
+                    attention_window=5, window_pattern='local,global', attention_scale_dim=20,
+                    attn_logit_softcap=5.0, final_logit_softcap=8.0),
+               dict(attn_logit_softcap=None, final_logit_softcap=None)),
+    'gpt-neox': (dict(parallel_block=True, rotary_fraction=0.25, mlp='gelu_exact',
+                      use_bias=True), dict(rotary_fraction=0.5)),
+    'gpt-neox-sequential': (dict(parallel_block=False, rotary_fraction=0.5,
+                                 mlp='gelu'), dict(parallel_block=True)),
+    'olmo2': (dict(qk_norm='projection', norm_position='output'), dict(qk_norm='head')),
+}
+
+
+@pytest.mark.parametrize('name', FAMILY_FEATURES)
+def test_each_family_is_read_as_what_it_is(name):
+  features, change = FAMILY_FEATURES[name]
+  model = hf_model(name)
+  cfg, params = hf.from_hf(model)
+  assert {k: getattr(cfg, k) for k in features} == features
+  changed = cfg.replace(**change)
+  if changed.qk_norm == 'head' and cfg.qk_norm == 'projection':  # one gain per head dim instead
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, x: x[0] if 'q_norm' in str(path) or 'k_norm' in str(path) else x, params)
+  assert np.abs(our_logits(changed, params) - hf_logits(model)).max() > 10 * TOL
+
+
 @pytest.mark.parametrize('name', CASES)
 def test_export_round_trip(name, tmp_path):
   model = hf_model(name)
@@ -152,11 +168,34 @@ def test_export_stores_tied_embeddings_once(tmp_path):
         ModelConfig(vocab_size=VOCAB, block_size=64, n_layers=2, d_model=64, n_heads=4,
                     n_kv_heads=2, mlp='swiglu', norm='rmsnorm', position='rope', use_bias=False,
                     attention_window=7),  # -> mistral
+        ModelConfig(vocab_size=VOCAB, block_size=64, n_layers=2, d_model=64, n_heads=4,
+                    n_kv_heads=2, head_dim=12, mlp='swiglu', norm='rmsnorm', position='rope',
+                    use_bias=False, qk_norm='head', attention_window=6,
+                    window_pattern='local,global'),  # -> qwen3
+        ModelConfig(vocab_size=VOCAB, block_size=64, n_layers=3, d_model=64, n_heads=4,
+                    n_kv_heads=1, head_dim=8, mlp='geglu', norm='rmsnorm', position='rope',
+                    use_bias=False, norm_position='sandwich', scale_embeddings=True,
+                    attn_logit_softcap=3.0, final_logit_softcap=4.0, attention_window=4,
+                    window_pattern='local,local,global', rope_scaling='linear',
+                    rope_scaling_factor=2.0),  # -> gemma2
+        ModelConfig(vocab_size=VOCAB, block_size=64, n_layers=2, d_model=64, n_heads=4,
+                    position='rope', parallel_block=True, rotary_fraction=0.25,
+                    tie_embeddings=False),  # -> gpt_neox
+        ModelConfig(vocab_size=VOCAB, block_size=64, n_layers=2, d_model=64, n_heads=4,
+                    n_kv_heads=2, mlp='swiglu', norm='rmsnorm', position='rope', use_bias=False,
+                    qk_norm='projection', norm_position='output', rope_scaling='yarn',
+                    rope_scaling_factor=4.0, rope_original_block_size=8),  # -> olmo2
     ],
-    ids=['gpt2-no-bias', 'gpt2-no-qkv-bias', 'llama-no-qkv-bias', 'qwen2', 'mistral'])
-def test_export_of_native_configs_matches_our_logits(cfg, tmp_path, randomize):
+    ids=[
+        'gpt2-no-bias', 'gpt2-no-qkv-bias', 'llama-no-qkv-bias', 'qwen2', 'mistral', 'qwen3',
+        'gemma2', 'gpt_neox', 'olmo2'
+    ])
+def test_export_of_native_configs_matches_our_logits(cfg, tmp_path, randomize, request):
   params = randomize(shapes(cfg))
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(hf.to_hf(cfg, params, tmp_path))
+  expected_type = request.node.callspec.id.split('-')[0]
+  assert reloaded.config.model_type == {'gpt2': 'gpt2',
+                                        'llama': 'llama'}.get(expected_type, expected_type)
   np.testing.assert_allclose(hf_logits(reloaded.eval()), our_logits(cfg, params), rtol=0, atol=TOL)
 
 
@@ -219,7 +258,7 @@ def test_gpt124m_has_exactly_gpt2_small_parameter_count():
 def write_config(directory, model_type, **fields):
   """A save_pretrained directory with a config and no weights: config checks come first."""
   directory.mkdir()
-  base = _GPT2 if model_type == 'gpt2' else _LLAMA
+  base = {'gpt2': HF_GPT2, 'gpt_neox': HF_NEOX}.get(model_type, HF_LLAMA)
   transformers.AutoConfig.for_model(model_type, **{**base, **fields}).save_pretrained(directory)
   return directory
 
@@ -229,11 +268,28 @@ def write_config(directory, model_type, **fields):
     ('gpt2', dict(scale_attn_weights=False), 'scale_attn_weights'),
     ('gpt2', dict(activation_function='relu'), 'activation_function'),
     ('gpt2', dict(add_cross_attention=True), 'add_cross_attention'),
-    ('llama', dict(rope_parameters={'rope_type': 'linear', 'factor': 2.0}), 'rope'),
-    ('llama', dict(head_dim=32), 'head_dim'),
+    ('llama', dict(rope_parameters={'rope_type': 'dynamic', 'factor': 2.0}), 'dynamic'),
+    ('llama',
+     dict(rope_parameters={
+         'rope_type': 'longrope', 'short_factor': [1.0] * 8, 'long_factor': [2.0] * 8
+     }), 'longrope'),
+    ('qwen2',
+     dict(
+         rope_parameters={
+             'rope_type': 'yarn', 'factor': 4.0, 'attention_factor': 1.5,
+             'original_max_position_embeddings': 16
+         }), 'attention_factor'),
+    ('llama', dict(rope_parameters={'rope_type': 'default', 'partial_rotary_factor': 0.5}),
+     'partial_rotary_factor'),
     ('llama', dict(attention_bias=True), 'mlp_bias'),
     ('llama', dict(hidden_act='gelu'), 'hidden_act'),
-    ('qwen2', dict(use_sliding_window=True, sliding_window=4, max_window_layers=1), 'layer_types'),
+    ('qwen3', dict(attention_bias=True), 'mlp_bias'),
+    ('olmo2', dict(attention_bias=True), 'mlp_bias'),
+    ('gemma2', dict(hidden_activation='gelu'), 'hidden_activation'),
+    ('gemma2', dict(use_bidirectional_attention=True), 'use_bidirectional_attention'),
+    ('gemma2', dict(attention_bias=True), 'attention_bias'),
+    ('gpt_neox', dict(attention_bias=False), 'attention_bias'),
+    ('gpt_neox', dict(hidden_act='relu'), 'hidden_act'),
 ])
 def test_rejects_hf_configs_it_cannot_reproduce(model_type, fields, named, tmp_path):
   with pytest.raises(ValueError, match=named):
@@ -241,12 +297,12 @@ def test_rejects_hf_configs_it_cannot_reproduce(model_type, fields, named, tmp_p
 
 
 def test_rejects_unsupported_model_type_and_flag_on_model_objects(tmp_path):
-  directory = tmp_path / 'neox'
+  directory = tmp_path / 'bloom'
   directory.mkdir()
-  (directory / 'config.json').write_text(json.dumps({'model_type': 'gpt_neox'}))
-  with pytest.raises(ValueError, match="model_type='gpt_neox'"):
+  (directory / 'config.json').write_text(json.dumps({'model_type': 'bloom'}))
+  with pytest.raises(ValueError, match="model_type='bloom'"):
     hf.from_hf(directory)
-  config = transformers.GPT2Config(**_GPT2, scale_attn_by_inverse_layer_idx=True)
+  config = transformers.GPT2Config(**HF_GPT2, scale_attn_by_inverse_layer_idx=True)
   with pytest.raises(ValueError, match='scale_attn_by_inverse_layer_idx'):
     hf.from_hf(transformers.GPT2LMHeadModel(config))
   with pytest.raises(TypeError):
@@ -270,7 +326,12 @@ def test_rejects_weights_that_disagree_with_their_config(tmp_path):
     [
         (dict(norm_position='post'), 'norm_position'),
         (dict(position='none'), 'position'),
-        (dict(position='rope'), "gpt2 needs position='learned'"),
+        (dict(position='alibi'), 'needs position='),  # no family has ALiBi
+        (dict(norm_position='sandwich', mlp='geglu', position='rope', norm='rmsnorm',
+              use_bias=False), 'gemma2 needs scale_embeddings=True'),
+        (dict(parallel_block=True, position='rope', n_kv_heads=4), 'gpt_neox needs n_kv_heads=8'),
+        (dict(position='rope', norm='rmsnorm', mlp='swiglu', use_bias=False, attention_window=4,
+              window_pattern='4,8'), 'one sliding window size'),
         (dict(attention_window=16), 'attention_window'),
         (dict(n_kv_heads=4), 'n_kv_heads'),
         (dict(mlp='swiglu', norm='rmsnorm', position='rope',

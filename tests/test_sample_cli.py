@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import hf_model
+from conftest import HF_CASES, hf_model, hf_tokenizer
 from gptjax.text import continuation
 from gptjax.tokenizer import get_tokenizer
 
@@ -272,6 +272,34 @@ def test_hf_gpt2_greedy_matches_transformers(hf_gpt2):
                   '--max_new_tokens=12')
   assert ok(result) == expected + '\n'
   assert 'gpt2 tokenizer' in result.stderr
+
+
+@pytest.mark.slow  # a sample.py and an analysis subprocess per family
+@pytest.mark.parametrize('name', ['qwen3-windows', 'llama3.2', 'gemma2', 'gpt-neox', 'olmo2'])
+def test_sample_and_analysis_take_every_family_with_its_tokenizer(name, tmp_path):
+  """sample.py --hf and python -m gptjax.analysis --hf on a saved model of each family (with
+  its own tokenizer): sample.py's greedy text is transformers' greedy generate, decoded."""
+  import torch
+  model_type, fields = HF_CASES[name]
+  model = hf_model(model_type, perturb=0.1, **{**fields, 'bos_token_id': 0, 'eos_token_id': 1})
+  tokenizer = hf_tokenizer()
+  model.save_pretrained(tmp_path)
+  tokenizer.save_pretrained(tmp_path)
+  prompt = 'the lazy fox'
+  ids = tokenizer(prompt)['input_ids']
+  with torch.no_grad():  # eos 1 may end it early; banned tokens past the tokenizer's never come
+    out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=8, eos_token_id=1,
+                         pad_token_id=1, suppress_tokens=list(range(len(tokenizer), 300)))
+  new = [t for t in out[0, len(ids):].tolist() if t != 1]
+  expected = prompt + tokenizer.decode(new)
+  result = sample(f'--hf={tmp_path}', f'--prompt={prompt}', '--temperature=0', '--max_new_tokens=8')
+  assert ok(result) == expected + '\n'
+  analysis = subprocess.run([
+      sys.executable, '-m', 'gptjax.analysis', 'next', f'--hf={tmp_path}', f'--prompt={prompt}',
+      '--top_k=3'
+  ], cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert analysis.returncode == 0 and 'Traceback' not in analysis.stderr, analysis.stderr
+  assert f'{model.config.num_hidden_layers} layers' in analysis.stderr
 
 
 # ---------------------------------------------------------------------------------------------

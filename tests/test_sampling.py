@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import TINY, VARIANTS, hf_model
+from conftest import HF_CASES, TINY, VARIANTS, hf_model, hf_tokenizer
 from gptjax import loading, sampling
+from gptjax import config as config_lib
 from gptjax.config import ModelConfig
 from gptjax.model import abstract_params
 from gptjax.text import REPLACEMENT_CHAR, TextStream, continuation, encode_prompt
@@ -225,6 +226,10 @@ SAMPLED = {
         ('nopos_gqa_window_mup_geglu', 1),
         ('post_nobias_remat_relu2', 1),
         ('untied_vocabpad_gelu_exact', 1),
+        ('sandwich_softcap_headdim_localtheta', 2),  # a window layer, then a global one
+        ('parallel_partial_rotary_yarn', 1),
+        ('output_norm_qkproj_llama3', 1),
+        ('alibi_6heads_nonparametric', 1),
     ]
 }
 PROMPTS = [[5, 17, 3, 40, 8, 21, 9], [33, 2, 50, 11, 7], [1, 2, 3, 4, 5, 6, 7, 8]]
@@ -247,18 +252,17 @@ def tiny_model(**variant):
 
 def test_sampled_variants_cover_every_value():
   configs = [tiny_model(**variant)[0] for variant in SAMPLED.values()]
-  covered = {
-      field: {getattr(c, field)
-              for c in configs}
-      for field in ('norm_position', 'norm', 'position', 'n_kv_heads', 'mlp', 'attention_window',
-                    'qk_norm')
-  }
-  assert covered == {
-      'norm_position': {'pre', 'post'}, 'norm': {'layernorm', 'rmsnorm'},
-      'position': {'learned', 'rope', 'none'}, 'n_kv_heads': {1, 2, 4},
-      'mlp': {'gelu', 'gelu_exact', 'relu2', 'swiglu',
-              'geglu'}, 'attention_window': {None, 3}, 'qk_norm': {'none', 'head'}
-  }
+  covered = lambda field: {getattr(c, field) for c in configs}
+  for field, allowed in (('norm_position', config_lib.NORM_POSITIONS), ('norm', config_lib.NORMS),
+                         ('position', config_lib.POSITIONS), ('mlp', config_lib.MLPS),
+                         ('qk_norm', config_lib.QK_NORMS), ('rope_scaling',
+                                                            config_lib.ROPE_SCALINGS)):
+    assert covered(field) == set(allowed), field
+  assert covered('n_kv_heads') >= {1, 2, 4}
+  assert covered('attention_window') == {None, 3, 5}
+  assert {c.layer_windows for c in configs} >= {(3, None)}  # a window layer feeds a global one
+  assert covered('parallel_block') == covered('norm_affine') == {True, False}
+  assert covered('attn_logit_softcap') > {None} and covered('final_logit_softcap') > {None}
 
 
 @pytest.mark.parametrize('variant', SAMPLED)
@@ -426,7 +430,30 @@ def test_library_errors_name_parameters_not_flags():
 
 
 # ---------------------------------------------------------------------------------------------
-# Against transformers: greedy decoding of an imported GPT-2 equals its own greedy `generate`.
+# Against transformers: greedy decoding of an imported model equals its own greedy `generate`.
+
+
+@pytest.mark.parametrize('name', ['qwen3-windows', 'llama3.2', 'gemma2', 'gpt-neox', 'olmo2'])
+def test_greedy_decoding_of_every_family_matches_transformers_generate(name):
+  """The KV-cached loop on a left-padded batch, through each family's windows, soft-caps, norm
+  placements and rotary variants, chooses what transformers' own cached generate chooses."""
+  torch = pytest.importorskip('torch')
+  from gptjax.hf import from_hf
+
+  model_type, fields = HF_CASES[name]
+  model = hf_model(model_type, perturb=0.1, **fields)
+  cfg, params = from_hf(model)
+  prompts = [[5, 17, 3, 40, 8, 21, 9], [33, 2, 50], [250, 1, 2, 3, 4]]
+  width = max(map(len, prompts))
+  pad = 0
+  ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+  mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+  with torch.no_grad():
+    out = model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=12,
+                         eos_token_id=None, pad_token_id=pad)
+  expected = out[:, width:].tolist()
+  ours = sampling.generate(cfg, params, prompts, max_new_tokens=12, temperature=0, eot_token=None)
+  assert ours == expected
 
 
 def test_greedy_matches_transformers_generate_on_imported_gpt2():
@@ -461,22 +488,9 @@ def test_greedy_matches_transformers_generate_on_imported_gpt2():
 
 def test_load_hf_gives_a_llama_checkpoint_its_own_tokenizer(tmp_path):
   torch = pytest.importorskip('torch')
-  transformers = pytest.importorskip('transformers')
-  tokenizers = pytest.importorskip('tokenizers')
   from gptjax.tokenizer import HFTokenizer
 
-  # A tiny byte-level BPE that opens every text with BOS, as Llama's tokenizer does.
-  backend = tokenizers.Tokenizer(tokenizers.models.BPE())
-  backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-  backend.decoder = tokenizers.decoders.ByteLevel()
-  backend.train_from_iterator(['the quick brown fox jumps over the lazy dog. ' * 8],
-                              tokenizers.trainers.BpeTrainer(
-                                  vocab_size=290, special_tokens=['<s>', '</s>'],
-                                  initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
-  backend.post_processor = tokenizers.processors.TemplateProcessing(single='<s> $A',
-                                                                    special_tokens=[('<s>', 0)])
-  tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token='<s>',
-                                                   eos_token='</s>')
+  tokenizer = hf_tokenizer()
   model = hf_model('llama', num_hidden_layers=1, hidden_size=32, num_attention_heads=4,
                    num_key_value_heads=2, intermediate_size=64, vocab_size=320,
                    max_position_embeddings=64, bos_token_id=0, eos_token_id=1)
