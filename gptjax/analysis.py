@@ -422,6 +422,21 @@ def kv_cache_variants(cfg: ModelConfig, batch: int, context: int) -> list[CacheS
   ]
 
 
+def window_note(cfg: ModelConfig, batch: int, context: int) -> str:
+  """What the sliding-window layers' ring caches save, as a note under the table ('' if no
+  layer's window is shorter than the context)."""
+  rings = [w for w in cfg.layer_windows if w is not None and w < context]
+  if not rings:
+    return ''
+  ours = kv_cache_bytes(cfg, batch, context)
+  every_slot = kv_cache_bytes(cfg.replace(attention_window=None, window_pattern=None), batch,
+                              context)
+  windows = ', '.join(str(w) for w in sorted(set(rings)))
+  return (f'\nwindow layers: {len(rings)} of {cfg.n_layers} keep a ring of their last {windows} '
+          f'slots, so the cache is {format_bytes(ours)} instead of {format_bytes(every_slot)} '
+          f'({every_slot / ours:.2f}x smaller)')
+
+
 def generation_speed(cfg: ModelConfig, params, tokens: list[int], batch: int, new_tokens: int,
                      use_cache: bool) -> float:
   """Generated tokens per second (all rows), after one untimed call that compiles."""
@@ -450,6 +465,7 @@ def show_kvcache(model: LoadedModel, batch: int, context: int | None, new_tokens
   if cfg.position == 'learned' and context > cfg.block_size:
     table += (f'\nnote: context {context} is past block_size={cfg.block_size}, the last '
               'position this model (learned positions) has an embedding for')
+  table += window_note(cfg.replace(dtype=dtype.name), batch, context)
   tokens = encode(model, prompt, new_tokens)
   cached, uncached = (generation_speed(cfg, model.params, tokens, batch, new_tokens, use_cache)
                       for use_cache in (True, False))
@@ -458,7 +474,8 @@ def show_kvcache(model: LoadedModel, batch: int, context: int | None, new_tokens
                        ('without (full forward each step)', f'{uncached:,.1f}')], 'lr')
   return '\n'.join([
       f'KV cache = 2 (k, v) x n_layers {cfg.n_layers} x n_kv_heads x head_dim {cfg.head_dim} '
-      f'x batch {batch} x context {context} x {dtype.itemsize} bytes ({dtype.name})', table, '',
+      f'x batch {batch} x context {context} (a window layer: its window) x {dtype.itemsize} '
+      f'bytes ({dtype.name})', table, '',
       f'greedy generation of {new_tokens} tokens x batch {batch} after a {len(tokens)}-token '
       f'prompt on {jax.devices()[0].platform} (compile excluded):', speeds,
       f'speedup: {cached / uncached:.1f}x'

@@ -10,14 +10,15 @@ One module serves every variant in ModelConfig. Two ways to run it:
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 
 from gptjax.config import ModelConfig
-from gptjax.layers import POSITIONS, MLP, Attention, LayerCache, attention_mask, make_norm
+from gptjax.layers import POSITIONS, MLP, Attention, LayerCache, make_norm
 from gptjax.layers.dense import normal_init
 from gptjax.layers.residual import store_gradient
 from gptjax.parametrization import output_multiplier
@@ -27,45 +28,54 @@ from gptjax.parametrization import output_multiplier
 MATRIX_VECTOR_HEAD_ROWS = 1
 
 
-class KVCache(NamedTuple):
+@flax.struct.dataclass
+class KVCache:
   """Keys/values of every layer for a batch of rows that share a slot clock.
 
-  layers: one LayerCache per block, each [B, n_kv_heads, S, head_dim].
+  layers: one LayerCache per block, each [B, n_kv_heads, S, head_dim]: S = max_len slots, except
+    in a sliding-window layer, whose cache is a ring of min(window, max_len) slots (the only keys
+    its queries can still see), slot s at s mod S.
   index: int32 scalar, the slot the next token is written to (== tokens written so far).
   first_valid: int32 [B], the first slot of each row that holds a real token. Rows of a batch
     whose prompts differ in length are left-padded; row b's token in slot s sits at position
     s - first_valid[b], and slots before first_valid[b] are never attended to.
+  max_len: how many tokens the cache takes (static: a Python int, not an array).
   """
   layers: tuple[LayerCache, ...]
   index: jax.Array
   first_valid: jax.Array
+  max_len: int = flax.struct.field(pytree_node=False)
 
-  @property
-  def max_len(self) -> int:
-    return self.layers[0].k.shape[2]
+
+def cache_slots(cfg: ModelConfig, max_len: int) -> tuple[int, ...]:
+  """Slots of each layer's cache: max_len, or a window layer's ring of min(window, max_len)."""
+  return tuple(max_len if w is None else min(w, max_len) for w in cfg.layer_windows)
 
 
 def init_cache(cfg: ModelConfig, batch_size: int, max_len: int | None = None,
                first_valid: jax.Array | None = None) -> KVCache:
-  """An empty cache for `batch_size` rows and `max_len` slots (default: block_size)."""
+  """An empty cache for `batch_size` rows and `max_len` tokens (default: block_size)."""
   max_len = cfg.block_size if max_len is None else max_len
   if cfg.position == 'learned' and max_len > cfg.block_size:
     raise ValueError(f'a cache of {max_len} positions goes past block_size={cfg.block_size}: '
                      'learned position embeddings exist only up to block_size '
                      '(use a shorter max_len, or position=rope)')
-  shape = (batch_size, cfg.n_kv_heads, max_len, cfg.head_dim)
-  layers = tuple(
-      LayerCache(jnp.zeros(shape, cfg.compute_dtype), jnp.zeros(shape, cfg.compute_dtype))
-      for _ in range(cfg.n_layers))
+  layers = []
+  for slots in cache_slots(cfg, max_len):
+    shape = (batch_size, cfg.n_kv_heads, slots, cfg.head_dim)
+    layers.append(
+        LayerCache(jnp.zeros(shape, cfg.compute_dtype), jnp.zeros(shape, cfg.compute_dtype)))
   if first_valid is None:
     first_valid = jnp.zeros((batch_size,), jnp.int32)
-  return KVCache(layers, jnp.zeros((), jnp.int32), jnp.asarray(first_valid, jnp.int32))
+  return KVCache(tuple(layers), jnp.zeros((), jnp.int32), jnp.asarray(first_valid, jnp.int32),
+                 max_len)
 
 
 def kv_cache_bytes(cfg: ModelConfig, batch_size: int = 1, max_len: int = 1) -> int:
-  """Bytes of `init_cache(cfg, batch_size, max_len)`: keys and values (2) of every layer, kv head,
-  slot and head dimension, in the compute dtype. GQA/MQA shrink it by n_heads / n_kv_heads."""
-  return (2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * batch_size * max_len
+  """Bytes of `init_cache(cfg, batch_size, max_len)`: keys and values (2) of every layer's slots
+  (window layers: at most their window), kv head and head dimension, in the compute dtype.
+  GQA/MQA shrink it by n_heads / n_kv_heads, windows by max_len / window in their layers."""
+  return (2 * sum(cache_slots(cfg, max_len)) * cfg.n_kv_heads * cfg.head_dim * batch_size
           * cfg.compute_dtype.itemsize)
 
 
@@ -84,7 +94,7 @@ class Block(nn.Module):
   layer: int = 0
 
   @nn.compact
-  def __call__(self, x, positions, mask=None, cache=None, cache_index=None):
+  def __call__(self, x, positions, first_valid=None, cache=None, cache_index=None):
     cfg = self.cfg
     attn = Attention(cfg, self.train, self.need_weights, self.layer, name='attn')
     mlp = MLP(cfg, name='mlp')
@@ -98,14 +108,14 @@ class Block(nn.Module):
     # layers/residual.py: on CPU, XLA would otherwise recompute it from every later layer).
     x = store_gradient(x)
     if cfg.parallel_block:  # x + attn(norm1(x)) + mlp(norm2(x)), GPT-NeoX's two norms
-      y, cache = attn(into('attn_norm', x), positions, mask, cache, cache_index)
+      y, cache = attn(into('attn_norm', x), positions, first_valid, cache, cache_index)
       x = x + drop(y) + drop(mlp(into('mlp_norm', x)))
     elif placement == 'post':  # norm(x + f(x)), as in the original Transformer
-      y, cache = attn(x, positions, mask, cache, cache_index)
+      y, cache = attn(x, positions, first_valid, cache, cache_index)
       x = store_gradient(make_norm(cfg, 'attn_norm')(x + drop(y)))
       x = make_norm(cfg, 'mlp_norm')(x + drop(mlp(x)))
     else:  # x + out_norm(f(in_norm(x))): the residual stream itself is never normalised
-      y, cache = attn(into('attn_norm', x), positions, mask, cache, cache_index)
+      y, cache = attn(into('attn_norm', x), positions, first_valid, cache, cache_index)
       x = store_gradient(x + drop(out_of('attn_out_norm', y)))
       x = x + drop(out_of('mlp_out_norm', mlp(into('mlp_norm', x))))
     self.sow('intermediates', 'output', x)
@@ -148,17 +158,13 @@ class GPT(nn.Module):
                          'the last position with a learned embedding')
       slots = jnp.arange(t)
       positions = jnp.broadcast_to(slots, (b, t))
-      masks, index = {}, None
+      first_valid = index = None
     else:
       if t > cache.max_len:
         raise ValueError(f'{t} tokens do not fit a cache of {cache.max_len} slots')
-      index = cache.index
+      index, first_valid = cache.index, cache.first_valid
       slots = index + jnp.arange(t)
-      positions = jnp.maximum(slots[None, :] - cache.first_valid[:, None], 0)  # [B, T]
-      masks = {  # one per distinct window
-          window: attention_mask(slots, jnp.arange(cache.max_len), window, cache.first_valid)
-          for window in set(cfg.layer_windows)
-      }
+      positions = jnp.maximum(slots[None, :] - first_valid[:, None], 0)  # [B, T]
 
     x = self.wte(tokens)  # [B, T, C]
     if cfg.scale_embeddings:  # Gemma: by sqrt(C) rounded to the compute dtype, as it does
@@ -172,7 +178,7 @@ class GPT(nn.Module):
     for i in range(cfg.n_layers):
       block = block_class(cfg, train, need_weights, i, name=f'blocks_{i}')
       layer_cache = None if cache is None else cache.layers[i]
-      x, layer_cache = block(x, positions, masks.get(cfg.layer_windows[i]), layer_cache, index)
+      x, layer_cache = block(x, positions, first_valid, layer_cache, index)
       new_layers.append(layer_cache)
 
     # Decoding multiplies a few rows by the head, so a padded copy of it would cost more than
@@ -183,7 +189,7 @@ class GPT(nn.Module):
     # Writing past the end of the cache cannot raise inside jit (dynamic_update_slice would
     # silently clamp), so such logits are NaN: loud, never plausible-but-wrong.
     logits = jnp.where(index + t <= cache.max_len, logits, jnp.nan)
-    return logits, KVCache(tuple(new_layers), index + t, cache.first_valid)
+    return logits, cache.replace(layers=tuple(new_layers), index=index + t)
 
   def head(self, x, pad_vocab: bool = True):
     """Residual stream [B, T, C] -> logits [B, T, vocab_size] float32 (final norm + LM head).

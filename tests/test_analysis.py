@@ -238,6 +238,25 @@ def test_kv_cache_formula_is_what_the_model_allocates(randomize):
   assert allocated == kv_cache_bytes(cfg, batch_size=3, max_len=20)
 
 
+def test_window_layers_cache_only_their_window():
+  """Gemma 2's alternation at context 1024 and window 128: half the layers hold 128 slots."""
+  from gptjax.model import init_cache
+  cfg = ModelConfig(
+      **{
+          **TINY, 'n_layers': 4, 'attention_window': 4, 'window_pattern': 'local,global',
+          'position': 'rope'
+      })
+  cache = init_cache(cfg, batch_size=2, max_len=12)
+  assert [layer.k.shape[2] for layer in cache.layers] == [4, 12, 4, 12]
+  allocated = sum(x.nbytes for layer in cache.layers for x in layer)
+  assert allocated == kv_cache_bytes(cfg, 2, 12) == 2 * (4 + 12 + 4 + 12) * 4 * 8 * 2 * 4
+  gemma = ModelConfig(n_layers=26, attention_window=128, window_pattern='local,global')
+  note = analysis.window_note(gemma, batch=1, context=1024)
+  assert 'window layers: 13 of 26 keep a ring of their last 128 slots' in note
+  assert f'({2 * 1024 / (1024 + 128):.2f}x smaller)' in note
+  assert analysis.window_note(gemma, batch=1, context=100) == ''  # windows past the context
+
+
 def test_show_kvcache_measures_both_decoders(model):
   report = analysis.show_kvcache(model, batch=2, context=None, new_tokens=4, kv_dtype=None,
                                  prompt='ab')

@@ -211,7 +211,10 @@ def test_cached_decoding_matches_full_forward(cfg, reference, prompt_len):
     assert_logits_close(logits[:, 0], full[:, t], f'step at position {t}')
   assert int(cache.index) == T
   assert isinstance(cache, KVCache) and len(cache.layers) == cfg.n_layers
-  assert cache.layers[0].k.shape == (B, cfg.n_kv_heads, T, cfg.head_dim)  # only kv heads stored
+  # Only kv heads are stored; a window layer keeps only its window's slots (a ring).
+  slots = [T if w is None else min(w, T) for w in cfg.layer_windows]
+  assert [layer.k.shape for layer in cache.layers] == [(B, cfg.n_kv_heads, s, cfg.head_dim)
+                                                       for s in slots]
 
 
 @variants

@@ -26,7 +26,7 @@ EOT = 10
 def _with_cache(logits, tokens, cache):
   if cache is None:
     return logits
-  return logits, cache._replace(index=cache.index + tokens.shape[1])
+  return logits, cache.replace(index=cache.index + tokens.shape[1])
 
 
 def successor_model(cfg, params, tokens, cache=None):

@@ -190,6 +190,51 @@ def write_cache(cache: LayerCache, k, v, index) -> LayerCache:
   return LayerCache(write(cache.k, k), write(cache.v, v))
 
 
+def ring_slots(index, ring: int) -> jax.Array:
+  """The slot each position of a ring of `ring` slots holds before `index` is written: the
+  latest s < index with s = position mod ring; negative where nothing was written yet."""
+  position = jnp.arange(ring)
+  return index - 1 - jnp.mod(index - 1 - position, ring)
+
+
+def write_ring(cache: LayerCache, k, v, index) -> LayerCache:
+  """Writes a chunk's k, v [B, T, K, D] into the ring cache [B, K, R, D], slot s at s mod R; of
+  a chunk longer than the ring, only its last R tokens (the others are out of every window)."""
+  ring, t = cache.k.shape[2], k.shape[1]
+  keep = min(t, ring)
+  where = jnp.mod(index + t - keep + jnp.arange(keep), ring)
+
+  def write(slots, new):
+    new = new[:, t - keep:].astype(slots.dtype).transpose(0, 2, 1, 3)  # [B, K, keep, D]
+    return slots.at[:, :, where].set(new, unique_indices=True)
+
+  return LayerCache(write(cache.k, k), write(cache.v, v))
+
+
+def attend_to_cache(q, k, v, cache: LayerCache, index, first_valid, window: int | None, how: Logits,
+                    bias_of=None) -> tuple[jax.Array, LayerCache]:
+  """A chunk's queries q [B, T, H, D] over the cache and the chunk's own k, v [B, T, K, D]:
+  (output [B, T, H, D], the cache with the chunk written). A global layer's cache holds every
+  slot; a window layer's is a ring (see gptjax.model.KVCache), read together with the chunk and
+  written after. bias_of(query_slots, key_slots) -> [1, H, T, S] adds a position bias."""
+  t = q.shape[1]
+  query_slots = index + jnp.arange(t)
+  if window is None:
+    cache = write_cache(cache, k, v, index)
+    keys, values, key_slots = cache.k, cache.v, jnp.arange(cache.k.shape[2])
+    mask = attention_mask(query_slots, key_slots, None, first_valid)
+  else:
+    chunk = lambda x: x.astype(cache.k.dtype).transpose(0, 2, 1, 3)  # [B, K, T, D]
+    keys = jnp.concatenate([cache.k, chunk(k)], axis=2)
+    values = jnp.concatenate([cache.v, chunk(v)], axis=2)
+    key_slots = jnp.concatenate([ring_slots(index, cache.k.shape[2]), query_slots])
+    mask = attention_mask(query_slots, key_slots, window, first_valid) & (key_slots >= 0)
+    cache = write_ring(cache, k, v, index)
+  if bias_of is not None:
+    how = how._replace(bias=bias_of(query_slots, key_slots))
+  return cached_attention(q, keys, values, mask, how), cache
+
+
 # ---------------------------------------------------------------------------------------------
 # The module
 
@@ -198,8 +243,8 @@ class Attention(nn.Module):
   """x [B, T, C] -> ([B, T, C], the updated LayerCache or None): the attention of block `layer`
   (which picks its window and rotary table when they vary by layer).
 
-  With a cache (decoding), mask is the boolean [B|1, 1, T, S] of which slots each query sees;
-  without one it is None and the sequence is causal (and windowed). train enables attention
+  With a cache (decoding), first_valid [B] is each row's first real slot (see KVCache); without
+  one the sequence is causal (and windowed). train enables attention
   dropout; need_weights sows the probabilities [B, H, T, S] as 'attention_weights' (the
   full-sequence forward only). Both need the explicit kernel, so they select it.
   """
@@ -209,22 +254,21 @@ class Attention(nn.Module):
   layer: int = 0
 
   @nn.compact
-  def __call__(self, x, positions, mask=None, cache: LayerCache | None = None, cache_index=None):
+  def __call__(self, x, positions, first_valid=None, cache: LayerCache | None = None,
+               cache_index=None):
     cfg = self.cfg
     q, k, v = self._project(x, positions)  # [B, T, H|K, D]
     t = x.shape[1]
-    position = POSITIONS[cfg.position]
+    window = cfg.layer_windows[self.layer]
+    bias = POSITIONS[cfg.position].bias
+    bias_of = None if bias is None else functools.partial(bias, cfg)
     how = Logits(attention_scale(cfg), cfg.attn_logit_softcap)
-    if cache is not None:  # write this chunk at cache_index, then attend over the whole cache
-      cache = write_cache(cache, k, v, cache_index)
-      if position.bias is not None:
-        slots = cache_index + jnp.arange(t)
-        how = how._replace(bias=position.bias(cfg, slots, jnp.arange(cache.k.shape[2])))
-      y = cached_attention(q, cache.k, cache.v, mask, how)
+    if cache is not None:
+      y, cache = attend_to_cache(q, k, v, cache, cache_index, first_valid, window, how, bias_of)
     else:
-      if position.bias is not None:
-        how = how._replace(bias=position.bias(cfg, jnp.arange(t), jnp.arange(t)))
-      y = self._kernel()(q, k, v, cfg.layer_windows[self.layer], self._probs_hook(), how)
+      if bias_of is not None:
+        how = how._replace(bias=bias_of(jnp.arange(t), jnp.arange(t)))
+      y = self._kernel()(q, k, v, window, self._probs_hook(), how)
     out = dense(cfg, 'out', cfg.d_model, ('heads', 'head_dim', 'embed'), std=residual_std(cfg),
                 n_contract=2)
     return out(y), cache
