@@ -8,6 +8,8 @@ Run a grid from SWEEPS below, each arm at the learning rates TUNE lists for it, 
 report (--parallel=2 trains two runs at once, one per core):
   python -m gptjax.sweep --config=configs/ablation.py --workdir=runs/ablation            # default
   python -m gptjax.sweep --config=configs/ablation.py --workdir=runs/stability --sweep=stability
+  python -m gptjax.sweep --config=configs/ablation.py --workdir=runs/zoo --sweep=zoo --parallel=2 \
+      --config.train.log_attention_logits=true
   python -m gptjax.sweep --config=configs/ablation.py --workdir=runs/ablation --report_only
 
 Variant keys:
@@ -97,12 +99,20 @@ SWEEPS = {
     # The full factorial of norm position x norm x positions x attention: 24 variants x 2 seeds.
     'full': _seeded([
         f'norm_position={p},norm={n},pos={q},attn={a}'
-        for p, n, q, a in itertools.product(NORM_POSITIONS, NORMS, ('learned',
-                                                                    'rope'), ('mha', 'gqa2', 'mqa'))
+        for p, n, q, a in itertools.product(('pre', 'post'), NORMS, ('learned',
+                                                                     'rope'), ('mha', 'gqa2',
+                                                                               'mqa'))
     ], seeds=(0, 1)),
     # Xiong et al. 2020: without warmup, post-norm needs a small learning rate; pre-norm does not.
     # Both arms tuned over learning rates from 1e-4 to 10x the baseline's (TUNE below).
     'stability': _seeded(['norm_position=pre,warmup=0', 'norm_position=post,warmup=0']),
+    # The modern variants, one at a time against the baseline: 9 arms x 4 lrs x 2 seeds. Run with
+    # --config.train.log_attention_logits=true: the lr=0.03 runs of the baseline, qk_norm and
+    # softcap arms are the stability result (their largest attention logit over training).
+    'zoo': _seeded([
+        '', 'qk_norm=head', 'softcap=10', 'z_loss=1e-4', 'pos=alibi', 'parallel=true',
+        'norm_position=sandwich', 'norm_position=output', 'mlp=relu2'
+    ], seeds=(0, 1)),
 }
 
 # The field each named sweep tunes per arm (as --tune=KEY=LO:HI:N would): every arm is trained at
@@ -112,6 +122,7 @@ TUNE = {
     # 126 runs, about 2 hours on a 2-core CPU with --parallel=2.
     'default': 'optim.lr=0.000427,0.001,0.00234,0.00548,0.0128,0.03',
     'stability': 'optim.lr=1e-4:3e-2:6',  # 36 runs: about 55 minutes
+    'zoo': 'optim.lr=0.00234,0.00548,0.0128,0.03',  # 72 runs: about 70 minutes
 }
 
 

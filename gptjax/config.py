@@ -555,6 +555,9 @@ class TrainConfig(_Section):
   # PaLM's z-loss: z_loss * log(Z)^2 of the output softmax added to the loss (e.g. 1e-4); logged
   # as z_loss, apart from the cross-entropy. 0: off.
   z_loss: float = 0.0
+  # At each evaluation, also log max_attn_logit: the largest attention logit (before soft-caps)
+  # on the first validation batch, what QK-norm and soft-capping keep from growing.
+  log_attention_logits: bool = False
 
   def __post_init__(self):
     counts = ('steps', 'batch_size', 'log_every', 'eval_every', 'eval_batches', 'ckpt_every',
@@ -570,6 +573,8 @@ class TrainConfig(_Section):
          'must be None (the latest checkpoint) or an integer >= 0'),
         ('init_state', self.init_state in INIT_STATES, _choices(INIT_STATES)),
         ('z_loss', is_number(self.z_loss) and self.z_loss >= 0, 'must be a number >= 0'),
+        ('log_attention_logits', isinstance(self.log_attention_logits,
+                                            bool), 'must be True or False'),
     ])
     from_workdir = self.init_from not in ('scratch', '') and not self.init_from.startswith('hf:')
     self._require([

@@ -269,6 +269,15 @@ def param_paths(params: Any) -> dict[str, Any]:
   return {param_path(key_path): leaf for key_path, leaf in leaves}
 
 
+def max_attention_logits(cfg: ModelConfig, params: dict, tokens: jax.Array) -> jax.Array:
+  """[n_layers]: each layer's largest attention logit (q.k scaled, before any soft-cap) over
+  the visible pairs of tokens [B, T]: the quantity whose growth QK-norm and soft-capping curb."""
+  _, state = GPT(cfg).apply({'params': params}, tokens, need_weights=True,
+                            mutable=['intermediates'])
+  inter = state['intermediates']
+  return jnp.stack([inter[f'blocks_{i}']['attn']['max_logit'][0] for i in range(cfg.n_layers)])
+
+
 def forward_with_intermediates(cfg: ModelConfig, params: dict, tokens: jax.Array):
   """Logits plus what happened inside: for analysis tools and tests.
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from gptjax import checkpoint, cli, data, flops, memory, sharding, tables, workdir_lock
 from gptjax.config import DataConfig, ModelConfig, OptimConfig, ShardingConfig, TrainConfig
 from gptjax.logs import MetricWriter
-from gptjax.model import GPT, abstract_params, init_params
+from gptjax.model import GPT, abstract_params, init_params, max_attention_logits
 from gptjax.xla_flags import cpu_compiler_options
 from gptjax.tokenizer import get_tokenizer_class
 from gptjax.optim import (accumulate_gradients, learning_rate_schedule, make_optimizer,
@@ -260,6 +260,17 @@ def evaluate_loss(run: Run, eval_step, params) -> float:
   return float(jnp.mean(jnp.stack(losses)))
 
 
+def max_attention_logit(run: Run, params) -> float:
+  """The largest attention logit of any layer on the first validation batch."""
+  inputs = _device_batch(run, _eval_batches(run)[0])['inputs']
+  return float(_max_attention_logit_fn(run.cfg)(params, inputs))
+
+
+@functools.lru_cache(maxsize=None)
+def _max_attention_logit_fn(cfg: ModelConfig):
+  return jax.jit(lambda params, tokens: max_attention_logits(cfg, params, tokens).max())
+
+
 def _abstract(tree):
   """The shapes, dtypes and shardings of a pytree of arrays: what a step is compiled for."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
@@ -484,7 +495,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
         if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
           last['val_loss'] = evaluate_loss(run, eval_step, state['params'])
           last['val_bpb'] = bits_per_byte(last['val_loss'], run.bytes_per_token)
-          writer.write(done, {'val_loss': last['val_loss'], 'val_bpb': last['val_bpb']})
+          evaluated = {'val_loss': last['val_loss'], 'val_bpb': last['val_bpb']}
+          if train_cfg.log_attention_logits:
+            evaluated['max_attn_logit'] = max_attention_logit(run, state['params'])
+          last.update(evaluated)
+          writer.write(done, evaluated)
           meter.restart()
         progress.update(1)
         stop_reason = _agreed_stop(stop, log_now)

@@ -143,18 +143,19 @@ def np_attention(params, x, positions, cfg, layer=0):
   distance = np.arange(t)[:, None] - np.arange(t)[None, :]
   out = np.zeros((b, t, h, d))
   weights = np.zeros((b, h, t, t))
+  max_logit = -np.inf
   for head in range(h):
     kv_head = head // (h // kv)
-    scores = np.einsum('btd,bsd->bts', q[:, :, head], k[:, :, kv_head]) * np_attention_scale(cfg)
-    scores = np_softcap(scores, cfg.attn_logit_softcap)
-    if cfg.position == 'alibi':
-      scores = scores - np_alibi_slopes(h)[head] * distance
+    raw = np.einsum('btd,bsd->bts', q[:, :, head], k[:, :, kv_head]) * np_attention_scale(cfg)
+    bias = -np_alibi_slopes(h)[head] * distance if cfg.position == 'alibi' else 0.0
+    max_logit = max(max_logit, np.where(visible, raw + bias, -np.inf).max())  # before the cap
+    scores = np_softcap(raw, cfg.attn_logit_softcap) + bias  # the cap on q.k, ALiBi after
     probs = np_softmax(np.where(visible, scores, -np.inf))
     weights[:, head] = probs
     out[:, :, head] = np.einsum('bts,bsd->btd', probs, v[:, :, kv_head])
   y = (out.reshape(b, t, h * d) @ params['out']['kernel'].reshape(h * d, -1)
        + params['out'].get('bias', 0.0))
-  return y, weights
+  return y, weights, max_logit
 
 
 def np_gelu_tanh(x):
@@ -218,16 +219,22 @@ def np_block(cfg, p, x, positions, layer):
   return x + norm('mlp_out_norm', feed_forward(x))
 
 
+def np_embed(cfg, params, tokens):
+  """Token embeddings (x sqrt(C) for Gemma) plus learned positions: the first block's input."""
+  x = params['wte']['embedding'][tokens].astype(np.float64)
+  if cfg.scale_embeddings:
+    x = x * np.sqrt(cfg.d_model)
+  if cfg.position == 'learned':
+    x = x + params['wpe']['embedding'][np.arange(tokens.shape[1])]
+  return x
+
+
 def np_forward(cfg, params, tokens):
   """The whole model in NumPy float64 from the references above: embeddings, blocks, final
   norm, tied or untied head (μP's logit multiplier), soft-capped logits."""
   b, t = tokens.shape
   positions = np.broadcast_to(np.arange(t), (b, t))
-  x = params['wte']['embedding'][tokens].astype(np.float64)
-  if cfg.scale_embeddings:
-    x = x * np.sqrt(cfg.d_model)
-  if cfg.position == 'learned':
-    x = x + params['wpe']['embedding'][positions]
+  x = np_embed(cfg, params, tokens)
 
   for i in range(cfg.n_layers):
     x = np_block(cfg, params[f'blocks_{i}'], x, positions, i)

@@ -251,7 +251,7 @@ def test_attention_matches_numpy(tiny_config, randomize, overrides):
 
   fused = jax.jit(lambda params, x: module.apply({'params': params}, x, positions)[0])
 
-  y_ref, w_ref = np_attention(params, x, positions, cfg)
+  y_ref, w_ref, _ = np_attention(params, x, positions, cfg)
   y_explicit, weights = explicit(params, x)
   y_fused = fused(params, x)
   np.testing.assert_allclose(y_explicit, y_ref, rtol=1e-4, atol=1e-5)

@@ -12,9 +12,9 @@ import pytest
 from gptjax import config as config_lib
 from gptjax.config import GATED_MLPS
 from gptjax.model import (GPT, KVCache, abstract_params, forward_with_intermediates, init_cache,
-                          init_params)
+                          init_params, max_attention_logits)
 from conftest import VARIANTS
-from reference import np_forward
+from reference import np_attention, np_block, np_embed, np_forward, np_norm
 
 pytestmark = pytest.mark.usefixtures('fast_compiles')  # compiling is nearly all their time
 variants = pytest.mark.parametrize('variant', VARIANTS)
@@ -477,6 +477,24 @@ def test_bfloat16_compute(cfg, reference):
 
 # ---------------------------------------------------------------------------------------------
 # forward_with_intermediates
+
+
+@variants
+def test_max_attention_logits_match_numpy(cfg, reference):
+  """Each layer's largest visible logit before soft-capping, as NumPy computes it on the
+  block's input."""
+  params, _, _ = reference(cfg)
+  ours = np.asarray(jax.jit(max_attention_logits, static_argnums=0)(cfg, params, TOKENS))
+  x = np_embed(cfg, params, TOKENS)
+  positions = np.broadcast_to(np.arange(T), (B, T))
+  expected = []
+  for i in range(cfg.n_layers):
+    p = params[f'blocks_{i}']
+    normed = cfg.norm_position in ('pre', 'sandwich')
+    into = np_norm(cfg, p.get('attn_norm', {}), x) if normed else x
+    expected.append(np_attention(p['attn'], into, positions, cfg, i)[2])
+    x = np_block(cfg, p, x, positions, i)
+  np.testing.assert_allclose(ours, expected, rtol=2e-5, atol=2e-5)
 
 
 @pytest.mark.parametrize('variant', ['gpt2', 'post_nobias_remat_relu2', 'llama'])

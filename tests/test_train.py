@@ -228,7 +228,8 @@ def test_run_from_clean_workdir_learns_and_writes_its_files(finished, data_dir):
   assert meta['tokenizer'] == 'bytes' and meta['n_vocab'] == 257
 
 
-def test_z_loss_is_palms_penalty_and_is_logged_apart(finished, data_dir, tmp_path):
+def test_z_loss_is_palms_penalty_and_is_logged_apart_with_the_max_attention_logit(
+    finished, data_dir, tmp_path):
   """training_loss adds z * mean(logsumexp(logits)^2) (scipy's logsumexp as the reference) and
   reports it apart; a run with it logs the cross-entropy as loss and the penalty as z_loss."""
   import scipy.special
@@ -247,9 +248,13 @@ def test_z_loss_is_palms_penalty_and_is_logged_apart(finished, data_dir, tmp_pat
   assert set(trainer.training_loss(cfg, params, batch)[1]) == {'loss'}  # off: nothing extra
 
   workdir = tmp_path / 'z_loss'
-  trainer.train_and_evaluate(make_config(data_dir, train__z_loss=1e-4, train__steps=2), workdir)
-  logged = read_metrics(workdir)[0]
-  assert logged['z_loss'] > 0 and logged['loss'] == pytest.approx(math.log(257), abs=0.3)
+  trainer.train_and_evaluate(
+      make_config(data_dir, train__z_loss=1e-4, train__steps=2, train__log_attention_logits=True),
+      workdir)
+  logged = read_metrics(workdir)
+  assert logged[0]['z_loss'] > 0 and logged[0]['loss'] == pytest.approx(math.log(257), abs=0.3)
+  evaluated = [m for m in logged if 'val_loss' in m]  # with the largest attention logit
+  assert len(evaluated) == 1 and 0 < evaluated[0]['max_attn_logit'] < 10
 
 
 def test_train_step_compiles_once(finished):

@@ -79,6 +79,17 @@ def finish_logits(logits: jax.Array, head_dim: int, how: Logits) -> jax.Array:
   return logits
 
 
+def max_visible_logit(q, k, window: int | None, how: Logits) -> jax.Array:
+  """The largest attention logit any query gives a key it sees, before soft-capping: what
+  QK-norm and soft-capping exist to keep from growing (q [B, T, H, D], k [B, T, K, D])."""
+  k = jnp.repeat(k, q.shape[2] // k.shape[2], axis=2)
+  logits = jnp.einsum('bthd,bshd->bhts', q, k, preferred_element_type=jnp.float32)
+  logits = finish_logits(logits, q.shape[-1], how._replace(softcap=None))
+  t = q.shape[1]
+  visible = attention_mask(jnp.arange(t), jnp.arange(t), window)
+  return jnp.max(jnp.where(visible, logits, -jnp.inf))
+
+
 def attention_weights(q, k, mask, how: Logits = Logits()) -> jax.Array:
   """Explicit softmax of the attention logits [B, H, T, S] in float32 from q [B, T, H, D] and
   k [B, S, K, D]; each kv head serves its group of H / K query heads."""
@@ -245,8 +256,8 @@ class Attention(nn.Module):
 
   With a cache (decoding), first_valid [B] is each row's first real slot (see KVCache); without
   one the sequence is causal (and windowed). train enables attention
-  dropout; need_weights sows the probabilities [B, H, T, S] as 'attention_weights' (the
-  full-sequence forward only). Both need the explicit kernel, so they select it.
+  dropout; need_weights sows the probabilities [B, H, T, S] as 'attention_weights' and the
+  largest raw logit as 'max_logit' (the full-sequence forward only). Both need the explicit kernel, so they select it.
   """
   cfg: ModelConfig
   train: bool = False
@@ -268,6 +279,8 @@ class Attention(nn.Module):
     else:
       if bias_of is not None:
         how = how._replace(bias=bias_of(jnp.arange(t), jnp.arange(t)))
+      if self.need_weights:
+        self.sow('intermediates', 'max_logit', max_visible_logit(q, k, window, how))
       y = self._kernel()(q, k, v, window, self._probs_hook(), how)
     out = dense(cfg, 'out', cfg.d_model, ('heads', 'head_dim', 'embed'), std=residual_std(cfg),
                 n_contract=2)
