@@ -257,7 +257,8 @@ class Attention(nn.Module):
   With a cache (decoding), first_valid [B] is each row's first real slot (see KVCache); without
   one the sequence is causal (and windowed). train enables attention
   dropout; need_weights sows the probabilities [B, H, T, S] as 'attention_weights' and the
-  largest raw logit as 'max_logit' (the full-sequence forward only). Both need the explicit kernel, so they select it.
+  largest raw logit as 'max_logit' (the full-sequence forward only). Both need the explicit
+  kernel, so they select it.
   """
   cfg: ModelConfig
   train: bool = False
