@@ -52,3 +52,39 @@ def test_a_difference_is_resolved_only_when_its_interval_excludes_zero():
   overlapping = welch([3.0, 3.2, 3.1], [3.05, 3.25, 3.0])
   assert far_apart.difference.resolved and far_apart.p_value < 1e-4
   assert not overlapping.difference.resolved and overlapping.p_value > 0.5
+
+
+def test_attention_logit_section_groups_arms_by_tuned_value(tmp_path):
+  """Runs that logged max_attn_logit: a row per arm and lr with the last and the peak logit
+  (means over seeds) and the final loss; the plot's panels are the two highest lrs."""
+  from gptjax.sweep.logits import logit_groups, logit_markdown, plot_logits
+
+  def run(label, seed, logits, loss, status='done'):
+    return {
+        'label': label, 'seed': seed, 'status': status, 'final_val_loss': loss,
+        'tokens_per_step': 100, 'attn_logits': list(enumerate(logits, start=1))
+    }
+
+  tune = {'key': 'optim.lr', 'values': ['0.001', '0.01', '0.03'], 'arms': ['', 'qk_norm=head']}
+  runs = [
+      run('optim.lr=0.03', 0, [2.0, 9.0, 7.0], 2.5),
+      run('optim.lr=0.03', 1, [2.0, 11.0, 9.0], 2.7),
+      run('qk_norm=head,optim.lr=0.03', 0, [2.0, 3.0, 3.5], 2.2),
+      run('qk_norm=head,optim.lr=0.01', 0, [1.0, 2.0, 2.5], 2.1),
+      run('optim.lr=0.001', 0, [1.0, 1.5, 2.0], 2.4),
+      {'label': 'optim.lr=0.01', 'status': 'done', 'attn_logits': []},  # did not log them
+  ]
+  groups = logit_groups(runs, tune)
+  assert set(groups) == {('(config)', '0.03'), ('qk_norm=head', '0.03'), ('qk_norm=head', '0.01'),
+                         ('(config)', '0.001')}
+  lines = logit_markdown(groups, tune, 'attention_logits.png')
+  rows = [[cell.strip() for cell in line.strip('|').split('|')]
+          for line in '\n'.join(lines).splitlines()
+          if line.startswith('| ') and not line.startswith('| arm')]
+  assert ['baseline', '0.03', '8.0', '10.0', '2.6000', '2'] in rows  # (7+9)/2, (9+11)/2
+  assert ['qk_norm=head', '0.03', '3.5', '3.5', '2.2000', '1'] in rows
+  assert len(rows) == 4
+  assert lines[-1] == '![attention logits](attention_logits.png)'
+  plot_logits(tmp_path / 'logits.png', groups, tune)
+  assert (tmp_path / 'logits.png').stat().st_size > 10_000
+  assert logit_markdown({}, tune, 'x.png') == []

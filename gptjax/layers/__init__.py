@@ -1,9 +1,11 @@
 """The pieces of a transformer block, one module per concern.
 
   dense.py      the one dense layer: explicit input/output axes, init, dtypes, logical axis names
-  norms.py      LayerNorm, RMSNorm                        NORMS[cfg.norm]
-  positions.py  learned table, rotary, none               POSITIONS[cfg.position]
-  attention.py  q/k/v/out projections, masks, the cache   KERNELS[attention kernel]
+  norms.py      LayerNorm, RMSNorm, QK-norm               NORMS[cfg.norm]
+  positions.py  learned table, rotary, ALiBi, none        POSITIONS[cfg.position]
+                rope scalings (linear, llama3, yarn)      ROPE_SCALINGS[cfg.rope_scaling]
+  attention.py  q/k/v/out projections, masks, soft-caps,  KERNELS[attention kernel]
+                the cache (a ring in window layers)
   mlp.py        GELU (tanh, erf), ReLU², SwiGLU, GeGLU    MLPS[cfg.mlp]
   residual.py   store_gradient: where XLA:CPU keeps the residual stream's gradient
 

@@ -17,6 +17,7 @@ from gptjax.logs import read_metrics
 from gptjax.model import kv_cache_bytes
 from gptjax.sweep.plan import CONFIG_FILE, STATUS_FILE, SWEEP_FILE, differing_keys
 from gptjax.sweep import ladder
+from gptjax.sweep.logits import logit_groups, logit_markdown, plot_logits
 from gptjax.sweep.plots import plot_curves, plot_factors, plot_scaling, plot_tuned
 from gptjax.sweep.stats import LEVEL, mean_interval, welch
 from gptjax.sweep.tuned import METRIC_NAMES, tuned_markdown, tuned_rows
@@ -92,6 +93,8 @@ def load_run(run_dir: Path) -> dict | None:
       'factors': status.get('factors'),  # None: recorded before runs kept their factors
       'config': config,
       'evals': evals,
+      # (step, largest attention logit) where the run logged it (train.log_attention_logits).
+      'attn_logits': [(m['step'], m['max_attn_logit']) for m in metrics if 'max_attn_logit' in m],
   }
 
 
@@ -359,6 +362,10 @@ def report(sweep_dir: str | Path) -> list[dict]:
     plot_tuned(sweep_dir / plots[-1], tuned, sweep['tune']['key'], metric, METRIC_NAMES[metric])
     # Every arm at every value would be a tangle of lines: each arm at its best value.
     labels = [arm['row']['variant'] for arm in tuned if arm['row'] is not None]
+  groups = logit_groups(runs, sweep.get('tune'))
+  if groups:
+    sections += logit_markdown(groups, sweep.get('tune'), 'attention_logits.png')
+    plot_logits(sweep_dir / 'attention_logits.png', groups, sweep.get('tune'))
   if sweep.get('ladder'):
     analysis = ladder.analyze(rows, sweep, metric)
     sections = ladder.ladder_markdown(analysis, sweep, METRIC_NAMES[metric]) + sections
