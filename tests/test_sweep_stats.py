@@ -62,7 +62,9 @@ def test_attention_logit_section_groups_arms_by_tuned_value(tmp_path):
   def run(label, seed, logits, loss, status='done'):
     return {
         'label': label, 'seed': seed, 'status': status, 'final_val_loss': loss,
-        'tokens_per_step': 100, 'attn_logits': list(enumerate(logits, start=1))
+        'tokens_per_step': 100, 'attn_logits': list(enumerate(logits, start=1)),
+        'evals': [(step, loss + 1.0 / step) for step in range(1,
+                                                              len(logits) + 1)]
     }
 
   tune = {'key': 'optim.lr', 'values': ['0.001', '0.01', '0.03'], 'arms': ['', 'qk_norm=head']}

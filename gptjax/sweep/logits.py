@@ -75,32 +75,43 @@ def logit_markdown(groups: Mapping[tuple[str, str], list[dict]], tune: Mapping |
   ]
 
 
+def _mean_curve(group: list[dict], series: str) -> tuple[list[float], list[float]]:
+  """(training tokens in M, mean over the group's runs) of a run series of (step, value)."""
+  by_step: dict[int, list[float]] = {}
+  for run in group:
+    for step, value in run[series]:
+      by_step.setdefault(step, []).append(value)
+  steps = sorted(by_step)
+  return ([s * group[0]['tokens_per_step'] / 1e6
+           for s in steps], [_mean(by_step[s]) for s in steps])
+
+
 def plot_logits(path: Path, groups: Mapping[tuple[str, str], list[dict]],
                 tune: Mapping | None) -> None:
-  """One panel per tuned value (the two highest: where the logits grow), a line per arm: the
-  largest attention logit over training, mean over seeds."""
+  """One column per tuned value (the two highest: where the logits grow), a line per arm: the
+  largest attention logit (top) and the val loss (bottom) over training, means over seeds."""
   import matplotlib.pyplot as plt
   values = (tune['values'][-2:] if tune else [''])
   arms = list(dict.fromkeys(arm for arm, _ in groups))
   colors = plt.get_cmap('tab10' if len(arms) <= 10 else 'tab20')
-  fig, axes = plt.subplots(1, len(values), figsize=(6.5 * len(values), 4.5), squeeze=False)
-  for ax, value in zip(axes[0], values):
+  fig, axes = plt.subplots(2, len(values), figsize=(6.5 * len(values), 8), squeeze=False)
+  for column, value in enumerate(values):
     for i, arm in enumerate(arms):
       group = groups.get((arm, value))
       if not group:
         continue
-      by_step: dict[int, list[float]] = {}
-      for run in group:
-        for step, logit in run['attn_logits']:
-          by_step.setdefault(step, []).append(logit)
-      steps = sorted(by_step)
-      x = [s * group[0]['tokens_per_step'] / 1e6 for s in steps]
-      ax.plot(x, [_mean(by_step[s]) for s in steps], color=colors(i % colors.N),
-              label=arm if arm != UNTUNED_ARM else 'baseline', marker='.')
-    ax.set_title(f'{tune["key"]}={value}' if tune else 'largest attention logit')
-    ax.set_xlabel('training tokens (M)')
-    ax.set_ylabel('max attention logit (before soft-caps)')
-    ax.grid(alpha=0.3)
+      name = arm if arm != UNTUNED_ARM else 'baseline'
+      for row, series in enumerate(('attn_logits', 'evals')):
+        x, y = _mean_curve(group, series)
+        axes[row][column].plot(x, y, color=colors(i % colors.N), label=name, marker='.')
+    title = f'{tune["key"]}={value}' if tune else ''
+    axes[0][column].set_title(f'largest attention logit {title}')
+    axes[0][column].set_ylabel('max attention logit (before soft-caps)')
+    axes[1][column].set_title(f'validation loss {title}')
+    axes[1][column].set_ylabel('val loss')
+    for ax in axes[:, column]:
+      ax.set_xlabel('training tokens (M)')
+      ax.grid(alpha=0.3)
   axes[0][-1].legend(fontsize=8, loc='upper left')
   fig.tight_layout()
   fig.savefig(path, dpi=120)
