@@ -95,6 +95,7 @@ def plot_logits(path: Path, groups: Mapping[tuple[str, str], list[dict]],
   arms = list(dict.fromkeys(arm for arm, _ in groups))
   colors = plt.get_cmap('tab10' if len(arms) <= 10 else 'tab20')
   fig, axes = plt.subplots(2, len(values), figsize=(6.5 * len(values), 8), squeeze=False)
+  positive = all(v > 0 for group in groups.values() for run in group for _, v in run['attn_logits'])
   for column, value in enumerate(values):
     for i, arm in enumerate(arms):
       group = groups.get((arm, value))
@@ -107,12 +108,14 @@ def plot_logits(path: Path, groups: Mapping[tuple[str, str], list[dict]],
     title = f'{tune["key"]}={value}' if tune else ''
     axes[0][column].set_title(f'largest attention logit {title}')
     axes[0][column].set_ylabel('max attention logit (before soft-caps)')
+    if positive:  # bounded arms sit orders of magnitude below growing ones
+      axes[0][column].set_yscale('log')
     axes[1][column].set_title(f'validation loss {title}')
     axes[1][column].set_ylabel('val loss')
     for ax in axes[:, column]:
       ax.set_xlabel('training tokens (M)')
       ax.grid(alpha=0.3)
-  axes[0][-1].legend(fontsize=8, loc='upper left')
+  axes[1][-1].legend(fontsize=8, loc='upper right')
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
