@@ -139,12 +139,11 @@ def plot_tuned(path: Path, arms: list[dict], key: str, metric: str, metric_name:
                            sharey=True)
   best_values = [a['row'][f'final_{metric}_mean'] for a in arms if a['row'] is not None]
   for ax, (panel, group) in zip(axes[0], panels.items()):
-    colors = plt.get_cmap('viridis')
     for i, arm in enumerate(group):
       points = sorted(arm['points'])
       if not points:
         continue
-      color = colors(0.85 * i / max(len(group) - 1, 1))  # viridis' last yellow is pale
+      color = _arm_color(plt, i, len(group))
       name = arm['arm'][len(panel):].lstrip(',') or arm['arm']
       ax.plot([x for x, _ in points], [y for _, y in points], marker='o', color=color, label=name)
       if arm['row'] is not None:
@@ -170,6 +169,14 @@ def plot_tuned(path: Path, arms: list[dict], key: str, metric: str, metric_name:
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def _arm_color(plt, i: int, n: int):
+  """A few arms (often ordered: widths, sizes) as shades of one gradient; more than 5 (usually
+  unordered variants) as distinct colours, which shades of one gradient are not."""
+  if n > 5:
+    return plt.get_cmap('tab10' if n <= 10 else 'tab20')(i)
+  return plt.get_cmap('viridis')(0.85 * i / max(n - 1, 1))  # viridis' last yellow is pale
 
 
 def _mark_off_scale(ax, xs: list[float], ys: list[float], top: float) -> None:
