@@ -421,13 +421,15 @@ class ModelConfig(_Section):
     """How many of each head's dimensions rotary rotates (HF: int(head_dim * fraction))."""
     return int(self.head_dim * self.rotary_fraction)
 
+  def _local_rope(self, layer: int) -> bool:
+    """Whether a layer takes rope_local_theta (a window layer, when that is set)."""
+    return self.layer_windows[layer] is not None and self.rope_local_theta is not None
+
   def layer_rope_theta(self, layer: int) -> float:
-    local = self.layer_windows[layer] is not None and self.rope_local_theta is not None
-    return self.rope_local_theta if local else self.rope_theta
+    return self.rope_local_theta if self._local_rope(layer) else self.rope_theta
 
   def layer_rope_scaling(self, layer: int) -> str:
-    local = self.layer_windows[layer] is not None and self.rope_local_theta is not None
-    return 'none' if local else self.rope_scaling
+    return 'none' if self._local_rope(layer) else self.rope_scaling
 
   @property
   def padded_vocab_size(self) -> int:

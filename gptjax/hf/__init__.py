@@ -30,7 +30,7 @@ from flax import traverse_util
 
 from gptjax.config import ModelConfig
 from gptjax.hf import gemma2, gpt2, llama, neox
-from gptjax.hf.families import Family, Weight
+from gptjax.hf.families import HEAD, Family, Weight
 from gptjax.model import abstract_params, param_paths
 
 # In order of preference on export: the first family that reproduces a config is written.
@@ -187,7 +187,7 @@ def from_hf(model_or_path) -> tuple[ModelConfig, dict]:
     tensor = np.asarray(jnp.asarray(tensors[w.hf_name], jnp.float32))
     flat.update(_to_ours(w, tensor, shapes))
     used.add(w.hf_name)
-  ignored = family.ignored + ((family.head_name,) if cfg.tie_embeddings else ())
+  ignored = family.ignored + ((HEAD,) if cfg.tie_embeddings else ())
   unused = sorted(k for k in tensors if k not in used and not k.endswith(ignored))
   if unused:
     raise ValueError(f'checkpoint tensors {unused[:3]} have no place in the gptjax model of its '
@@ -259,7 +259,7 @@ def to_hf(cfg: ModelConfig, params: Mapping, out_dir: str | os.PathLike) -> str:
         np.asarray(ours[p], np.float32) if p in ours else np.zeros(every_bias[p].shape, np.float32)
         for p in w.ours
     ]
-    full_name = w.hf_name if w.hf_name == family.head_name else family.prefix + w.hf_name
+    full_name = w.hf_name if w.hf_name == HEAD else family.prefix + w.hf_name
     tensors[full_name] = _to_hf(w, leaves)
   # Tied models store the embedding once, without the head, as save_pretrained does.
   out_dir = os.fspath(out_dir)

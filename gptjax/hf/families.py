@@ -27,6 +27,9 @@ class Weight(NamedTuple):
   offset: float = 0.0  # ours = HF's + offset (Gemma stores its norm gains as gain - 1)
 
 
+HEAD = 'lm_head.weight'  # every family's untied LM head, outside the base model
+
+
 class Family(NamedTuple):
   config: Callable[[Mapping[str, Any]], ModelConfig]  # HF config dict -> ModelConfig
   weights: Callable[[ModelConfig], list[Weight]]
@@ -36,7 +39,6 @@ class Family(NamedTuple):
   prefix: str  # the base model's name inside the *ForCausalLM state dict
   architecture: str
   ignored: tuple[str, ...] = ()  # suffixes of non-parameter buffers some checkpoints carry
-  head_name: str = 'lm_head.weight'  # the untied LM head, outside the base model
   # Tensor names older checkpoints use -> today's (Pythia's embed_out is transformers 5's lm_head).
   renamed: tuple[tuple[str, str], ...] = ()
 
@@ -63,13 +65,6 @@ NO_EXTRAS = {
     'attn_logit_softcap': None, 'final_logit_softcap': None, 'attention_scale_dim': None,
     'norm_position': 'pre'
 }
-
-
-def default_head_dim(cfg: ModelConfig) -> int | None:
-  """cfg.head_dim where it is d_model / n_heads, else None: for families that have no head_dim
-  field."""
-  return cfg.d_model // cfg.n_heads if cfg.d_model % cfg.n_heads == 0 else None
-
 
 # ---------------------------------------------------------------------------------------------
 # Rotary: HF's rope_parameters (transformers 5) or rope_theta / rope_scaling (4.x) <-> our fields
@@ -162,6 +157,15 @@ def window_fields(hf: Mapping[str, Any], types: list[str] | None,
 
 def layer_types(cfg: ModelConfig) -> list[str]:
   return ['full_attention' if w is None else 'sliding_attention' for w in cfg.layer_windows]
+
+
+def exportable_windows(cfg: ModelConfig) -> tuple:
+  """An export need: cfg.layer_windows where an HF config can hold them (full layers and
+  layers of one sliding_window), else what it would take."""
+  one = single_window(cfg)
+  if all(w in (None, one) for w in cfg.layer_windows):
+    return cfg.layer_windows
+  return ('one sliding window size',)
 
 
 def single_window(cfg: ModelConfig) -> int | None:

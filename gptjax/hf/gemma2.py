@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from gptjax.config import ModelConfig
-from gptjax.hf.families import (NO_EXTRAS, Family, Weight, integral, layer_types, refuse, require,
-                                rope_fields, rope_parameters, single_window, window_fields)
+from gptjax.config import ROPE_SCALINGS, ModelConfig
+from gptjax.hf.families import (HEAD, NO_EXTRAS, Family, Weight, exportable_windows, integral,
+                                layer_types, refuse, require, rope_fields, rope_parameters,
+                                single_window, window_fields)
 
 MLPS = {'gelu_pytorch_tanh': 'geglu', 'gelu_new': 'geglu'}
 _NORMS = (('attn_norm', 'input_layernorm'), ('attn_out_norm', 'post_attention_layernorm'),
@@ -70,21 +71,18 @@ def weights(cfg: ModelConfig) -> list[Weight]:
                in_axes=in_axes) for ours, theirs, in_axes in projections
     ]
   if not cfg.tie_embeddings:
-    table.append(Weight('lm_head.weight', ('lm_head',)))
+    table.append(Weight(HEAD, ('lm_head',)))
   return table
 
 
 def export_needs(cfg: ModelConfig) -> dict[str, Any]:
-  one = single_window(cfg)
   return {
       **NO_EXTRAS, 'position': 'rope', 'norm': 'rmsnorm', 'mlp': 'geglu',
       'norm_position': 'sandwich', 'scale_embeddings': True, 'use_bias': False, 'qkv_bias': False,
       'attention_window': cfg.attention_window, 'window_pattern': cfg.window_pattern,
       'attention_scale_dim': cfg.attention_scale_dim, 'attn_logit_softcap': cfg.attn_logit_softcap,
-      'final_logit_softcap': cfg.final_logit_softcap,
-      'layer_windows': (cfg.layer_windows if all(w in (None, one) for w in cfg.layer_windows) else
-                        ('one sliding window size',)), 'rope_scaling': ('none', 'linear', 'llama3',
-                                                                        'yarn')
+      'final_logit_softcap': cfg.final_logit_softcap, 'layer_windows': exportable_windows(cfg),
+      'rope_scaling': ROPE_SCALINGS
   }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from gptjax.config import ModelConfig
-from gptjax.hf.families import NO_EXTRAS, Family, Weight, require
+from gptjax.hf.families import HEAD, NO_EXTRAS, Family, Weight, require
 
 # transformers' 'gelu' is the exact (erf) GELU; 'gelu_new' and 'gelu_pytorch_tanh' are both the
 # tanh approximation.
@@ -59,7 +59,7 @@ def weights(cfg: ModelConfig) -> list[Weight]:
         Weight(f'{h}.mlp.c_proj.weight', (f'{block}/mlp/proj/kernel',))
     ]
   if not cfg.tie_embeddings:
-    table.append(Weight('lm_head.weight', ('lm_head',)))
+    table.append(Weight(HEAD, ('lm_head',)))
   return table
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from gptjax.config import ROPE_SCALINGS, ModelConfig
-from gptjax.hf.families import (NO_EXTRAS, Family, Weight, layer_types, refuse, require,
-                                rope_fields, rope_parameters, single_window, window_fields)
+from gptjax.hf.families import (HEAD, NO_EXTRAS, Family, Weight, exportable_windows, layer_types,
+                                refuse, require, rope_fields, rope_parameters, single_window,
+                                window_fields)
 
 MLPS = {'silu': 'swiglu', 'swish': 'swiglu', 'gelu_pytorch_tanh': 'geglu', 'gelu_new': 'geglu'}
 ACTIVATIONS = {'swiglu': 'silu', 'geglu': 'gelu_pytorch_tanh'}
@@ -115,16 +116,8 @@ def weights(cfg: ModelConfig) -> list[Weight]:
       if has_bias:
         table.append(Weight(f'{layer}.{theirs}.bias', (f'{block}/{ours}/bias',), in_axes=0))
   if not cfg.tie_embeddings:
-    table.append(Weight('lm_head.weight', ('lm_head',)))  # [vocab, d_model] on both sides
+    table.append(Weight(HEAD, ('lm_head',)))  # [vocab, d_model] on both sides
   return table
-
-
-def _local_global_only(cfg: ModelConfig) -> tuple:
-  """layer_windows as an HF config holds them: full layers and layers of one sliding_window."""
-  one = single_window(cfg)
-  if all(w in (None, one) for w in cfg.layer_windows):
-    return cfg.layer_windows
-  return ('one sliding window size',)
 
 
 def _needs(kind: str):
@@ -139,7 +132,7 @@ def _needs(kind: str):
         'qwen2': lambda: {
             **base, 'use_bias': False, 'qkv_bias': True, 'head_dim': cfg.d_model // cfg.n_heads,
             'attention_window': cfg.attention_window, 'window_pattern': cfg.window_pattern,
-            'layer_windows': _local_global_only(cfg)
+            'layer_windows': exportable_windows(cfg)
         },
         'mistral': lambda: {  # Llama plus a sliding window in every layer
             **base, 'use_bias': False, 'qkv_bias': False, 'attention_window': cfg.attention_window
@@ -147,7 +140,7 @@ def _needs(kind: str):
         'qwen3': lambda: {
             **base, 'use_bias': False, 'qkv_bias': False, 'qk_norm': 'head', 'attention_window': cfg
             .attention_window, 'window_pattern': cfg.window_pattern,
-            'layer_windows': _local_global_only(cfg)
+            'layer_windows': exportable_windows(cfg)
         },
         'olmo2': lambda: {
             **base, 'use_bias': False, 'qkv_bias': False, 'qk_norm': 'projection',

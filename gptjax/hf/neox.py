@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from gptjax.config import ModelConfig
-from gptjax.hf.families import (NO_EXTRAS, Family, Weight, refuse, require, rope_fields,
+from gptjax.config import ROPE_SCALINGS, ModelConfig
+from gptjax.hf.families import (HEAD, NO_EXTRAS, Family, Weight, refuse, require, rope_fields,
                                 rope_parameters)
 
 MLPS = {'gelu': 'gelu_exact', 'gelu_new': 'gelu', 'gelu_pytorch_tanh': 'gelu'}
@@ -66,7 +66,7 @@ def weights(cfg: ModelConfig) -> list[Weight]:
           Weight(f'{layer}.mlp.{theirs}.bias', (f'{block}/mlp/{ours}/bias',), in_axes=0),
       ]
   if not cfg.tie_embeddings:
-    table.append(Weight('lm_head.weight', ('lm_head',)))
+    table.append(Weight(HEAD, ('lm_head',)))
   return table
 
 
@@ -75,7 +75,7 @@ def export_needs(cfg: ModelConfig) -> dict[str, Any]:
       **NO_EXTRAS, 'position': 'rope', 'norm': 'layernorm', 'mlp': tuple(ACTIVATIONS),
       'n_kv_heads': cfg.n_heads, 'head_dim': cfg.d_model // cfg.n_heads, 'use_bias': True,
       'parallel_block': cfg.parallel_block, 'rotary_fraction': cfg.rotary_fraction,
-      'rope_scaling': ('none', 'linear', 'llama3', 'yarn')
+      'rope_scaling': ROPE_SCALINGS
   }
 
 
@@ -93,5 +93,5 @@ FAMILIES = {
     'gpt_neox': Family(config, weights, export_needs, export_fields, 'gpt_neox.',
                        'GPTNeoXForCausalLM',
                        ('rotary_emb.inv_freq', '.attention.bias', '.attention.masked_bias'),
-                       renamed=(('embed_out.weight', 'lm_head.weight'),)),
+                       renamed=(('embed_out.weight', HEAD),)),
 }

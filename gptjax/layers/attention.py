@@ -79,25 +79,26 @@ def finish_logits(logits: jax.Array, head_dim: int, how: Logits) -> jax.Array:
   return logits
 
 
+def attention_logits(q, k, how: Logits) -> jax.Array:
+  """The attention logits [B, H, T, S] in float32 from q [B, T, H, D] and k [B, S, K, D]; each
+  kv head serves its group of H / K query heads."""
+  k = jnp.repeat(k, q.shape[2] // k.shape[2], axis=2)  # [B, S, H, D]
+  logits = jnp.einsum('bthd,bshd->bhts', q, k, preferred_element_type=jnp.float32)
+  return finish_logits(logits, q.shape[-1], how)
+
+
 def max_visible_logit(q, k, window: int | None, how: Logits) -> jax.Array:
   """The largest attention logit any query gives a key it sees, before soft-capping: what
   QK-norm and soft-capping exist to keep from growing (q [B, T, H, D], k [B, T, K, D])."""
-  k = jnp.repeat(k, q.shape[2] // k.shape[2], axis=2)
-  logits = jnp.einsum('bthd,bshd->bhts', q, k, preferred_element_type=jnp.float32)
-  logits = finish_logits(logits, q.shape[-1], how._replace(softcap=None))
+  logits = attention_logits(q, k, how._replace(softcap=None))
   t = q.shape[1]
   visible = attention_mask(jnp.arange(t), jnp.arange(t), window)
   return jnp.max(jnp.where(visible, logits, -jnp.inf))
 
 
 def attention_weights(q, k, mask, how: Logits = Logits()) -> jax.Array:
-  """Explicit softmax of the attention logits [B, H, T, S] in float32 from q [B, T, H, D] and
-  k [B, S, K, D]; each kv head serves its group of H / K query heads."""
-  n_groups = q.shape[2] // k.shape[2]
-  k = jnp.repeat(k, n_groups, axis=2)  # [B, S, H, D]
-  logits = jnp.einsum('bthd,bshd->bhts', q, k, preferred_element_type=jnp.float32)
-  logits = finish_logits(logits, q.shape[-1], how)
-  logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  """Explicit softmax of the attention logits [B, H, T, S] in float32 (see attention_logits)."""
+  logits = jnp.where(mask, attention_logits(q, k, how), jnp.finfo(jnp.float32).min)
   return jax.nn.softmax(logits, axis=-1)
 
 
@@ -255,10 +256,9 @@ class Attention(nn.Module):
   (which picks its window and rotary table when they vary by layer).
 
   With a cache (decoding), first_valid [B] is each row's first real slot (see KVCache); without
-  one the sequence is causal (and windowed). train enables attention
-  dropout; need_weights sows the probabilities [B, H, T, S] as 'attention_weights' and the
-  largest raw logit as 'max_logit' (the full-sequence forward only). Both need the explicit
-  kernel, so they select it.
+  one the sequence is causal (and windowed). train enables attention dropout; need_weights sows
+  the probabilities [B, H, T, S] as 'attention_weights' and the largest raw logit as 'max_logit'
+  (the full-sequence forward only). Both need the explicit kernel, so they select it.
   """
   cfg: ModelConfig
   train: bool = False
