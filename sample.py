@@ -49,11 +49,6 @@ flags.DEFINE_integer(
     'block_size). Rope models may go past block_size.')
 FLAGS = flags.FLAGS
 
-NOTHING_TO_SAMPLE = (f'nothing to sample from: no run with a checkpoint under {cli.RUNS_DIR}/; '
-                     'train a model first (python train.py --config=configs/small.py) and run '
-                     'python sample.py again; or use --workdir=DIR (a training run elsewhere), '
-                     '--hf=PATH_OR_NAME (Hugging Face weights) or --config=configs/tiny.py (an '
-                     'untrained model)')
 EMPTY_PROMPT = ("{} is empty: to sample from end-of-text (unconditionally), leave the prompt out "
                 "or pass --prompt='<|endoftext|>'")
 
@@ -159,23 +154,11 @@ def main(argv):
 
 
 def load_model():
-  """The model the flags name; with none, the newest checkpoint under runs/, where train.py puts
-  a run that has no --workdir."""
-  from gptjax import checkpoint, loading
+  """The model the flags name; with none, the newest checkpoint under runs/."""
+  from gptjax import loading
 
-  workdir, step = FLAGS.workdir, FLAGS.step
-  if workdir is not None and checkpoint.latest_step(workdir) is None:
-    raise ValueError(f'no checkpoint in {workdir}: train one first (python train.py '
-                     f'--config=configs/small.py --workdir={workdir}) or pick another --workdir')
-  if all(FLAGS[name].value is None for name in ('workdir', 'step', 'hf', 'config')):
-    latest = loading.latest_checkpoint(cli.RUNS_DIR)
-    if latest is None:
-      raise ValueError(NOTHING_TO_SAMPLE)
-    workdir, step = latest
-    print(
-        f'no --workdir, --hf or --config: sampling from {workdir} step {step}, the newest '
-        f'checkpoint under {cli.RUNS_DIR}/', file=sys.stderr)
-  return loading.load_model(workdir, step, FLAGS.hf, cli.config_flag())
+  return loading.load_named_or_newest('sample.py', cli.RUNS_DIR, FLAGS.workdir, FLAGS.step,
+                                      FLAGS.hf, cli.config_flag())
 
 
 def fit_prompt(cfg, prompt: list[int]) -> tuple[list[int], str | None]:

@@ -50,7 +50,8 @@ def decode_args(cfg, params, batch: int, new_tokens: int) -> tuple:
   cache_size = sampling._cache_size(cfg, PROMPT_TOKENS + new_tokens - 1, None)
   cache = sampling._prefill_fn(cfg, sampling.gpt_forward, cache_size)(params, prompts[:, :-1],
                                                                       np.zeros(batch, np.int32))
-  return params, cache, prompts[:, -1], jax.random.key(0), KNOBS
+  state = sampling.initial_loop_state(cache, prompts[:, -1], KNOBS.eot_token, new_tokens)
+  return params, state, jax.random.key(0), KNOBS, np.int32(new_tokens)
 
 
 def compiled_loop(cfg, args: tuple, new_tokens: int, matrix_vector_rows: int | None = None,
@@ -60,7 +61,7 @@ def compiled_loop(cfg, args: tuple, new_tokens: int, matrix_vector_rows: int | N
   rows = model.MATRIX_VECTOR_HEAD_ROWS if matrix_vector_rows is None else matrix_vector_rows
   with mock.patch.object(model, 'MATRIX_VECTOR_HEAD_ROWS', rows):
     sampling._cached_decode_fn.cache_clear()  # trace afresh under this threshold
-    fn = sampling._cached_decode_fn(cfg, sampling.gpt_forward, GREEDY, new_tokens, None)
+    fn = sampling._cached_decode_fn(cfg, sampling.gpt_forward, GREEDY, None)
     return fn.lower(*args).compile(compiler_options=options)
 
 
@@ -82,11 +83,11 @@ def variants(cfg, args: tuple, batch: int, new_tokens: int) -> dict:
 def profile_rows(compiled, args: tuple, new_tokens: int, top: int) -> tuple[float, list, list]:
   """(seconds per token, top-operation rows, rows of time per kind of operation)."""
   summaries = hlo_summaries(compiled.as_text())
-  compiled(*args).block_until_ready()
+  compiled(*args).out.block_until_ready()
   with tempfile.TemporaryDirectory() as directory:
     start = time.perf_counter()
     with jax.profiler.trace(directory):
-      compiled(*args).block_until_ready()
+      compiled(*args).out.block_until_ready()
     wall = (time.perf_counter() - start) / new_tokens
     events = trace_events(directory)
   kinds = collections.Counter()
@@ -100,14 +101,14 @@ def profile_rows(compiled, args: tuple, new_tokens: int, top: int) -> tuple[floa
 
 def comparison_rows(cfg, args: tuple, batch: int, new_tokens: int, repeats: int) -> list[tuple]:
   loops = variants(cfg, args, batch, new_tokens)
-  tokens = {label: np.asarray(compiled(*args)) for label, compiled in loops.items()}
+  tokens = {label: np.asarray(compiled(*args).out) for label, compiled in loops.items()}
   for label, out in tokens.items():
     assert np.array_equal(out, tokens[BASE]), f'{label}: other tokens than {BASE}'
   seconds = collections.defaultdict(list)
   for _ in range(repeats):
     for label, compiled in loops.items():
       start = time.perf_counter()
-      compiled(*args).block_until_ready()
+      compiled(*args).out.block_until_ready()
       seconds[label].append((time.perf_counter() - start) / new_tokens)
   base = np.median(seconds[BASE])
   return [(batch, label, f'{1000 * np.median(s):.1f}', f'{batch / np.median(s):.1f}',

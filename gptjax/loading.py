@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,6 +33,7 @@ class LoadedModel(NamedTuple):
   params: Any
   tokenizer: Tokenizer
   description: str  # where the weights come from, for the user
+  workdir: Path | None = None  # the training run it comes from, if any
 
 
 def load_model(workdir=None, step: int | None = None, hf: str | None = None,
@@ -58,13 +60,37 @@ def load_model(workdir=None, step: int | None = None, hf: str | None = None,
   return init_random(config)
 
 
+def load_named_or_newest(command: str, runs_dir, workdir=None, step: int | None = None,
+                         hf: str | None = None, config=None) -> LoadedModel:
+  """The model a command's --workdir/--step/--hf/--config flags name; with none of them, the
+  newest checkpoint under runs_dir (where train.py puts a run that has no --workdir), said on
+  stderr. command ('sample.py', 'python -m gptjax.eval') is named in the errors' advice."""
+  if workdir is not None and checkpoint.latest_step(workdir) is None:
+    raise ValueError(f'no checkpoint in {workdir}: train one first (python train.py '
+                     f'--config=configs/small.py --workdir={workdir}) or pick another --workdir')
+  if all(value is None for value in (workdir, step, hf, config)):
+    latest = latest_checkpoint(runs_dir)
+    if latest is None:
+      raise ValueError(
+          f'no model: no run with a checkpoint under {runs_dir}/; train a model first (python '
+          f'train.py --config=configs/small.py) and run {command} again; or use --workdir=DIR (a '
+          'training run elsewhere), --hf=PATH_OR_NAME (Hugging Face weights) or '
+          '--config=configs/tiny.py (an untrained model)')
+    workdir, step = latest
+    print(
+        f'no --workdir, --hf or --config: using {workdir} step {step}, the newest checkpoint '
+        f'under {runs_dir}/', file=sys.stderr)
+  return load_model(workdir, step, hf, config)
+
+
 def load_workdir(workdir, step: int | None = None) -> LoadedModel:
   """The checkpoint of a training run (the latest one unless `step` is given), rebuilt from the
   config saved with it."""
   saved = checkpoint.load_config(workdir, step)
   cfg = ModelConfig.from_config(saved['model'])
   params, step = checkpoint.restore_params(workdir, abstract_params(cfg), step)
-  return _loaded(cfg, params, get_tokenizer(saved['data']['tokenizer']), f'{workdir} step {step}')
+  loaded = _loaded(cfg, params, get_tokenizer(saved['data']['tokenizer']), f'{workdir} step {step}')
+  return loaded._replace(workdir=Path(workdir))
 
 
 def load_hf(path_or_name: str) -> LoadedModel:

@@ -42,6 +42,13 @@ TOP_P_TOLERANCE = 1e-6
 ModelFn = Callable[[ModelConfig, Any, jax.Array, 'KVCache | None'], Any]
 # on_token(tokens): tokens is a numpy int32 [B], the ids chosen at one decode step.
 OnToken = Callable[[np.ndarray], None]
+# stop(new_tokens): new_tokens is a numpy int32 [B, n], each row's tokens so far -> bool [B], the
+# rows to end now (a stop sequence has appeared in them, say).
+StopCheck = Callable[[np.ndarray], np.ndarray]
+# How many tokens the loop chooses between two calls of a stop check: the host checks between
+# jitted chunks of the loop, so a stopped row has up to this many tokens too many, which the
+# caller cuts (at its stop sequence).
+STOP_CHECK_EVERY = 16
 
 
 def gpt_forward(cfg: ModelConfig, params, tokens: jax.Array, cache: KVCache | None = None):
@@ -126,28 +133,32 @@ class LoopState(NamedTuple):
   model_state: Any  # KVCache (cached path) or token buffer [B, S] (uncached path)
   token: jax.Array  # [B] the token to feed next: the last prompt token, then each choice
   step: jax.Array  # int32 scalar: the output column written next
-  done: jax.Array  # bool [B]: the row has produced its end-of-text token
+  done: jax.Array  # bool [B]: the row has produced its end-of-text token (or was stopped)
   out: jax.Array  # int32 [B, max_new_tokens]
 
 
-def decode_loop(advance, model_state, last_prompt_token: jax.Array, key: jax.Array,
-                knobs: SamplingKnobs, strategy: Strategy, max_new_tokens: int,
-                on_token: OnToken | None = None) -> jax.Array:
-  """Chooses up to max_new_tokens tokens per row -> [B, max_new_tokens] int32.
+def initial_loop_state(model_state, last_prompt_token, eot_token, max_new_tokens: int) -> LoopState:
+  batch = last_prompt_token.shape[0]
+  return LoopState(model_state, jnp.asarray(last_prompt_token, jnp.int32), jnp.int32(0),
+                   jnp.zeros((batch,), bool), jnp.full((batch, max_new_tokens), eot_token,
+                                                       jnp.int32))
+
+
+def decode_loop(advance, state: LoopState, key: jax.Array, knobs: SamplingKnobs, strategy: Strategy,
+                until: jax.Array, on_token: OnToken | None = None) -> LoopState:
+  """Chooses tokens into state.out up to column `until` (a traced int32, at most
+  max_new_tokens = state.out.shape[1]) or until every row is done -> the state it ends in, from
+  which a later call goes on.
 
   advance(model_state, token [B], step) -> (logits of the next token [B, V], model_state); step 0
   feeds each row's last prompt token, step s the token chosen at step s - 1. So the model is
   traced once, and the first choice is made by the same code as the others.
-  A row that has produced end-of-text keeps emitting it (as padding) while the others go on; the
-  loop ends when all rows are done. The rng of step s is fold_in(key, s). on_token, if given, is
-  called on the host with each step's tokens as they are chosen (see generate).
+  A row that is done keeps emitting end-of-text (as padding) while the others go on. The rng of
+  step s is fold_in(key, s), so where the loop pauses does not change the tokens. on_token, if
+  given, is called on the host with each step's tokens as they are chosen (see generate).
   """
-  batch = last_prompt_token.shape[0]
-  init = LoopState(model_state, last_prompt_token, jnp.int32(0), jnp.zeros((batch,), bool),
-                   jnp.full((batch, max_new_tokens), knobs.eot_token, jnp.int32))
-
   def cond(state):
-    return (state.step < max_new_tokens) & ~jnp.all(state.done)
+    return (state.step < until) & ~jnp.all(state.done)
 
   def body(state):
     logits, model_state = advance(state.model_state, state.token, state.step)
@@ -160,11 +171,11 @@ def decode_loop(advance, model_state, last_prompt_token: jax.Array, key: jax.Arr
     return LoopState(model_state, token, state.step + 1, state.done | (token == knobs.eot_token),
                      out)
 
-  return jax.lax.while_loop(cond, body, init).out
+  return jax.lax.while_loop(cond, body, state)
 
 
 # The jitted programs are built once per (config, model, static settings) and kept; jit's own
-# cache then holds one compilation per input shape (batch, prompt/cache length).
+# cache then holds one compilation per input shape (batch, prompt/cache length, max_new_tokens).
 
 
 @functools.lru_cache(maxsize=64)
@@ -178,41 +189,54 @@ def _prefill_fn(cfg: ModelConfig, model_fn: ModelFn, max_len: int):
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_decode_fn(cfg: ModelConfig, model_fn: ModelFn, strategy: Strategy, max_new_tokens: int,
+def _cached_decode_fn(cfg: ModelConfig, model_fn: ModelFn, strategy: Strategy,
                       on_token: OnToken | None):
-  def decode(params, cache, last_prompt_token, key, knobs):
+  def decode(params, state, key, knobs, until):
     def advance(cache, token, step):
       logits, cache = model_fn(cfg, params, token[:, None], cache)
       return logits[:, -1], cache
 
-    return decode_loop(advance, cache, last_prompt_token, key, knobs, strategy, max_new_tokens,
-                       on_token)
+    return decode_loop(advance, state, key, knobs, strategy, until, on_token)
 
   return jax.jit(decode)
 
 
 @functools.lru_cache(maxsize=64)
 def _uncached_decode_fn(cfg: ModelConfig, model_fn: ModelFn, strategy: Strategy,
-                        max_new_tokens: int, on_token: OnToken | None):
+                        on_token: OnToken | None):
   # Without a cache the model runs its plain full-sequence forward, whose positions are
   # arange(T) and whose mask is plain causal: it has no notion of left padding. So here the rows
   # are left-aligned instead (prompt at slot 0, padding on the right) in a fixed [B, S] buffer,
   # and each row reads its logits at its own last slot. Causality makes the padding after that
   # slot invisible, positions are right for every row, and one compilation serves all prompt
   # lengths. Every step re-runs the whole buffer: exactly the work the KV cache saves.
-  def decode(params, buffer, lengths, key, knobs):
-    rows = jnp.arange(buffer.shape[0])
+  def decode(params, state, lengths, key, knobs, until):
+    rows = jnp.arange(lengths.shape[0])
 
     def advance(buffer, token, step):
       slot = lengths + step - 1  # step 0 rewrites the last prompt token in place
       buffer = buffer.at[rows, slot].set(token)
       return model_fn(cfg, params, buffer, None)[rows, slot], buffer  # [B, V]
 
-    last_prompt_token = buffer[rows, lengths - 1]
-    return decode_loop(advance, buffer, last_prompt_token, key, knobs, strategy, max_new_tokens,
-                       on_token)
+    return decode_loop(advance, state, key, knobs, strategy, until, on_token)
 
   return jax.jit(decode)
+
+
+def _decode(decode, state: LoopState, max_new_tokens: int, stop: StopCheck | None) -> np.ndarray:
+  """Runs decode(state, until) -> state to max_new_tokens, or in chunks of STOP_CHECK_EVERY steps
+  with the host's stop check between them -> out [B, max_new_tokens]."""
+  every = max_new_tokens if stop is None else STOP_CHECK_EVERY
+  for until in range(every, max_new_tokens + every, every):
+    until = min(until, max_new_tokens)
+    state = decode(state, jnp.int32(until))
+    if stop is None or until == max_new_tokens:
+      break
+    stopped = np.asarray(stop(np.asarray(state.out)[:, :until]), bool)
+    state = state._replace(done=state.done | stopped)
+    if np.all(state.done):
+      break
+  return np.asarray(state.out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +353,7 @@ def generate(cfg: ModelConfig, params, prompt_tokens, *, max_new_tokens: int,
              seed: int = 0, use_cache: bool = True, eot_token: int | None = None,
              max_len: int | None = None, valid_vocab_size: int | None = None,
              truncate_prompt: bool = False, model_fn: ModelFn = gpt_forward,
-             on_token: OnToken | None = None):
+             on_token: OnToken | None = None, stop: StopCheck | None = None):
   """Continues each prompt by up to max_new_tokens tokens.
 
   prompt_tokens: a list of ints (one prompt) or a list of lists (a batch; lengths may differ).
@@ -348,6 +372,9 @@ def generate(cfg: ModelConfig, params, prompt_tokens, *, max_new_tokens: int,
   on_token: called on the host with each step's tokens (numpy int32 [batch]) while the loop runs
   on device, for streaming; a row already done shows eot_token. Like model_fn it is part of the
   compiled program: pass the same function to reuse the compilation.
+  stop: a host-side check (see StopCheck) run every STOP_CHECK_EVERY steps, for stop sequences
+  that are text rather than one token: a row it ends keeps the tokens chosen up to the check,
+  which may run past the stop sequence (cut them there).
   """
   prompts, is_batch = _as_prompts(prompt_tokens, cfg.vocab_size)
   check_settings(cfg, max_new_tokens, temperature, top_k, top_p, eot_token, valid_vocab_size,
@@ -381,16 +408,21 @@ def generate(cfg: ModelConfig, params, prompt_tokens, *, max_new_tokens: int,
       cache = _prefill_fn(cfg, model_fn, cache_size)(params, tokens[:, :-1], first_valid)
     else:
       cache = init_cache(cfg, len(prompts), cache_size, first_valid=first_valid)
-    out = _cached_decode_fn(cfg, model_fn, strategy, max_new_tokens,
-                            on_token)(params, cache, tokens[:, -1], key, knobs)
+    state = initial_loop_state(cache, tokens[:, -1], knobs.eot_token, max_new_tokens)
+    decode = functools.partial(_cached_decode_fn(cfg, model_fn, strategy, on_token), params)
+    out = _decode(lambda state, until: decode(state, key, knobs, until), state, max_new_tokens,
+                  stop)
   else:
     buffer = np.zeros((len(prompts), cache_size), np.int32)
     for row, prompt in enumerate(prompts):
       buffer[row, :len(prompt)] = prompt
-    out = _uncached_decode_fn(cfg, model_fn, strategy, max_new_tokens,
-                              on_token)(params, buffer, lengths, key, knobs)
+    rows = np.arange(len(prompts))
+    state = initial_loop_state(buffer, buffer[rows, lengths - 1], knobs.eot_token, max_new_tokens)
+    decode = functools.partial(_uncached_decode_fn(cfg, model_fn, strategy, on_token), params)
+    out = _decode(lambda state, until: decode(state, lengths, key, knobs, until), state,
+                  max_new_tokens, stop)
   if on_token is not None:
     jax.effects_barrier()  # every callback has run when generate returns
 
-  rows = [cut_after_eot(row, eot_token) for row in np.asarray(out).tolist()]
+  rows = [cut_after_eot(row, eot_token) for row in out.tolist()]
   return rows if is_batch else rows[0]

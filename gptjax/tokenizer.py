@@ -219,6 +219,7 @@ class HFTokenizer:
     self.name = name
     self.n_vocab = len(tokenizer)
     self.eot_token = tokenizer.eos_token_id
+    self.bos_token = tokenizer.bos_token_id  # None if it has none
 
   @classmethod
   def from_pretrained(cls, path_or_name: str) -> 'HFTokenizer':
@@ -236,8 +237,8 @@ class HFTokenizer:
           f'transformers says: {e}') from None
     return cls(tokenizer, f'hf:{path_or_name}')
 
-  def encode(self, text: str) -> list[int]:
-    return self._tok.encode(text)
+  def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+    return self._tok.encode(text, add_special_tokens=add_special_tokens)
 
   def decode(self, ids: Sequence[int]) -> str:
     ids = [int(i) for i in ids if 0 <= int(i) < self.n_vocab]
