@@ -630,6 +630,53 @@ class ShardingConfig(_Section):
     self._require([('fsdp', isinstance(self.fsdp, bool), 'must be True or False')])
 
 
+EVAL_TYPES = ('multiple_choice', 'loglikelihood', 'lm_eval')
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig(_Section):
+  """One entry of `config.evals` (a ConfigDict of named evals), run by the trainer at its own
+  cadence on process 0 while training goes on (gptjax.eval.inloop)."""
+
+  SECTION: ClassVar[str] = 'evals'
+
+  # 'multiple_choice': a JSONL of HellaSwag-form questions ({"ctx", "endings", "label"}), acc
+  # and acc_norm. 'loglikelihood': a text file (one document) or a JSONL of {"text"} documents,
+  # bits per byte. 'lm_eval': an lm-evaluation-harness task (needs the [eval] extra), its metrics.
+  type: str = 'multiple_choice'
+  path: str = ''  # the data file (multiple_choice, loglikelihood)
+  task: str = ''  # lm_eval: a task name or a task YAML file
+  limit: int | None = None  # the first N questions / documents / task examples; None: all
+  every: int | None = None  # steps between two runs of it; None: train.eval_every
+  batch_size: int = 16  # rows per forward pass
+
+  def __post_init__(self):
+    self._require([
+        ('type', self.type in EVAL_TYPES, _choices(EVAL_TYPES)),
+        ('limit', self.limit is None
+         or _is_positive_int(self.limit), 'must be None (all) or a positive integer'),
+        ('every', self.every is None
+         or _is_positive_int(self.every), 'must be None (train.eval_every) or a positive integer'),
+        ('batch_size', _is_positive_int(self.batch_size), 'must be a positive integer'),
+    ])
+    needs = 'task' if self.type == 'lm_eval' else 'path'
+    self._require([
+        (needs, _is_nonempty_str(getattr(self, needs)), f'is needed by type={self.type!r}' +
+         (' (an lm-eval task name or YAML file)' if needs == 'task' else ' (the data file)'))
+    ])
+
+  @classmethod
+  def named(cls, name: str, config: Mapping[str, Any]) -> 'EvalConfig':
+    """config.evals.<name>, with errors naming `evals.<name>.<field>`."""
+    try:
+      return cls.from_config(config)
+    except ValueError as e:
+      raise ValueError(
+          str(e).replace('evals.', f'evals.{name}.',
+                         1).replace('unknown evals config',
+                                    f'unknown evals.{name} config')) from None
+
+
 def _section_dict(cls, overrides: dict[str, Any]) -> 'ml_collections.ConfigDict':
   """Every field of the dataclass `cls` with its default or override, as a ConfigDict.
 
@@ -687,6 +734,12 @@ def sharding_config_dict(**overrides) -> 'ml_collections.ConfigDict':
   return _section_dict(ShardingConfig, overrides)
 
 
+def eval_config_dict(**overrides) -> 'ml_collections.ConfigDict':
+  """One named eval for `config.evals`: every EvalConfig field, typed, e.g.
+  config.evals.choices = eval_config_dict(type='multiple_choice', path='data/hs.jsonl')."""
+  return _section_dict(EvalConfig, overrides)
+
+
 def base_config(**model_overrides) -> 'ml_collections.ConfigDict':
   """Every section a training run reads, with defaults; config files override what they change."""
   import ml_collections
@@ -698,4 +751,5 @@ def base_config(**model_overrides) -> 'ml_collections.ConfigDict':
   config.optim = optim_config_dict()
   config.train = train_config_dict()
   config.sharding = sharding_config_dict()
+  config.evals = ml_collections.ConfigDict()  # name -> eval_config_dict(...): none by default
   return config

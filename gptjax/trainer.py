@@ -26,10 +26,11 @@ from tqdm import tqdm
 
 from gptjax import checkpoint, cli, data, flops, memory, sharding, tables, workdir_lock
 from gptjax.config import DataConfig, ModelConfig, OptimConfig, ShardingConfig, TrainConfig
+from gptjax.eval.inloop import InLoopEvals, check_evals
 from gptjax.logs import MetricWriter
 from gptjax.model import GPT, abstract_params, init_params, max_attention_logits
 from gptjax.xla_flags import cpu_compiler_options
-from gptjax.tokenizer import get_tokenizer_class
+from gptjax.tokenizer import get_tokenizer, get_tokenizer_class
 from gptjax.optim import (accumulate_gradients, learning_rate_schedule, make_optimizer,
                           optimizer_metrics)
 
@@ -140,6 +141,7 @@ def check_config(config: ml_collections.ConfigDict, mesh=None) -> ModelConfig:
     if branch_step >= train.steps:
       raise ValueError(f'train.init_from={train.init_from} at step {branch_step} is already at or '
                        f'past train.steps={train.steps}: nothing to train')
+  check_evals(config.get('evals'))
   sharding.check_batch_divides(train.batch_size, mesh or sharding.make_mesh())
   if optim.grad_accum_steps != memory.AUTO and train.batch_size % optim.grad_accum_steps:
     raise ValueError(f'train.batch_size={train.batch_size} must be divisible by '
@@ -429,6 +431,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
   config_dict = config.to_dict()
   config_dict['model'] = run.cfg.to_dict()  # the resolved architecture, for sample.py and resume
   optimizer = make_optimizer(run.optim, run.train.steps, run.cfg)
+  # The evals' data is read now: a missing file stops the run before anything compiles.
+  evals = InLoopEvals(config.get('evals'), run.cfg, get_tokenizer(run.data.tokenizer),
+                      run.train.eval_every, enabled=jax.process_index() == 0)
   abstract, state_sharding = abstract_state(run, optimizer)
   # Before any state is allocated: what is free now is what the step can have.
   fitted = compile_train_step(run, optimizer, abstract, state_sharding)
@@ -501,6 +506,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
           last.update(evaluated)
           writer.write(done, evaluated)
           meter.restart()
+        evals.start(done, state['params'], evals.due(done, train_cfg.steps))
+        _log_evals(writer, evals.finished())
         progress.update(1)
         stop_reason = _agreed_stop(stop, log_now)
         if done % train_cfg.ckpt_every == 0 or done == train_cfg.steps or stop_reason:
@@ -510,10 +517,24 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
           meter.restart()
         if stop_reason:
           reason, signal_name = stop_reason
+          dropped = evals.abandon()
+          if dropped:
+            writer.info(f'not waiting for the evals of step(s) {dropped}: they are not logged')
           raise TrainingInterrupted(
               f'{reason} at step {done}: checkpoint saved in {workdir}; '
               'rerun the same command to resume', signal_name)
+    last.update(_log_evals(writer, evals.finished(wait=True)))
   return last
+
+
+def _log_evals(writer: MetricWriter, results: list[tuple[int, dict]]) -> dict[str, float]:
+  """Writes each finished eval's metrics at the step it evaluated -> the last ones written."""
+  latest = {}
+  for step, metrics in results:
+    writer.write(step, metrics)
+    writer.info(f'step {step}: ' + ', '.join(f'{k} {v:.4g}' for k, v in metrics.items()))
+    latest.update(metrics)
+  return latest
 
 
 def bits_per_byte(loss: float, bytes_per_token: float) -> float:

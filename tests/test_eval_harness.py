@@ -15,7 +15,9 @@ import pytest
 
 from conftest import random_params
 from gptjax import hf, loading
-from gptjax.config import ModelConfig
+from gptjax.config import EvalConfig, ModelConfig, eval_config_dict
+from gptjax.eval.inloop import InLoopEvals, Loglikelihood, MultipleChoice
+from gptjax.eval.scoring import Scorer
 from gptjax.model import GPT, init_params
 from gptjax.tokenizer import _gpt2_data_dir, get_tokenizer
 
@@ -174,6 +176,27 @@ def test_local_tasks_give_what_lm_evals_hf_model_gives_on_the_exported_weights(
       elif isinstance(value, float) and 'stderr' not in metric:
         np.testing.assert_allclose(value, theirs['results'][task][metric], rtol=1e-5)
   assert responses(ours, 'local_gen') == responses(theirs, 'local_gen')
+
+  # The training loop's evals over the same files give lm-eval's numbers too.
+  scorer = Scorer(model.cfg, model.params, valid_vocab_size=model.tokenizer.n_vocab)
+  choices = MultipleChoice('mc', EvalConfig(path=str(tasks / 'mc.jsonl')), model.tokenizer)(scorer)
+  assert choices == {k: theirs['results']['local_mc'][f'{k},none'] for k in ('acc', 'acc_norm')}
+  text = Loglikelihood('text', EvalConfig(type='loglikelihood', path=str(tasks / 'text.jsonl')),
+                       model.tokenizer)(scorer)
+  np.testing.assert_allclose(text['bpb'], theirs['results']['local_rolling']['bits_per_byte,none'],
+                             rtol=1e-6)
+
+
+def test_an_lm_eval_task_in_the_training_loop_gives_the_commands_numbers(model, tasks):
+  """type='lm_eval' in config.evals runs the task through the adapter on the snapshot."""
+  evals = InLoopEvals({'mc': eval_config_dict(type='lm_eval', task=str(tasks / 'local_mc.yaml'))},
+                      model.cfg, model.tokenizer, eval_every=1, enabled=True)
+  evals.start(1, model.params, evals.due(1, 1))
+  (step, metrics), = evals.finished(wait=True)
+  direct = evaluate(harness.GptjaxLM(loaded=model), tasks, ['local_mc'])['results']['local_mc']
+  assert step == 1 and metrics == {
+      'mc/acc': direct['acc,none'], 'mc/acc_norm': direct['acc_norm,none']
+  }
 
 
 @pytest.mark.slow  # transformers' generate on several prompts
