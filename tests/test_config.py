@@ -370,10 +370,18 @@ SECTIONS = {
 
 def test_base_config_is_every_sections_defaults():
   config = config_lib.base_config(d_model=64, n_heads=4)
-  assert set(config.keys()) == {'seed', 'model', *SECTIONS}
+  assert set(config.keys()) == {'seed', 'model', 'evals', *SECTIONS}
+  assert config.evals.to_dict() == {}  # downstream evals are named by the config that wants them
   assert ModelConfig.from_config(config.model) == ModelConfig(d_model=64, n_heads=4)
   for name, (section, _) in SECTIONS.items():
     assert section.from_config(config[name]) == section()
+
+
+def test_an_eval_entry_has_every_field_typed_for_the_command_line():
+  entry = config_lib.eval_config_dict(path='a.jsonl')
+  assert set(entry.keys()) == {f.name for f in dataclasses.fields(config_lib.EvalConfig)}
+  entry.limit = 5  # a None default is still an int field: --config.evals.NAME.limit=5 parses
+  assert config_lib.EvalConfig.from_config(entry) == config_lib.EvalConfig(path='a.jsonl', limit=5)
 
 
 @pytest.mark.parametrize('name', sorted(SECTIONS))

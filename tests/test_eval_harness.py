@@ -187,6 +187,7 @@ def test_local_tasks_give_what_lm_evals_hf_model_gives_on_the_exported_weights(
                              rtol=1e-6)
 
 
+@pytest.mark.slow  # lm-eval twice
 def test_an_lm_eval_task_in_the_training_loop_gives_the_commands_numbers(model, tasks):
   """type='lm_eval' in config.evals runs the task through the adapter on the snapshot."""
   evals = InLoopEvals({'mc': eval_config_dict(type='lm_eval', task=str(tasks / 'local_mc.yaml'))},
@@ -268,6 +269,7 @@ def test_the_command_prints_the_table_and_writes_json_into_the_run(tasks, tmp_pa
   assert '100%' in result.stderr  # the progress bars ran to the end
 
 
+@pytest.mark.slow  # a subprocess per mistake
 def test_a_wrong_task_no_data_or_bad_flags_are_one_line(tasks, tmp_path):
   assert_user_error(run_eval(f'--config={REPO}/configs/tiny.py', '--tasks=hellaswgg'),
                     "unknown task 'hellaswgg'", 'did you mean hellaswag')

@@ -518,3 +518,31 @@ def test_runs_of_different_tokenizers_are_compared_in_bits_per_byte():
   assert gpt2['final_val_loss_mean'] == pytest.approx(4.11)  # still reported, beside
   table = markdown_rows(_results_table(rows, 'val_bpb'))
   assert table['`data.tokenizer=gpt2`'][1:4] == ['gpt2', '4.1100 ± 0.0100', '1.6200 ± 0.0100']
+
+
+def test_downstream_evals_get_a_column_each_with_their_seed_mean_and_std():
+  from gptjax.sweep.report import _results_table, summarize
+
+  runs = []
+  for label, accs in [('baseline', [0.30, 0.34]), ('norm=rmsnorm', [0.40, 0.42])]:
+    for seed, acc in enumerate(accs):
+      run = _fake_run(label, seed, 'bytes', 1.5 - acc, 2.0 - acc)
+      runs.append({**run, 'downstream': {'choices/acc': acc, 'text/bpb': 2 * acc}})
+  rows = summarize(runs, {}, 'baseline', 'val_loss')
+  rmsnorm = next(r for r in rows if r['variant'] == 'norm=rmsnorm')
+  assert rmsnorm['choices/acc_mean'] == pytest.approx(0.41)
+  assert rmsnorm['choices/acc_std'] == pytest.approx(np.std([0.40, 0.42], ddof=1))
+  header = [cell.strip() for cell in _results_table(rows, 'val_loss').splitlines()[0].split('|')]
+  assert header[6:8] == ['choices/acc', 'text/bpb']
+  table = markdown_rows(_results_table(rows, 'val_loss'))
+  assert table['`norm=rmsnorm`'][5:7] == ['0.4100 ± 0.0141', '0.8200 ± 0.0283']
+
+
+def test_an_eval_line_at_a_logged_step_hides_neither_line(tmp_path):
+  """The trainer writes a downstream eval's metrics as their own line at the step they
+  evaluated; the report keeps that step's training line (tokens/s) and validation line too."""
+  from gptjax.sweep.report import _metrics
+  lines = [{'step': 4, 'loss': 2.0, 'tokens_per_sec': 9.0}, {'step': 4, 'val_loss': 2.1},
+           {'step': 4, 'choices/acc': 0.5}]
+  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(l) + '\n' for l in lines))
+  assert _metrics(tmp_path) == lines

@@ -36,13 +36,22 @@ def read_status(run_dir: Path) -> dict:
   return status
 
 
+def _kind(line: dict) -> int:
+  """A metric line is the training step's (0), the validation loss's (1), or a downstream
+  eval's (2: config.evals, metrics named '<eval>/<metric>'), in the order the trainer writes
+  them at a step."""
+  if 'val_loss' in line:
+    return 1
+  return 2 if any('/' in key for key in line) else 0
+
+
 def _metrics(run_dir: Path) -> list[dict]:
   """The run's metric lines, one per step and kind (a resumed run may have logged a step twice:
   the later line wins). A line being appended while the report reads is skipped (read_metrics)."""
   lines = read_metrics(run_dir)
   latest = {}
   for line in lines:
-    latest[(line['step'], 'val_loss' in line)] = line
+    latest[(line['step'], _kind(line))] = line
   return [latest[key] for key in sorted(latest)]
 
 
@@ -93,6 +102,11 @@ def load_run(run_dir: Path) -> dict | None:
       'factors': status.get('factors'),  # None: recorded before runs kept their factors
       'config': config,
       'evals': evals,
+      # config.evals' metrics at the last step ('<eval>/<metric>' -> value), of a finished run.
+      'downstream': {
+          key: value
+          for m in metrics if m['step'] == steps and done for key, value in m.items() if '/' in key
+      },
       # (step, largest attention logit) where the run logged it (train.log_attention_logits).
       'attn_logits': [(m['step'], m['max_attn_logit']) for m in metrics if 'max_attn_logit' in m],
   }
@@ -152,6 +166,7 @@ def summarize(runs: list[dict], planned: Mapping[str, int], baseline: str = 'bas
             [r['tokens_per_sec'] for r in group if math.isfinite(r['tokens_per_sec'])]),
         **{k: first[k]
            for k in _SHARED_BY_SEEDS},
+        **_downstream_stats(done),
     })
   for row in rows:
     comparison = welch(finals_of[row['variant']], finals_of.get(baseline, []))
@@ -162,6 +177,20 @@ def summarize(runs: list[dict], planned: Mapping[str, int], baseline: str = 'bas
   return sorted(
       rows, key=lambda r: (math.isnan(r[f'final_{metric}_mean']), r[f'final_{metric}_mean']
                            if r['done'] else 0.0))
+
+
+def downstream_names(runs: list[dict]) -> list[str]:
+  """Every config.evals metric a run logged at its last step, in first-seen order."""
+  return list(dict.fromkeys(name for run in runs for name in run.get('downstream', {})))
+
+
+def _downstream_stats(done: list[dict]) -> dict:
+  """'<eval>/<metric>_mean' and '_std' over the seeds that finished and logged it."""
+  stats = {}
+  for name in downstream_names(done):
+    values = [r['downstream'][name] for r in done if name in r['downstream']]
+    stats.update({f'{name}_mean': _mean(values), f'{name}_std': _std(values)})
+  return stats
 
 
 def _seed_stats(metric: str, finals: list[float]) -> dict:
@@ -204,7 +233,7 @@ def _write_csv(path: Path, rows: list[dict], columns: Sequence[str]) -> None:
     writer = csv.writer(f)
     writer.writerow(columns)
     for row in rows:
-      cells = {**row['factors'], **row}
+      cells = {**row['factors'], **row.get('downstream', {}), **row}
       writer.writerow([_csv_value(cells.get(c)) for c in columns])
 
 
@@ -233,7 +262,11 @@ def _delta_cells(row: dict) -> list[str]:
 
 
 def _mean_std(row: dict, metric: str) -> str:
-  mean, std = row[f'final_{metric}_mean'], row[f'final_{metric}_std']
+  return _mean_std_of(row, f'final_{metric}')
+
+
+def _mean_std_of(row: dict, name: str) -> str:
+  mean, std = row.get(f'{name}_mean', math.nan), row.get(f'{name}_std', math.nan)
   return _loss(mean) + ('' if math.isnan(std) else f' ± {std:.4f}')
 
 
@@ -242,11 +275,15 @@ def _results_table(rows: list[dict], metric: str) -> str:
   Runs of different tokenizers are compared in bits per byte (their columns say so)."""
   has_baseline = any(r['is_baseline'] and r['done'] for r in rows)
   by_bpb = metric == 'val_bpb'
+  downstream = list(
+      dict.fromkeys(key[:-len('_mean')] for row in rows for key in row
+                    if '/' in key and key.endswith('_mean')))
   header = [
       'variant', *(['tokenizer', 'final val loss (nats/token)', 'final bits/byte']
                    if by_bpb else ['final val loss']), f'{LEVEL:.0%} CI',
-      *([f'Δ baseline [{LEVEL:.0%} CI]', "p (Welch's t)"] if has_baseline else []), 'best val loss',
-      'params', 'FLOPs/token', 'KV cache/token', 'd_ff', 'tokens/s', 'diverged', 'done'
+      *([f'Δ baseline [{LEVEL:.0%} CI]', "p (Welch's t)"] if has_baseline else []), *downstream,
+      'best val loss', 'params', 'FLOPs/token', 'KV cache/token', 'd_ff', 'tokens/s', 'diverged',
+      'done'
   ]
   cells = []
   for row in rows:
@@ -258,6 +295,7 @@ def _results_table(rows: list[dict], metric: str) -> str:
     tok_s = '—' if math.isnan(row['tokens_per_sec']) else f'{row["tokens_per_sec"]:,.0f}'
     cells.append([
         f'`{row["variant"]}`', *finals, ci, *delta,
+        *(_mean_std_of(row, name) for name in downstream),
         _loss(row['best_val_loss']), f'{row["params"]:,}',
         format_si(row['flops_per_token']),
         format_bytes(row['kv_cache_bytes_per_token']),
@@ -310,6 +348,10 @@ def _markdown(sweep_dir: Path, sweep: dict, runs: list[dict], rows: list[dict],
       "- tokens/s: median over each run's log lines, mean over seeds (a wall-clock number: "
       'other load on the machine lowers it).',
       '- diverged: seeds whose loss became NaN/inf, of all seeds; done: seeds that finished.',
+      *([
+          '- `<eval>/<metric>`: a downstream eval of config.evals at the last step (accuracies, '
+          'bits per byte), mean ± sample std over the seeds that finished.'
+      ] if downstream_names(runs) else []),
   ]
   if sections:
     lines += ['', *sections]
@@ -350,9 +392,11 @@ def report(sweep_dir: str | Path) -> list[dict]:
   labels = list(
       dict.fromkeys([*(p['label'] for p in sweep.get('runs', [])), *(r['label'] for r in runs)]))
 
-  factors = factor_names(runs)
-  _write_csv(sweep_dir / 'runs.csv', runs, (*RUN_COLUMNS, *factors))
-  _write_csv(sweep_dir / 'results.csv', rows, (*RESULT_COLUMNS, *factors))
+  factors, downstream = factor_names(runs), downstream_names(runs)
+  _write_csv(sweep_dir / 'runs.csv', runs, (*RUN_COLUMNS, *downstream, *factors))
+  _write_csv(sweep_dir / 'results.csv', rows,
+             (*RESULT_COLUMNS, *(f'{name}_{s}' for name in downstream
+                                 for s in ('mean', 'std')), *factors))
   curves = 'val_loss_curves.png'
   plots, sections = [curves], []
   if sweep.get('tune'):
