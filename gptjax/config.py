@@ -42,7 +42,7 @@ POSITIONS = ('learned', 'rope', 'none', 'alibi')
 # How rotary frequencies stretch for a longer context: 'linear' (position interpolation),
 # 'llama3' (Llama 3.1's frequency-dependent scaling), 'yarn' (Peng et al.).
 ROPE_SCALINGS = ('none', 'linear', 'llama3', 'yarn')
-ATTENTION_IMPLS = ('xla', 'cudnn', 'explicit', 'auto')
+ATTENTION_IMPLS = ('xla', 'cudnn', 'explicit', 'blocked', 'auto')
 DTYPES = ('float32', 'bfloat16', 'float16')
 PARAMETRIZATIONS = ('sp', 'mup')  # gptjax.parametrization: how init, logits and lr scale with width
 SCHEDULES = ('cosine', 'linear', 'constant', 'wsd')
@@ -282,7 +282,8 @@ class ModelConfig(_Section):
   dtype: str = 'float32'  # compute dtype of matmuls and activations
   param_dtype: str = 'float32'
   # Full-sequence attention kernel (gptjax.layers.KERNELS); 'auto': cuDNN flash attention where
-  # it applies, else XLA; 'explicit' materialises the probabilities (the plain reference).
+  # it applies, else XLA; 'explicit' materialises the probabilities (the plain reference);
+  # 'blocked': a block of queries at a time over the keys it sees (long contexts on a CPU).
   attention_impl: str = 'auto'
   init_std: float = 0.02
   # 'sp': GPT-2's standard parametrization. 'mup': the maximal-update parametrization (Yang et al.,

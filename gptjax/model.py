@@ -144,11 +144,13 @@ class GPT(nn.Module):
 
   @nn.compact
   def __call__(self, tokens, *, cache: KVCache | None = None, train: bool = False,
-               need_weights: bool = False):
+               need_weights: bool = False, logits_at: jax.Array | None = None):
     """tokens [B, T] int -> logits [B, T, vocab_size] float32 (and the new cache if given one).
 
     train: enables dropout (needs a 'dropout' rng). need_weights: computes the attention
-    probabilities explicitly and sows them into the 'intermediates' collection.
+    probabilities explicitly and sows them into the 'intermediates' collection. logits_at
+    [B, K] int: only the logits at these of the T positions, [B, K, vocab_size]: the LM head is
+    a large part of a forward pass, and scoring a continuation reads a few positions.
     """
     cfg = self.cfg
     b, t = tokens.shape
@@ -181,6 +183,8 @@ class GPT(nn.Module):
       x, layer_cache = block(x, positions, first_valid, layer_cache, index)
       new_layers.append(layer_cache)
 
+    if logits_at is not None:
+      x = jnp.take_along_axis(x, logits_at[..., None], axis=1)  # [B, K, C]
     # Decoding multiplies a few rows by the head, so a padded copy of it would cost more than
     # the friendlier shape saves.
     logits = self.head(x, pad_vocab=cache is None)

@@ -272,7 +272,7 @@ def test_the_command_prints_the_table_and_writes_json_into_the_run(tasks, tmp_pa
 @pytest.mark.slow  # a subprocess per mistake
 def test_a_wrong_task_no_data_or_bad_flags_are_one_line(tasks, tmp_path):
   assert_user_error(run_eval(f'--config={REPO}/configs/tiny.py', '--tasks=hellaswgg'),
-                    "unknown task 'hellaswgg'", 'did you mean hellaswag')
+                    "unknown lm-eval task 'hellaswgg'", 'did you mean hellaswag')
   assert_user_error(run_eval(f'--config={REPO}/configs/tiny.py', '--tasks=hellaswag'),
                     'task hellaswag needs its data from the Hugging Face Hub', '--include_path')
   assert_user_error(run_eval('--tasks=local_mc', f'--include_path={tasks}', cwd=tmp_path),

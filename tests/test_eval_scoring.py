@@ -50,6 +50,30 @@ def test_scores_equal_the_direct_log_softmax_sum(fields):
   assert scored[-1][1]
 
 
+@pytest.mark.parametrize('fields', [{}, dict(position='rope', n_kv_heads=2, attention_window=5)])
+def test_continuations_of_one_context_score_as_if_each_ran_whole(fields):
+  """Multiple-choice endings share their context, which runs once into a KV cache: each
+  ending's score equals its own full forward. Groups of 1 to 7 endings (more than a batch of 4),
+  contexts and endings of many lengths, one pair that fills the whole context (no room for the
+  padded buckets), batches that would not fit the model if padded to their longest context and
+  longest ending together; a window layer reads its ring cache."""
+  cfg = ModelConfig(**{**TINY, 'block_size': 32, **fields})
+  params = random_params(init_params(cfg, jax.random.key(0)))
+  rng = np.random.default_rng(1)
+  pairs = []
+  for n_context, n_endings in [(3, 4), (9, 1), (1, 2), (20, 7), (14, 3), (25, 2)]:
+    context = rng.integers(0, 61, n_context).tolist()
+    for _ in range(n_endings):
+      pairs.append((context, rng.integers(0, 61, rng.integers(1, 33 - n_context)).tolist()))
+  pairs.append((pairs[-1][0], rng.integers(0, 61, 32 - 25 + 1).tolist()))  # exactly fills it
+  expected = [direct_loglikelihood(cfg, params, *pair, 61) for pair in pairs]
+  for batch_size in (4, 32):  # 32: contexts and endings of different questions in one batch
+    scored = Scorer(cfg, params, valid_vocab_size=61, batch_size=batch_size).score(pairs)
+    np.testing.assert_allclose([s[0] for s in scored], [e[0] for e in expected], rtol=1e-5,
+                               atol=1e-4)
+    assert [s[1] for s in scored] == [e[1] for e in expected]
+
+
 def test_a_pair_longer_than_the_model_loses_its_first_tokens():
   cfg = ModelConfig(**TINY)  # block_size 16
   params = random_params(init_params(cfg, jax.random.key(0)))

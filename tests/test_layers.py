@@ -448,3 +448,20 @@ def test_the_backward_does_not_recompute_the_residual_gradient_of_every_later_la
     return widest_fusion(jax.jit(grad).lower(params).compile().as_text())
 
   assert widest(8) <= widest(2)
+
+
+@pytest.mark.parametrize('window, kv_heads, bias', [(None, 4, False), (5, 2, False),
+                                                    (None, 1, True), (11, 4, True)])
+def test_blocked_kernel_equals_the_explicit_kernel_block_by_block(window, kv_heads, bias):
+  """Blocks of 4 queries over 19 (5 blocks, the last short): each sees only the keys it may, with
+  windows, GQA/MQA and a bias (ALiBi's) sliced to match."""
+  rng = np.random.default_rng(0)
+  q = jnp.asarray(rng.standard_normal((2, 19, 4, 8)), jnp.float32)
+  k, v = (jnp.asarray(rng.standard_normal((2, 19, kv_heads, 8)), jnp.float32) for _ in range(2))
+  how = layers.attention.Logits(
+      bias=jnp.asarray(rng.standard_normal((1, 4, 19, 19)), jnp.float32) if bias else None)
+  expected = layers.attention.explicit_kernel(q, k, v, window, how=how)
+  blocked = layers.attention.blocked_kernel(q, k, v, window, how=how, block=4)
+  np.testing.assert_allclose(blocked, expected, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match='explicit kernel'):
+    layers.attention.blocked_kernel(q, k, v, None, how=how._replace(softcap=2.0), block=4)

@@ -540,3 +540,15 @@ def test_param_paths_abstract_params_and_axes_describe_the_same_tree(cfg):
   assert axes['wte/embedding'] == ('vocab', 'embed')
   mlp_in = 'gate' if cfg.mlp in GATED_MLPS else 'fc'
   assert axes[f'blocks_0/mlp/{mlp_in}/kernel'] == ('embed', 'mlp')
+
+
+def test_logits_at_gives_those_positions_logits(tiny_config, randomize):
+  cfg = tiny_config()
+  params = randomize(init_params(cfg, jax.random.key(0)))
+  tokens = jnp.arange(1, 13).reshape(2, 6) % cfg.vocab_size
+  full = GPT(cfg).apply({'params': params}, tokens)
+  at = jnp.array([[5, 0, 2], [1, 1, 4]])
+  picked = GPT(cfg).apply({'params': params}, tokens, logits_at=at)
+  np.testing.assert_array_equal(picked, jnp.take_along_axis(full, at[..., None], axis=1))
+  cached, _ = GPT(cfg).apply({'params': params}, tokens, cache=init_cache(cfg, 2, 8), logits_at=at)
+  np.testing.assert_allclose(cached, picked, rtol=1e-5, atol=1e-5)

@@ -41,7 +41,7 @@ CORPUS_BYTES = 200_000
 # sharding-dependent dropout mask shows in the losses. An evaluation every other step gives every
 # run val_loss lines at the reference's even steps.
 CONFIG = """
-from gptjax.config import base_config
+from gptjax.config import base_config, eval_config_dict
 
 
 def get_config():
@@ -60,6 +60,8 @@ def get_config():
   config.train.eval_every = 2
   config.train.eval_batches = 2
   config.train.ckpt_every = 100  # only the final checkpoint
+  # An eval in the loop: on a sharded model it needs the params gathered (FSDP, two processes).
+  config.evals.held_out = eval_config_dict(type='loglikelihood', path={held_out!r})
   return config
 """
 
@@ -132,8 +134,12 @@ def config_file(tmp_path_factory):
   root = tmp_path_factory.mktemp('sharding')
   data_dir = root / 'data'
   data.prepare('stdlib', 'bytes', data_dir, max_bytes=CORPUS_BYTES, progress=False)
+  held_out = root / 'held_out.txt'
+  held_out.write_text('def held_out(x):\n    return [y * 2 for y in x if y]\n' * 4)
   path = root / 'config.py'
-  path.write_text(CONFIG.format(data_dir=str(data_dir), max_bytes=CORPUS_BYTES, steps=STEPS))
+  path.write_text(
+      CONFIG.format(data_dir=str(data_dir), max_bytes=CORPUS_BYTES, steps=STEPS,
+                    held_out=str(held_out)))
   return path
 
 
@@ -179,10 +185,11 @@ def _metrics(workdir) -> dict[int, dict]:
 
 
 def assert_same_metrics(run: dict, reference: dict, steps, rtol: float = 1e-5):
-  """loss, grad_norm and val_loss of `run` equal the reference's at each of `steps`."""
+  """loss, grad_norm, val_loss and the in-loop eval's bits per byte of `run` equal the
+  reference's at each of `steps`."""
   assert set(steps) <= set(run), f'steps {sorted(run)} logged, expected {sorted(steps)}'
   for step in steps:
-    for name in ('loss', 'grad_norm', 'val_loss'):
+    for name in ('loss', 'grad_norm', 'val_loss', 'held_out/bpb'):
       if name in reference[step]:
         np.testing.assert_allclose(run[step][name], reference[step][name], rtol=rtol,
                                    err_msg=f'{name} at step {step}')
@@ -194,7 +201,8 @@ def reference(config_file, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('single') / 'run'
   metrics = _train(config_file, workdir, f'--config.train.steps={REFERENCE_STEPS}')
   assert sorted(metrics) == list(range(1, REFERENCE_STEPS + 1))
-  assert all('val_loss' in metrics[step] for step in range(2, REFERENCE_STEPS + 1, 2))
+  assert all('val_loss' in metrics[step] and 'held_out/bpb' in metrics[step]
+             for step in range(2, REFERENCE_STEPS + 1, 2))
   return metrics
 
 
@@ -427,6 +435,8 @@ def test_two_processes_match_one(two_processes, resumed, reference):
   # Only process 0 writes logs: each log step logged once.
   logged = [line['step'] for line in read_metrics(workdir) if 'loss' in line]
   assert logged == list(range(LOG_EVERY, logged[-1] + 1, LOG_EVERY)), logged
+  evaluated = [line['step'] for line in read_metrics(workdir) if 'held_out/bpb' in line]
+  assert evaluated and evaluated == sorted(set(evaluated)), evaluated  # by process 0 alone
   state_dir = workdir / 'checkpoints' / str(_checkpoint_steps(workdir)[-1]) / 'state'
   assert (state_dir / 'ocdbt.process_1').is_dir(), sorted(p.name for p in state_dir.iterdir())
 

@@ -11,7 +11,6 @@ tasks in --include_path directories. A task whose data is on the Hugging Face Hu
 on first use and cached by `datasets`; offline, the command says which task needs it.
 """
 
-import difflib
 import json
 import logging
 import os
@@ -48,9 +47,6 @@ flags.DEFINE_string('output_dir', None, 'Where the results JSON goes (default: <
                     'or runs/evals).')
 flags.DEFINE_bool('log_samples', False, "Also write every example's requests and responses.")
 FLAGS = flags.FLAGS
-
-OFFLINE_HINT = ('run it once with a network (datasets keeps a copy), or use a local task: a YAML '
-                'file over local data, given as --tasks=PATH.yaml or found with --include_path')
 
 
 def check_flags() -> None:
@@ -93,24 +89,6 @@ def task_names(tasks: list[str]) -> tuple[list[str], list[str]]:
   return names, directories
 
 
-def load_tasks(task_manager, names: list[str]) -> None:
-  """Loads each task once, so that a wrong name or data that cannot be had is one line naming
-  the task, before the model is loaded."""
-  for name in names:
-    try:
-      task_manager.load([name])
-    except KeyError:
-      close = difflib.get_close_matches(name, task_manager.all_tasks, n=3)
-      hint = f'; did you mean {", ".join(close)}?' if close else ''
-      raise ValueError(f'--tasks: unknown task {name!r} (lm-eval lists its tasks with `lm-eval '
-                       f'ls tasks`; local ones need --include_path){hint}') from None
-    except ConnectionError as e:
-      raise ValueError(f'task {name} needs its data from the Hugging Face Hub, which cannot be '
-                       f'reached ({cli.one_line(e)}): {OFFLINE_HINT}') from None
-    except FileNotFoundError as e:
-      raise ValueError(f'task {name}: its data is missing ({cli.one_line(e)})') from None
-
-
 def output_path(workdir) -> Path:
   """A new file per evaluation, in the run that was evaluated (or runs/evals)."""
   directory = FLAGS.output_dir
@@ -132,7 +110,7 @@ def main(argv):
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import handle_non_serializable, make_table
 
-    from gptjax.eval.harness import GptjaxLM
+    from gptjax.eval.harness import GptjaxLM, load_tasks
   except ImportError as e:
     raise ValueError(f'{e}') from None
   from gptjax import loading

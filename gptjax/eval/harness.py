@@ -11,6 +11,7 @@ loop, with the task's stop sequences checked between chunks of it.
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Any
 
@@ -24,7 +25,7 @@ try:
 except ImportError:
   raise ImportError('lm-evaluation-harness is not installed: pip install -e ".[eval]"') from None
 
-from gptjax import loading, sampling
+from gptjax import cli, loading, sampling
 from gptjax.config import load_config_file
 from gptjax.eval.scoring import Scorer, rolling_windows
 from gptjax.tokenizer import HFTokenizer
@@ -50,19 +51,43 @@ def load(workdir=None, step=None, hf=None, config=None) -> loading.LoadedModel:
                             config=config)
 
 
+OFFLINE_HINT = ('run it once with a network (datasets keeps a copy), or use a local task: a YAML '
+                'file over local data, given as --tasks=PATH.yaml or found with --include_path')
+
+
+def load_tasks(task_manager, names: list[str]) -> None:
+  """Loads each task once, so that a wrong name or data that cannot be had is one line naming
+  the task, before the model is loaded."""
+  for name in names:
+    try:
+      task_manager.load([name])
+    except KeyError:
+      close = difflib.get_close_matches(name, task_manager.all_tasks, n=3)
+      hint = f'; did you mean {", ".join(close)}?' if close else ''
+      raise ValueError(
+          f'unknown lm-eval task {name!r} (`lm-eval ls tasks` lists them; a local '
+          f'one is a task YAML file, or a name in an --include_path directory){hint}') from None
+    except ConnectionError as e:
+      raise ValueError(f'task {name} needs its data from the Hugging Face Hub, which cannot be '
+                       f'reached ({cli.one_line(e)}): {OFFLINE_HINT}') from None
+    except FileNotFoundError as e:
+      raise ValueError(f'task {name}: its data is missing ({cli.one_line(e)})') from None
+
+
 @register_model('gptjax')
 class GptjaxLM(TemplateLM):
   """A gptjax model behind lm-eval's LM interface.
 
   batch_size: rows per forward (log-likelihoods) or per decode loop (generation).
   max_length: the longest input read (default: the model's block_size). max_gen_toks: tokens
-  generated per request when its task does not say. device / max_batch_size: taken for lm-eval's
-  sake and unused (JAX places the model on its default device).
+  generated per request when its task does not say. progress: show progress bars (off for the
+  training loop's evals, whose bars would cut through the trainer's). device / max_batch_size:
+  taken for lm-eval's sake and unused (JAX places the model on its default device).
   """
   def __init__(self, workdir=None, step=None, hf=None, config=None, *,
                loaded: loading.LoadedModel | None = None, batch_size=DEFAULT_BATCH_SIZE,
-               max_length=None, max_gen_toks=DEFAULT_MAX_GEN_TOKS, seed=0, device=None,
-               max_batch_size=None):
+               max_length=None, max_gen_toks=DEFAULT_MAX_GEN_TOKS, seed=0, progress=True,
+               device=None, max_batch_size=None):
     super().__init__()
     if loaded is None:
       loaded = load(workdir, step, hf, config)
@@ -75,6 +100,7 @@ class GptjaxLM(TemplateLM):
         'max_length', max_length))
     self._max_gen_toks = _positive_int('max_gen_toks', max_gen_toks)
     self.seed = int(seed)
+    self.progress = progress
     if self.tokenizer.eot_token is None:
       raise ValueError(f'the {self.tokenizer.name} tokenizer has no end-of-text token, which '
                        'lm-eval conditions empty contexts on')
@@ -155,7 +181,8 @@ class GptjaxLM(TemplateLM):
     for index, request in enumerate(requests):
       groups.setdefault(json.dumps(request.args[1], sort_keys=True, default=str), []).append(index)
     results = [''] * len(requests)
-    with tqdm(total=len(requests), desc='generate_until', disable=disable_tqdm) as progress:
+    with tqdm(total=len(requests), desc='generate_until', disable=disable_tqdm
+              or not self.progress) as progress:
       for indices in groups.values():
         contexts = [requests[i].args[0] for i in indices]
         for index, text in zip(indices,
@@ -167,7 +194,7 @@ class GptjaxLM(TemplateLM):
   # -- how
 
   def _score(self, pairs, what: str, disable_tqdm: bool) -> list[tuple[float, bool]]:
-    with tqdm(total=len(pairs), desc=what, disable=disable_tqdm) as progress:
+    with tqdm(total=len(pairs), desc=what, disable=disable_tqdm or not self.progress) as progress:
       return self.scorer.score(pairs, on_batch=progress.update)
 
   def _generate(self, contexts: list[str], gen_kwargs: dict, progress) -> list[str]:

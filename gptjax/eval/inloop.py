@@ -122,10 +122,9 @@ class LmEvalTask:
     try:
       from lm_eval.tasks import TaskManager
 
-      import gptjax.eval.harness  # noqa: F401  (registers the model type)
+      from gptjax.eval.harness import load_tasks
     except ImportError as e:
       raise ValueError(f'evals.{name}: type lm_eval needs lm-evaluation-harness: {e}') from None
-    from gptjax.eval.__main__ import load_tasks  # the command's one-line errors for a task
     task, include = spec.task, None
     if task.endswith(('.yaml', '.yml')):
       import yaml
@@ -144,7 +143,8 @@ class LmEvalTask:
     from gptjax.eval.harness import GptjaxLM
     from gptjax.loading import LoadedModel
     loaded = LoadedModel(scorer.cfg, scorer.params, self.tokenizer, 'training')
-    lm = GptjaxLM(loaded=loaded, batch_size=scorer.batch_size, max_length=scorer.max_length)
+    lm = GptjaxLM(loaded=loaded, batch_size=scorer.batch_size, max_length=scorer.max_length,
+                  progress=False)
     results = lm_eval.simple_evaluate(model=lm, tasks=[self.task], limit=self.limit,
                                       task_manager=self.task_manager, bootstrap_iters=0,
                                       verbosity='ERROR')
