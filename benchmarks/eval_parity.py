@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import format_table, machine, torch_threads  # noqa: E402
 from eval_speed import evaluate_results, loglikelihoods, write_tasks  # noqa: E402
 
-from gptjax.tokenizer import _gpt2_data_dir  # noqa: E402
+from gptjax.tokenizer import gpt2_for_transformers  # noqa: E402
 
 TASKS = ('bench_mc', 'bench_rolling')
 
@@ -39,8 +39,7 @@ def gpt2_shaped(directory: Path) -> None:
   torch.manual_seed(0)
   config = transformers.GPT2Config(n_layer=4, n_embd=256, n_head=8, n_positions=512)
   transformers.GPT2LMHeadModel(config).save_pretrained(directory)
-  transformers.GPT2Tokenizer(vocab=str(_gpt2_data_dir() / 'encoder.json'),
-                             merges=str(_gpt2_data_dir() / 'vocab.bpe')).save_pretrained(directory)
+  gpt2_for_transformers().save_pretrained(directory)
 
 
 def main():

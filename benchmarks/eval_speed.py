@@ -33,7 +33,7 @@ from common import format_table, load_config, machine, torch_threads  # noqa: E4
 from gptjax import data, hf, loading  # noqa: E402
 from gptjax.config import ModelConfig  # noqa: E402
 from gptjax.model import init_params  # noqa: E402
-from gptjax.tokenizer import _gpt2_data_dir, get_tokenizer  # noqa: E402
+from gptjax.tokenizer import get_tokenizer, gpt2_for_transformers  # noqa: E402
 
 CONTEXT_CHARS, ENDING_CHARS, DOCUMENT_CHARS = 240, 80, 5000
 
@@ -110,7 +110,6 @@ def main():
   import torch
   from lm_eval.api.registry import get_model
   from lm_eval.tasks import TaskManager
-  from transformers import GPT2Tokenizer
 
   from gptjax.eval.harness import GptjaxLM
 
@@ -122,8 +121,7 @@ def main():
   with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
     hf.to_hf(cfg, params, tmp / 'hf')
-    GPT2Tokenizer(vocab=str(_gpt2_data_dir() / 'encoder.json'),
-                  merges=str(_gpt2_data_dir() / 'vocab.bpe')).save_pretrained(tmp / 'hf')
+    gpt2_for_transformers().save_pretrained(tmp / 'hf')
     (tmp / 'tasks').mkdir()
     write_tasks(tmp / 'tasks', args.questions, args.documents)
     task_manager = TaskManager(include_path=str(tmp / 'tasks'))

@@ -159,6 +159,19 @@ class GPT2Tokenizer:
     return self._enc.decode_single_token_bytes(int(token))
 
 
+def gpt2_for_transformers():
+  """GPT-2's tokenizer as a transformers GPT2Tokenizer, built from the same shipped BPE files
+  (no network): what a directory exported with gptjax.hf.to_hf needs beside the weights for
+  transformers-side tools (lm-eval's hf model) to read it."""
+  try:
+    from transformers import GPT2Tokenizer as TransformersGPT2Tokenizer
+  except ImportError:
+    raise ImportError(
+        'a transformers tokenizer needs transformers: pip install transformers') from None
+  data = _gpt2_data_dir()
+  return TransformersGPT2Tokenizer(vocab=str(data / 'encoder.json'), merges=str(data / 'vocab.bpe'))
+
+
 # --------------------------------------------------------------------------- bytes
 
 

@@ -498,11 +498,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
           writer.write(done, last)
           meter.restart()
         if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
-          last['val_loss'] = evaluate_loss(run, eval_step, state['params'])
-          last['val_bpb'] = bits_per_byte(last['val_loss'], run.bytes_per_token)
-          evaluated = {'val_loss': last['val_loss'], 'val_bpb': last['val_bpb']}
-          if train_cfg.log_attention_logits:
-            evaluated['max_attn_logit'] = max_attention_logit(run, state['params'])
+          evaluated = _validation_metrics(run, eval_step, state['params'])
           last.update(evaluated)
           writer.write(done, evaluated)
           meter.restart()
@@ -525,6 +521,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
               'rerun the same command to resume', signal_name)
     last.update(_log_evals(writer, evals.finished(wait=True)))
   return last
+
+
+def _validation_metrics(run: Run, eval_step, params) -> dict[str, float]:
+  """The validation loss (nats per token and bits per byte), and the largest attention logit
+  where train.log_attention_logits asks for it."""
+  loss = evaluate_loss(run, eval_step, params)
+  metrics = {'val_loss': loss, 'val_bpb': bits_per_byte(loss, run.bytes_per_token)}
+  if run.train.log_attention_logits:
+    metrics['max_attn_logit'] = max_attention_logit(run, params)
+  return metrics
 
 
 def _log_evals(writer: MetricWriter, results: list[tuple[int, dict]]) -> dict[str, float]:

@@ -19,7 +19,7 @@ from gptjax.config import EvalConfig, ModelConfig, eval_config_dict
 from gptjax.eval.inloop import InLoopEvals, Loglikelihood, MultipleChoice
 from gptjax.eval.scoring import Scorer
 from gptjax.model import GPT, init_params
-from gptjax.tokenizer import _gpt2_data_dir, get_tokenizer
+from gptjax.tokenizer import get_tokenizer, gpt2_for_transformers
 
 lm_eval = pytest.importorskip('lm_eval')
 harness = pytest.importorskip('gptjax.eval.harness')
@@ -84,14 +84,6 @@ def write_tasks(directory: Path) -> Path:
   return directory
 
 
-def gpt2_tokenizer_for_transformers():
-  """GPT-2's tokenizer as transformers has it, from the BPE files gptjax ships (no network)."""
-  transformers = pytest.importorskip('transformers')
-  data = _gpt2_data_dir()
-  return transformers.GPT2Tokenizer(vocab=str(data / 'encoder.json'),
-                                    merges=str(data / 'vocab.bpe'))
-
-
 @pytest.fixture(scope='module')
 def model():
   cfg = ModelConfig(**GPT2_SHAPED)
@@ -109,7 +101,7 @@ def exported(model, tmp_path_factory):
   """The same weights as a transformers GPT-2 directory with its tokenizer."""
   directory = tmp_path_factory.mktemp('exported')
   hf.to_hf(model.cfg, model.params, directory)
-  gpt2_tokenizer_for_transformers().save_pretrained(directory)
+  gpt2_for_transformers().save_pretrained(directory)
   return directory
 
 

@@ -185,3 +185,16 @@ def test_unknown_name():
     get_tokenizer('gpt3')
   msg = str(e.value)
   assert 'gpt3' in msg and 'gpt2' in msg and 'bytes' in msg
+
+
+def test_the_transformers_gpt2_tokenizer_encodes_as_ours():
+  """What an exported GPT-2 directory carries for transformers-side tools (lm-eval's hf model):
+  the same ids as gptjax's own GPT-2 tokenizer, end-of-text included."""
+  pytest.importorskip('transformers')
+  ours, theirs = tok.get_tokenizer('gpt2'), tok.gpt2_for_transformers()
+  for text in [
+      'Hello, world!', "  leading spaces\n\ttabs\r\n and 'quotes' don't", 'naïve café 日本語 🙂',
+      'a<|endoftext|>b', '12345 + 678 = ?'
+  ]:
+    assert theirs.encode(text) == ours.encode(text), text
+  assert (len(theirs), theirs.eos_token_id, theirs.bos_token_id) == (50257, 50256, 50256)
