@@ -1,7 +1,7 @@
 """Downstream-eval speed: the `gptjax` lm-eval model type against lm-eval's own `hf` model.
 
-  python benchmarks/eval_speed.py               # about 10 minutes on 2 CPU cores
-  python benchmarks/eval_speed.py --repeats=1 --questions=50   # quicker, noisier
+  python benchmarks/eval_speed.py               # about 15 minutes on 2 CPU cores
+  python benchmarks/eval_speed.py --repeats=1 --questions=30 --documents=1   # quicker, noisier
 
 The model is GPT-2 124M (configs/gpt124m.py) in float32 with random weights; the hf model runs
 the same weights exported with to_hf (transformers' GPT2LMHeadModel, SDPA attention, torch on
@@ -101,8 +101,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--repeats', type=int, default=3, help='timed evaluations (median)')
   parser.add_argument('--batch_size', type=int, default=16, help='rows per forward, both models')
-  parser.add_argument('--questions', type=int, default=100, help='multiple-choice questions')
-  parser.add_argument('--documents', type=int, default=8, help='rolling-loglikelihood documents')
+  parser.add_argument('--questions', type=int, default=60, help='multiple-choice questions')
+  parser.add_argument('--documents', type=int, default=4, help='rolling-loglikelihood documents')
   args = parser.parse_args()
   os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
   import logging
