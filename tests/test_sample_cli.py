@@ -313,6 +313,6 @@ def test_train_goes_to_runs_by_default_and_sample_finds_the_run(tmp_path):
   assert (tmp_path / 'runs' / 'small' / 'checkpoints' / '2').is_dir()
   result = sample(f'--prompt={PROMPT}', '--max_new_tokens=5', cwd=tmp_path)
   assert ok(result).startswith(PROMPT)
-  assert f'sampling from {os.path.join("runs", "small")} step 2' in result.stderr
+  assert f'using {os.path.join("runs", "small")} step 2, the newest checkpoint' in result.stderr
   again = ok(run(*train, cwd=tmp_path)).splitlines()  # resumes: nothing left to train
   assert again[0] == first.splitlines()[0] and again[-1].startswith('done: step 2 val_loss')

@@ -362,11 +362,15 @@ TWO_PROCESS_FLAGS = ('--config.sharding.fsdp=True', f'--config.train.log_every={
 
 
 def _wait_for_evaluated_step(procs, workdir, step: int):
-  """Polls metrics.jsonl (process 0 writes it) until `step`'s val_loss is logged."""
+  """Polls metrics.jsonl (process 0 writes it) until `step`'s val_loss and in-loop eval (which
+  runs in the background, and is not waited for by an interrupted run) are logged."""
   deadline = time.monotonic() + TIMEOUT_S
   while True:
     try:
-      if any(line['step'] >= step and 'val_loss' in line for line in read_metrics(workdir)):
+      lines = read_metrics(workdir)
+      if all(
+          any(line['step'] >= step and name in line for line in lines)
+          for name in ('val_loss', 'held_out/bpb')):
         return
     except json.JSONDecodeError:  # caught the writer mid-line
       pass
