@@ -2,6 +2,8 @@
 log-softmax of the model's own logits on each unpadded sequence; the windows and the pair
 tokenization follow lm-evaluation-harness's own functions."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -16,10 +18,19 @@ from gptjax.tokenizer import get_tokenizer
 pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
+@functools.lru_cache(maxsize=None)
+def _forward(cfg):
+  return jax.jit(lambda params, tokens: GPT(cfg).apply({'params': params}, tokens))
+
+
 def direct_loglikelihood(cfg, params, context, continuation, valid_vocab_size):
-  """Sum of log-softmax over the model's logits of one unpadded sequence, in float64 NumPy."""
+  """Sum of log-softmax over the model's logits of the sequence, in float64 NumPy. The sequence
+  is right-padded to block_size, which a causal model cannot see from the positions before the
+  padding: one compilation serves every pair."""
   tokens = np.array(context + continuation)
-  logits = np.asarray(GPT(cfg).apply({'params': params}, tokens[None, :-1]), np.float64)[0]
+  inputs = np.zeros((1, cfg.block_size), np.int32)
+  inputs[0, :len(tokens) - 1] = tokens[:-1]
+  logits = np.asarray(_forward(cfg)(params, inputs), np.float64)[0]
   logits[:, valid_vocab_size:] = -np.inf
   logprobs = log_softmax(logits, axis=-1)
   positions = np.arange(len(context) - 1, len(tokens) - 1)
