@@ -119,6 +119,9 @@ def main(argv):
   # errors; what a user must know is raised. (The libraries set their levels when imported.)
   for name in ('lm_eval', 'huggingface_hub', 'datasets'):
     logging.getLogger(name).setLevel(logging.ERROR)
+  # Nor would datasets' bars for building a task's splits from files the task already has.
+  import datasets
+  datasets.disable_progress_bars()
   task_manager = TaskManager(include_path=directories or None)
   load_tasks(task_manager, names)
   model = loading.load_named_or_newest('python -m gptjax.eval', cli.RUNS_DIR, FLAGS.workdir,
