@@ -112,6 +112,17 @@ HF_CASES = {  # name: (model_type, config overrides)
 }
 
 
+def assert_user_error(result, *fragments):
+  """A command's user error (a finished subprocess.run with text output): exit != 0, one line
+  on stderr that starts with 'error: ' and holds each fragment, no traceback."""
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr, result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+
+
 @pytest.fixture
 def no_network(monkeypatch):
   """Any socket connection fails, as on a machine without a network: code that would download

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import random_params
+from conftest import assert_user_error, random_params
 from gptjax import hf, loading
 from gptjax.config import EvalConfig, ModelConfig, eval_config_dict
 from gptjax.eval.inloop import InLoopEvals, Loglikelihood, MultipleChoice
@@ -235,15 +235,6 @@ def run_eval(*args, cwd=REPO, env=None):
   return subprocess.run([sys.executable, '-m', 'gptjax.eval', *map(str, args)], cwd=cwd,
                         capture_output=True, text=True, timeout=300,
                         env={**os.environ, 'HF_DATASETS_OFFLINE': '1', **(env or {})})
-
-
-def assert_user_error(result, *fragments):
-  assert result.returncode != 0
-  assert 'Traceback' not in result.stderr, result.stderr
-  lines = result.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
-  for fragment in fragments:
-    assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.slow  # a subprocess that imports lm-eval and compiles

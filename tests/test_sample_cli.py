@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HF_CASES, hf_model, hf_tokenizer
+from conftest import HF_CASES, assert_user_error, hf_model, hf_tokenizer
 from gptjax.text import continuation
 from gptjax.tokenizer import get_tokenizer
 
@@ -35,15 +35,6 @@ def ok(result) -> str:
   assert result.returncode == 0, result.stderr
   assert 'Traceback' not in result.stderr
   return result.stdout
-
-
-def assert_user_error(result, *fragments):
-  assert result.returncode != 0
-  assert 'Traceback' not in result.stderr, result.stderr
-  lines = result.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
-  for fragment in fragments:
-    assert fragment in lines[0]
 
 
 def tiny_training(data_dir) -> tuple[str, ...]:
