@@ -44,6 +44,10 @@ flags.DEFINE_float('temperature', 0.8, 'Sampling temperature; 0 means greedy.')
 flags.DEFINE_integer('top_k', None, 'Sample only among the k most likely tokens.')
 flags.DEFINE_float('top_p', None, 'Sample only among the smallest set of tokens with mass >= p.')
 flags.DEFINE_integer('seed', 0, 'Sampling seed: the same seed gives the same text.')
+flags.DEFINE_string(
+    'mesh', None, 'With several devices: the mesh to run on, e.g. tensor=4 (tensor parallel) '
+    "or data=2,tensor=4 (default: the training run's config.sharding.mesh where it fits the "
+    'devices, else data parallel).')
 flags.DEFINE_integer(
     'max_len', None, 'KV cache size in tokens, prompt included (default: '
     'block_size). Rope models may go past block_size.')
@@ -139,7 +143,8 @@ def main(argv):
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
   def generate(prompts, on_token=None):
-    return sampling.generate(model.cfg, model.params, prompts, on_token=on_token, **settings)
+    return sampling.generate(model.cfg, model.params, prompts, on_token=on_token,
+                             layout=model.layout, **settings)
 
   if FLAGS.num_samples == 1:
     stream = text.TextStream(tokenizer, kept)
@@ -157,8 +162,9 @@ def load_model():
   """The model the flags name; with none, the newest checkpoint under runs/."""
   from gptjax import loading
 
-  return loading.load_named_or_newest('sample.py', cli.RUNS_DIR, FLAGS.workdir, FLAGS.step,
-                                      FLAGS.hf, cli.config_flag())
+  model = loading.load_named_or_newest('sample.py', cli.RUNS_DIR, FLAGS.workdir, FLAGS.step,
+                                       FLAGS.hf, cli.config_flag())
+  return loading.on_devices(model, FLAGS.mesh)
 
 
 def fit_prompt(cfg, prompt: list[int]) -> tuple[list[int], str | None]:

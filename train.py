@@ -48,9 +48,9 @@ def main(argv):
           flush=True)
   absl_logging.set_verbosity(absl_logging.WARNING)  # keep JAX's backend probing off the screen
   # Imported after flag parsing so that --help and flag errors answer without loading JAX.
-  from gptjax import sharding, trainer
+  from gptjax import parallel, trainer
 
-  sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   try:
     if FLAGS.mode == 'eval':
       result = trainer.evaluate(config, workdir)

@@ -35,7 +35,7 @@ from machine import matmul_peak  # noqa: E402
 from nanogpt_peer import NanoGPTTrainer  # noqa: E402
 from shapes import SHAPES, Shape  # noqa: E402
 
-from gptjax import sharding, trainer  # noqa: E402
+from gptjax import parallel, trainer  # noqa: E402
 from gptjax.config import ModelConfig, base_config  # noqa: E402
 from gptjax.flops import flops_per_token  # noqa: E402
 from gptjax.optim import make_optimizer  # noqa: E402
@@ -69,7 +69,7 @@ def make_run(config) -> trainer.Run:
   """trainer.Run without a corpus: the benchmark feeds its own batch."""
   cfg = ModelConfig.from_config(config.model)
   empty = np.zeros((0,), np.uint16)
-  return trainer.Run(cfg, config, sharding.make_mesh(), cfg.block_size, empty, empty, 1.0)
+  return trainer.Run(cfg, config, trainer.make_layout(config), cfg.block_size, empty, empty, 1.0)
 
 
 def random_batch(cfg: ModelConfig, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -88,7 +88,7 @@ class GptjaxTrainer:
     self.state = trainer.initial_state(self.run, self.optimizer, self.shardings)
 
   def set_batch(self, batch):
-    self.batch = sharding.global_batch(batch, self.run.mesh)
+    self.batch = parallel.global_batch(batch, self.run.layout)
 
   def steps(self, n: int) -> float:
     """n steps; returns the last step's loss (which waits for the work to finish)."""
@@ -164,7 +164,7 @@ def compile_seconds(config) -> float:
   start = time.perf_counter()
   abstract, shardings = trainer.abstract_state(run, optimizer)
   step_fn = trainer.make_train_step(run, optimizer, shardings)
-  batch_sharding = sharding.batch_sharding(run.mesh)
+  batch_sharding = parallel.batch_sharding(run.layout)
   shape = (config.train.batch_size, run.seq_len)
   batch = {
       name: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding)

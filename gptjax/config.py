@@ -618,17 +618,84 @@ class DataConfig(_Section):
     ])
 
 
+# The vocabulary of logical axis names that parameters and activations carry (gptjax.layers.dense
+# sets them; gptjax.parallel maps them onto the mesh through ShardingConfig.rules).
+AXIS_NAMES = ('batch', 'sequence', 'embed', 'heads', 'kv_heads', 'head_dim', 'mlp', 'vocab',
+              'expert', 'layers')
+MESH_AXES = ('data', 'fsdp', 'tensor', 'expert')  # config.sharding.mesh's axes
+DEFAULT_MESH = {'data': -1, 'fsdp': 1, 'tensor': 1, 'expert': 1}
+# Logical name -> the mesh axes it is split over ('a,b': over both; '': never split). The batch
+# is split over every axis that does not split the weights' compute (data parallelism, and FSDP,
+# which gathers each weight for its layer); FSDP shards the weights' embed axis; tensor
+# parallelism (Megatron) splits heads and the MLP's hidden width, so that the q/k/v and fc
+# projections are column-parallel and their output projections row-parallel.
+DEFAULT_RULES = {
+    'batch': 'data,fsdp,expert',
+    'sequence': '',
+    'embed': 'fsdp',
+    'heads': 'tensor',
+    'kv_heads': 'tensor',
+    'head_dim': '',
+    'mlp': 'tensor',
+    'vocab': 'tensor',
+    'expert': 'expert',
+    'layers': '',
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class ShardingConfig(_Section):
-  """`config.sharding`: how parameters and optimizer state are placed on the devices (the batch
-  is always split across all of them)."""
+  """`config.sharding`: the device mesh and which logical axes are split over which of its axes.
+
+  mesh: devices per mesh axis (data, fsdp, tensor, expert); one may be -1, "all the rest". The
+  default, data=-1, is plain data parallelism. FSDP: fsdp=-1 (or data x fsdp: hybrid sharded
+  data parallelism). Tensor parallelism: tensor=N, kept within one host.
+  rules: logical axis name -> comma-separated mesh axes ('' for none); see DEFAULT_RULES.
+  """
 
   SECTION: ClassVar[str] = 'sharding'
 
-  fsdp: bool = False  # shard params and optimizer state across devices too
+  mesh: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_MESH))
+  rules: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_RULES))
 
   def __post_init__(self):
-    self._require([('fsdp', isinstance(self.fsdp, bool), 'must be True or False')])
+    for key in self.mesh:
+      if key not in MESH_AXES:
+        raise ValueError(f'unknown sharding.mesh axis {key!r}{closest_key_hint(key, MESH_AXES)}')
+    for axis, size in self.mesh.items():
+      if not (is_int(size) and (size >= 1 or size == -1)):
+        raise ValueError(f'sharding.mesh.{axis}={size!r} must be a positive number of devices, '
+                         'or -1 for all the devices the other axes leave')
+    rest = [axis for axis, size in self.mesh.items() if size == -1]
+    if len(rest) > 1:
+      raise ValueError(f'sharding.mesh: {" and ".join(rest)} are both -1; at most one axis takes '
+                       '"the rest" of the devices')
+    for name, value in self.rules.items():
+      if name not in AXIS_NAMES:
+        raise ValueError(
+            f'unknown sharding.rules axis {name!r}{closest_key_hint(name, AXIS_NAMES)}')
+      axes = _rule_axes(value) if isinstance(value, str) else None
+      if axes is None or not all(a in MESH_AXES for a in axes) or len(set(axes)) < len(axes):
+        raise ValueError(f'sharding.rules.{name}={value!r} must name distinct mesh axes, comma '
+                         f"separated, from {', '.join(MESH_AXES)} ('' for none)")
+
+  @classmethod
+  def from_config(cls, config: Mapping[str, Any]):
+    if 'fsdp' in config:  # the one field of the first release's section
+      raise ValueError('sharding.fsdp is now a mesh axis: sharding.mesh.fsdp=-1 (with '
+                       'sharding.mesh.data=1) shards the state over every device')
+    return super().from_config(config)
+
+  def __hash__(self):  # sections are hashable (cache keys); dicts are not
+    return hash((tuple(self.mesh.items()), tuple(self.rules.items())))
+
+  def rule_axes(self) -> dict[str, tuple[str, ...]]:
+    """Every logical name -> the mesh axes it is split over (the defaults for names not set)."""
+    return {name: _rule_axes(self.rules.get(name, DEFAULT_RULES[name])) for name in AXIS_NAMES}
+
+
+def _rule_axes(value: str) -> tuple[str, ...]:
+  return tuple(axis.strip() for axis in value.split(',') if axis.strip())
 
 
 EVAL_TYPES = ('multiple_choice', 'loglikelihood', 'lm_eval')
@@ -692,7 +759,8 @@ def _section_dict(cls, overrides: dict[str, Any]) -> 'ml_collections.ConfigDict'
   types = typing.get_type_hints(cls)
   section = ml_collections.ConfigDict()
   for f in dataclasses.fields(cls):
-    value = overrides.pop(f.name, f.default)
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    value = overrides.pop(f.name, default)
     if value is None:
       # `int | None` -> int; a plain `int` set to None stays an int field (and fails validation).
       value_type = next((t for t in typing.get_args(types[f.name]) if t is not type(None)),

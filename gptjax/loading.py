@@ -20,10 +20,10 @@ from typing import Any, NamedTuple
 
 import jax
 
-from gptjax import checkpoint
-from gptjax.config import ModelConfig
+from gptjax import checkpoint, parallel
+from gptjax.config import DEFAULT_MESH, ModelConfig, ShardingConfig
 from gptjax.flops import count_params
-from gptjax.model import abstract_params, init_params
+from gptjax.model import abstract_params, init_params, place_params
 from gptjax.tokenizer import HFTokenizer, Tokenizer, get_tokenizer
 
 
@@ -34,6 +34,8 @@ class LoadedModel(NamedTuple):
   tokenizer: Tokenizer
   description: str  # where the weights come from, for the user
   workdir: Path | None = None  # the training run it comes from, if any
+  sharding: dict | None = None  # the config.sharding it was trained or configured with
+  layout: parallel.Layout | None = None  # where `on_devices` placed params; None: one device
 
 
 def load_model(workdir=None, step: int | None = None, hf: str | None = None,
@@ -90,7 +92,7 @@ def load_workdir(workdir, step: int | None = None) -> LoadedModel:
   cfg = ModelConfig.from_config(saved['model'])
   params, step = checkpoint.restore_params(workdir, abstract_params(cfg), step)
   loaded = _loaded(cfg, params, get_tokenizer(saved['data']['tokenizer']), f'{workdir} step {step}')
-  return loaded._replace(workdir=Path(workdir))
+  return loaded._replace(workdir=Path(workdir), sharding=saved.get('sharding'))
 
 
 def load_hf(path_or_name: str) -> LoadedModel:
@@ -116,8 +118,53 @@ def init_random(config) -> LoadedModel:
   """An untrained model from a config's model section (weights from config.seed)."""
   cfg = ModelConfig.from_config(config.model)
   params = init_params(cfg, jax.random.key(config.seed))
-  return _loaded(cfg, params, get_tokenizer(config.data.tokenizer),
-                 f'random init (seed {config.seed})')
+  loaded = _loaded(cfg, params, get_tokenizer(config.data.tokenizer),
+                   f'random init (seed {config.seed})')
+  sharding = config.get('sharding')
+  return loaded._replace(sharding=None if sharding is None else sharding.to_dict())
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+  """A --mesh flag ('tensor=4' or 'data=2,fsdp=-1,tensor=2') -> config.sharding.mesh's sizes:
+  the axes it names over the default (data=-1, the rest 1), checked as the config's are."""
+  given = {}
+  for part in filter(None, (p.strip() for p in text.split(','))):
+    axis, equals, size = part.partition('=')
+    if not equals or not size.strip().lstrip('-').isdigit():
+      raise ValueError(f'--mesh={text}: {part!r} is not AXIS=SIZE (e.g. --mesh=tensor=4)')
+    given[axis.strip()] = int(size)
+  # 'tensor=-1' gives the rest to tensor: data then takes 1, not also "the rest".
+  data = {'data': 1} if -1 in given.values() else {}
+  sizes = {**DEFAULT_MESH, **data, **given}
+  try:
+    ShardingConfig.from_config({'mesh': sizes})
+  except ValueError as e:
+    raise ValueError(f'--mesh={text}: {e}') from None
+  return sizes
+
+
+def on_devices(loaded: LoadedModel, mesh: str | None = None) -> LoadedModel:
+  """The model placed on every device, when there is more than one: on the mesh `mesh` names
+  (a --mesh flag), else on the one it was trained on where these devices make it, else data
+  parallel; its config.sharding.rules place the parameters (and the activations and cache of
+  the functions given the returned layout). One device: unchanged."""
+  if jax.device_count() == 1 and mesh is None:
+    return loaded
+  saved = ShardingConfig.from_config(loaded.sharding or {})
+  if mesh is not None:
+    sizes = parse_mesh(mesh)
+  else:
+    sizes = saved.mesh
+    try:
+      parallel.resolve_mesh_sizes(sizes, jax.device_count())
+    except ValueError:  # trained on another number of devices
+      sizes = dict(DEFAULT_MESH)
+  layout = parallel.Layout.of(parallel.make_mesh(sizes), saved)
+  shape = ', '.join(f'{axis} {size}' for axis, size in layout.mesh.shape.items() if size > 1)
+  return loaded._replace(
+      params=place_params(loaded.cfg, loaded.params, layout), layout=layout,
+      description=f'{loaded.description}, on {layout.mesh.size} devices '
+      f'({shape or "one"})')
 
 
 def latest_checkpoint(runs_dir) -> tuple[Path, int] | None:

@@ -190,4 +190,4 @@ def _advice(compiler: _Compiler, choices: list[int], first: Fitted, batch_size: 
   smallest = compiler(choices[-1], True)
   return (f'even micro-batches of {batch_size // choices[-1]} sequences with model.remat=True need '
           f'{_gib(smallest.needed)}: shorten train.seq_len, shard the state with '
-          'sharding.fsdp=True over more devices, or train a smaller model')
+          'sharding.mesh.fsdp=-1 over more devices, or train a smaller model')

@@ -17,9 +17,10 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from gptjax import parallel
 from gptjax.config import ModelConfig
 from gptjax.layers import POSITIONS, MLP, Attention, LayerCache, make_norm
-from gptjax.layers.dense import normal_init
+from gptjax.layers.dense import Embed, normal_init
 from gptjax.layers.residual import store_gradient
 from gptjax.parametrization import output_multiplier
 
@@ -129,9 +130,9 @@ class GPT(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.wte = nn.Embed(cfg.vocab_size, cfg.d_model,
-                        embedding_init=normal_init(cfg.init_std, ('vocab', 'embed')),
-                        dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype)
+    self.wte = Embed(cfg.vocab_size, cfg.d_model,
+                     embedding_init=normal_init(cfg.init_std, ('vocab', 'embed')),
+                     dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype, row_axis='vocab')
     position_embedding = POSITIONS[cfg.position].embedding
     self.wpe = None if position_embedding is None else position_embedding(cfg)
     # Post-norm blocks already end in a norm; the other placements get a final one.
@@ -174,6 +175,7 @@ class GPT(nn.Module):
     if self.wpe is not None:
       x = x + self.wpe(positions)
     x = self.embd_dropout(x, deterministic=not train)
+    x = parallel.constrain(x, ('batch', 'sequence', 'embed'))
 
     block_class = nn.remat(Block) if cfg.remat else Block
     new_layers = []
@@ -221,7 +223,10 @@ class GPT(nn.Module):
       # dimensions, and XLA:CPU transposed the whole [B, T, V] logits gradient to do it (8% of
       # the GPT-2-shaped train step, benchmarks/profile_train.py).
       logits = jnp.dot(rows, w.T, preferred_element_type=jnp.float32)
-    logits = logits.reshape(*x.shape[:-1], -1)[..., :cfg.vocab_size]
+    logits = logits.reshape(*x.shape[:-1], -1)
+    if logits.ndim == 3:  # [B, T, V]: a tensor-parallel head keeps its vocabulary shard's logits
+      logits = parallel.constrain(logits, ('batch', 'sequence', 'vocab'))
+    logits = logits[..., :cfg.vocab_size]
     if cfg.parametrization == 'mup':  # α / width multiplier: the head keeps an unscaled init and lr
       logits = logits * jnp.float32(output_multiplier(cfg))
     if cfg.final_logit_softcap is not None:  # Gemma 2: cap * tanh(logits / cap)
@@ -257,6 +262,11 @@ def param_axes(cfg: ModelConfig) -> dict[str, tuple[str | None, ...]]:
   boxed = jax.eval_shape(lambda: _boxed_init(cfg, jax.random.key(0)))
   specs = nn.get_partition_spec(boxed)
   return {path: tuple(spec) for path, spec in param_paths(specs).items()}
+
+
+def place_params(cfg: ModelConfig, params: dict, layout: parallel.Layout) -> dict:
+  """params placed on layout's mesh by their logical axes (config.sharding.rules)."""
+  return jax.device_put(params, parallel.state_shardings(params, layout, param_axes(cfg)))
 
 
 def param_path(key_path) -> str:

@@ -26,8 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gptjax import parallel
 from gptjax.config import ModelConfig, is_int, is_number
 from gptjax.model import GPT, KVCache, init_cache
+from gptjax.parallel import Layout
 from gptjax.text import cut_after_eot
 
 # Cache sizes are rounded up to a multiple of this so that nearby prompt lengths share one
@@ -179,31 +181,33 @@ def decode_loop(advance, state: LoopState, key: jax.Array, knobs: SamplingKnobs,
 
 
 @functools.lru_cache(maxsize=64)
-def _prefill_fn(cfg: ModelConfig, model_fn: ModelFn, max_len: int):
+def _prefill_fn(cfg: ModelConfig, model_fn: ModelFn, max_len: int, layout: Layout | None):
   def prefill(params, tokens, first_valid):
     """Left-padded prompts [B, P] -> a cache of max_len slots holding them (logits unused)."""
-    cache = init_cache(cfg, tokens.shape[0], max_len, first_valid=first_valid)
-    return model_fn(cfg, params, tokens, cache)[1]
+    with parallel.activations(layout):
+      cache = init_cache(cfg, tokens.shape[0], max_len, first_valid=first_valid)
+      return model_fn(cfg, params, tokens, cache)[1]
 
   return jax.jit(prefill)
 
 
 @functools.lru_cache(maxsize=64)
 def _cached_decode_fn(cfg: ModelConfig, model_fn: ModelFn, strategy: Strategy,
-                      on_token: OnToken | None):
+                      on_token: OnToken | None, layout: Layout | None):
   def decode(params, state, key, knobs, until):
     def advance(cache, token, step):
       logits, cache = model_fn(cfg, params, token[:, None], cache)
       return logits[:, -1], cache
 
-    return decode_loop(advance, state, key, knobs, strategy, until, on_token)
+    with parallel.activations(layout):
+      return decode_loop(advance, state, key, knobs, strategy, until, on_token)
 
   return jax.jit(decode)
 
 
 @functools.lru_cache(maxsize=64)
 def _uncached_decode_fn(cfg: ModelConfig, model_fn: ModelFn, strategy: Strategy,
-                        on_token: OnToken | None):
+                        on_token: OnToken | None, layout: Layout | None):
   # Without a cache the model runs its plain full-sequence forward, whose positions are
   # arange(T) and whose mask is plain causal: it has no notion of left padding. So here the rows
   # are left-aligned instead (prompt at slot 0, padding on the right) in a fixed [B, S] buffer,
@@ -218,22 +222,31 @@ def _uncached_decode_fn(cfg: ModelConfig, model_fn: ModelFn, strategy: Strategy,
       buffer = buffer.at[rows, slot].set(token)
       return model_fn(cfg, params, buffer, None)[rows, slot], buffer  # [B, V]
 
-    return decode_loop(advance, state, key, knobs, strategy, until, on_token)
+    with parallel.activations(layout):
+      return decode_loop(advance, state, key, knobs, strategy, until, on_token)
 
   return jax.jit(decode)
 
 
-def _decode(decode, state: LoopState, max_new_tokens: int, stop: StopCheck | None) -> np.ndarray:
+def _decode(decode, state: LoopState, max_new_tokens: int, stop: StopCheck | None,
+            on_token: OnToken | None = None) -> np.ndarray:
   """Runs decode(state, until) -> state to max_new_tokens, or in chunks of STOP_CHECK_EVERY steps
-  with the host's stop check between them -> out [B, max_new_tokens]."""
-  every = max_new_tokens if stop is None else STOP_CHECK_EVERY
+  with the host's stop check between them -> out [B, max_new_tokens]. on_token: called on the
+  host between the chunks with each step's tokens (where the loop cannot call it itself)."""
+  every = max_new_tokens if stop is None and on_token is None else STOP_CHECK_EVERY
   for until in range(every, max_new_tokens + every, every):
     until = min(until, max_new_tokens)
+    first = int(state.step)
     state = decode(state, jnp.int32(until))
-    if stop is None or until == max_new_tokens:
+    if on_token is not None:
+      chosen = np.asarray(state.out)
+      for step in range(first, int(state.step)):
+        on_token(chosen[:, step])
+    if until == max_new_tokens:
       break
-    stopped = np.asarray(stop(np.asarray(state.out)[:, :until]), bool)
-    state = state._replace(done=state.done | stopped)
+    if stop is not None:
+      stopped = np.asarray(stop(np.asarray(state.out)[:, :until]), bool)
+      state = state._replace(done=state.done | stopped)
     if np.all(state.done):
       break
   return np.asarray(state.out)
@@ -353,7 +366,8 @@ def generate(cfg: ModelConfig, params, prompt_tokens, *, max_new_tokens: int,
              seed: int = 0, use_cache: bool = True, eot_token: int | None = None,
              max_len: int | None = None, valid_vocab_size: int | None = None,
              truncate_prompt: bool = False, model_fn: ModelFn = gpt_forward,
-             on_token: OnToken | None = None, stop: StopCheck | None = None):
+             on_token: OnToken | None = None, stop: StopCheck | None = None,
+             layout: Layout | None = None):
   """Continues each prompt by up to max_new_tokens tokens.
 
   prompt_tokens: a list of ints (one prompt) or a list of lists (a batch; lengths may differ).
@@ -375,6 +389,8 @@ def generate(cfg: ModelConfig, params, prompt_tokens, *, max_new_tokens: int,
   stop: a host-side check (see StopCheck) run every STOP_CHECK_EVERY steps, for stop sequences
   that are text rather than one token: a row it ends keeps the tokens chosen up to the check,
   which may run past the stop sequence (cut them there).
+  layout: the mesh and rules the params are placed by (gptjax.model.place_params), so that the
+  cache and the activations are too: a tensor-parallel decoder keeps its heads' slots.
   """
   prompts, is_batch = _as_prompts(prompt_tokens, cfg.vocab_size)
   check_settings(cfg, max_new_tokens, temperature, top_k, top_p, eot_token, valid_vocab_size,
@@ -391,6 +407,10 @@ def generate(cfg: ModelConfig, params, prompt_tokens, *, max_new_tokens: int,
       valid_vocab_size=jnp.int32(cfg.vocab_size if valid_vocab_size is None else valid_vocab_size),
       eot_token=jnp.int32(-1 if eot_token is None else eot_token))
   key = jax.random.key(seed)
+  # JAX's ordered callbacks run on one device only: across several, the host streams the tokens
+  # between chunks of the loop instead.
+  host_on_token = on_token if layout is not None and layout.mesh.size > 1 else None
+  on_token = None if host_on_token else on_token
 
   lengths = np.array([len(p) for p in prompts], np.int32)
   longest = int(lengths.max())
@@ -405,22 +425,23 @@ def generate(cfg: ModelConfig, params, prompt_tokens, *, max_new_tokens: int,
     first_valid = padded_len - lengths
     # The prompt but its last token is written in one call; the loop's first step feeds the last.
     if padded_len > 1:
-      cache = _prefill_fn(cfg, model_fn, cache_size)(params, tokens[:, :-1], first_valid)
+      cache = _prefill_fn(cfg, model_fn, cache_size, layout)(params, tokens[:, :-1], first_valid)
     else:
       cache = init_cache(cfg, len(prompts), cache_size, first_valid=first_valid)
     state = initial_loop_state(cache, tokens[:, -1], knobs.eot_token, max_new_tokens)
-    decode = functools.partial(_cached_decode_fn(cfg, model_fn, strategy, on_token), params)
+    decode = functools.partial(_cached_decode_fn(cfg, model_fn, strategy, on_token, layout), params)
     out = _decode(lambda state, until: decode(state, key, knobs, until), state, max_new_tokens,
-                  stop)
+                  stop, host_on_token)
   else:
     buffer = np.zeros((len(prompts), cache_size), np.int32)
     for row, prompt in enumerate(prompts):
       buffer[row, :len(prompt)] = prompt
     rows = np.arange(len(prompts))
     state = initial_loop_state(buffer, buffer[rows, lengths - 1], knobs.eot_token, max_new_tokens)
-    decode = functools.partial(_uncached_decode_fn(cfg, model_fn, strategy, on_token), params)
+    decode = functools.partial(_uncached_decode_fn(cfg, model_fn, strategy, on_token, layout),
+                               params)
     out = _decode(lambda state, until: decode(state, lengths, key, knobs, until), state,
-                  max_new_tokens, stop)
+                  max_new_tokens, stop, host_on_token)
   if on_token is not None:
     jax.effects_barrier()  # every callback has run when generate returns
 

@@ -24,11 +24,11 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from gptjax import checkpoint, cli, data, flops, memory, sharding, tables, workdir_lock
+from gptjax import checkpoint, cli, data, flops, memory, parallel, tables, workdir_lock
 from gptjax.config import DataConfig, ModelConfig, OptimConfig, ShardingConfig, TrainConfig
 from gptjax.eval.inloop import InLoopEvals, check_evals
 from gptjax.logs import MetricWriter
-from gptjax.model import GPT, abstract_params, init_params, max_attention_logits
+from gptjax.model import GPT, abstract_params, init_params, max_attention_logits, param_axes
 from gptjax.xla_flags import cpu_compiler_options
 from gptjax.tokenizer import get_tokenizer, get_tokenizer_class
 from gptjax.optim import (accumulate_gradients, learning_rate_schedule, make_optimizer,
@@ -53,7 +53,7 @@ class Run:
   """Everything derived once from the config that the loop needs."""
   cfg: ModelConfig
   config: ml_collections.ConfigDict
-  mesh: jax.sharding.Mesh
+  layout: parallel.Layout  # the device mesh and the rules that place arrays on it
   seq_len: int
   train_tokens: np.ndarray
   val_tokens: np.ndarray
@@ -72,9 +72,9 @@ class Run:
   def data(self) -> DataConfig:
     return DataConfig.from_config(self.config.data)
 
-  @functools.cached_property
-  def sharding(self) -> ShardingConfig:
-    return ShardingConfig.from_config(self.config.sharding)
+  @property
+  def mesh(self) -> jax.sharding.Mesh:
+    return self.layout.mesh
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,13 +122,21 @@ def _check_vocab(cfg: ModelConfig, tokenizer: str, n_vocab: int) -> None:
                      f"{tokenizer} tokenizer's {n_vocab} tokens")
 
 
-def check_config(config: ml_collections.ConfigDict, mesh=None) -> ModelConfig:
+def make_layout(config: ml_collections.ConfigDict) -> parallel.Layout:
+  """config.sharding's mesh over every device of every process, and its rules."""
+  sharding_config = ShardingConfig.from_config(config.sharding)
+  return parallel.Layout.of(parallel.make_mesh(sharding_config.mesh), sharding_config)
+
+
+def check_config(config: ml_collections.ConfigDict,
+                 layout: parallel.Layout | None = None) -> ModelConfig:
   """Every section and their combinations checked, without touching data or compiling: a bad
   config is a ValueError naming the field (a sweep checks every run's config before the first
-  starts; mesh: the run's, else the default one). Returns the run's ModelConfig."""
+  starts; layout: the run's, else the config's on this process's devices). Returns the run's
+  ModelConfig."""
   optim, train = OptimConfig.from_config(config.optim), TrainConfig.from_config(config.train)
   data_config = DataConfig.from_config(config.data)
-  ShardingConfig.from_config(config.sharding)
+  layout = layout or make_layout(config)
   cfg = model_config(config.model, train.init_from, train.init_step)
   _check_vocab(cfg, data_config.tokenizer, get_tokenizer_class(data_config.tokenizer).n_vocab)
   seq_len = train.seq_len or cfg.block_size
@@ -142,7 +150,7 @@ def check_config(config: ml_collections.ConfigDict, mesh=None) -> ModelConfig:
       raise ValueError(f'train.init_from={train.init_from} at step {branch_step} is already at or '
                        f'past train.steps={train.steps}: nothing to train')
   check_evals(config.get('evals'))
-  sharding.check_batch_divides(train.batch_size, mesh or sharding.make_mesh())
+  parallel.check_batch_divides(train.batch_size, layout)
   if optim.grad_accum_steps != memory.AUTO and train.batch_size % optim.grad_accum_steps:
     raise ValueError(f'train.batch_size={train.batch_size} must be divisible by '
                      f'optim.grad_accum_steps={optim.grad_accum_steps}')
@@ -152,15 +160,15 @@ def check_config(config: ml_collections.ConfigDict, mesh=None) -> ModelConfig:
 def setup(config: ml_collections.ConfigDict) -> Run:
   """Checks the config (check_config), then prepares the data: a bad config fails here, before
   any data is tokenized or anything compiled."""
-  mesh = sharding.make_mesh()
-  cfg = check_config(config, mesh)
+  layout = make_layout(config)
+  cfg = check_config(config, layout)
   train, data_config = TrainConfig.from_config(config.train), DataConfig.from_config(config.data)
   seq_len = train.seq_len or cfg.block_size
   prepared = data.prepare(data_config.corpus, data_config.tokenizer, data_config.data_dir,
                           val_percent=data_config.val_percent, max_bytes=data_config.max_bytes,
                           progress=jax.process_index() == 0)
   _check_vocab(cfg, data_config.tokenizer, data.read_meta(prepared)['n_vocab'])  # as prepared
-  return Run(cfg, config, mesh, seq_len, data.load_split(prepared, 'train'),
+  return Run(cfg, config, layout, seq_len, data.load_split(prepared, 'train'),
              data.load_split(prepared, 'val'), data.bytes_per_token(prepared, 'val'))
 
 
@@ -205,24 +213,27 @@ def make_train_step(run: Run, optimizer: optax.GradientTransformation, state_sha
   def train_step(state, batch):
     step = state['step']
     rng = jax.random.fold_in(dropout_key, step)
-    _, losses, grads = accumulate_gradients(loss_fn, state['params'], batch, n_micro, rng)
+    with parallel.activations(run.layout):
+      _, losses, grads = accumulate_gradients(loss_fn, state['params'], batch, n_micro, rng)
     updates, opt_state = optimizer.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     metrics = {**losses, 'lr': schedule(step), **optimizer_metrics(grads, updates, state['params'])}
     return {'params': params, 'opt_state': opt_state, 'step': step + 1}, metrics
 
   return jax.jit(train_step, donate_argnums=0,
-                 out_shardings=(state_sharding, sharding.replicated(run.mesh)),
+                 out_shardings=(state_sharding, run.layout.replicated),
                  compiler_options=cpu_compiler_options())
 
 
-def make_eval_step(cfg: ModelConfig, n_micro: int = 1):
+def make_eval_step(cfg: ModelConfig, n_micro: int = 1, layout: parallel.Layout | None = None):
   """Mean loss of a batch, computed n_micro rows-slices at a time (the training step's
-  micro-batches): a whole batch's logits at once may not fit where its micro-batches do."""
+  micro-batches): a whole batch's logits at once may not fit where its micro-batches do.
+  layout: the run's, whose rules place the activations."""
   def eval_step(params, batch):
     micro_batches = jax.tree.map(lambda x: x.reshape(n_micro, x.shape[0] // n_micro, *x.shape[1:]),
                                  batch)
-    return jax.lax.map(lambda micro: cross_entropy(cfg, params, micro), micro_batches).mean()
+    with parallel.activations(layout):
+      return jax.lax.map(lambda micro: cross_entropy(cfg, params, micro), micro_batches).mean()
 
   return jax.jit(eval_step, compiler_options=cpu_compiler_options())
 
@@ -280,7 +291,7 @@ def _abstract(tree):
 
 def _device_batch(run: Run, batch) -> dict:
   inputs, targets = batch
-  return sharding.global_batch({'inputs': inputs, 'targets': targets}, run.mesh)
+  return parallel.global_batch({'inputs': inputs, 'targets': targets}, run.layout)
 
 
 def _train_batch(run: Run, step: int) -> dict:
@@ -295,7 +306,9 @@ def _train_batch(run: Run, step: int) -> dict:
 # State: fresh, resumed or fine-tuned
 
 
-def _initial_params(run: Run, rng):
+def _initial_params(run: Run, rng, shardings=None):
+  """The params fine-tuning starts from (onto `shardings`, the run's params shardings, when
+  read from a checkpoint: no device holds more than its shards)."""
   init_from = run.train.init_from
   if init_from == 'scratch':
     return init_params(run.cfg, rng)
@@ -303,9 +316,9 @@ def _initial_params(run: Run, rng):
     params = _load_hf(init_from[3:])[1]
     _load_hf.cache_clear()  # the run owns the params from here; do not keep a second copy
     return params
-  replicated = sharding.replicated(run.mesh)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                          abstract_params(run.cfg))
+  shardings = shardings or param_shardings(run)
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          abstract_params(run.cfg), shardings)
   return checkpoint.restore_params(init_from, abstract, run.train.init_step)[0]
 
 
@@ -322,7 +335,13 @@ def initial_state(run: Run, optimizer, state_sharding, abstract=None):
     # Initialised inside one jit with the target shardings, so under FSDP no device ever holds
     # the whole model.
     return jax.jit(lambda key: make(init_params(run.cfg, key)), out_shardings=state_sharding)(rng)
-  return jax.jit(make, out_shardings=state_sharding)(_initial_params(run, rng))
+  return jax.jit(make, out_shardings=state_sharding)(_initial_params(run, rng,
+                                                                     state_sharding['params']))
+
+
+def param_shardings(run: Run):
+  """Each parameter's NamedSharding: its logical axes placed by the run's rules."""
+  return parallel.state_shardings(abstract_params(run.cfg), run.layout, param_axes(run.cfg))
 
 
 def abstract_state(run: Run, optimizer):
@@ -333,8 +352,7 @@ def abstract_state(run: Run, optimizer):
       'params': params, 'opt_state': jax.eval_shape(optimizer.init, params),
       'step': jax.ShapeDtypeStruct((), jnp.int32)
   }
-  shardings = sharding.state_shardings(shapes, run.mesh, run.sharding.fsdp)
-  shardings['step'] = sharding.replicated(run.mesh)
+  shardings = parallel.state_shardings(shapes, run.layout, param_axes(run.cfg))
   abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes,
                           shardings)
   return abstract, shardings
@@ -438,7 +456,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
   # Before any state is allocated: what is free now is what the step can have.
   fitted = compile_train_step(run, optimizer, abstract, state_sharding)
   train_step = fitted.compiled
-  eval_step = make_eval_step(run.cfg, fitted.grad_accum_steps)
+  eval_step = make_eval_step(run.cfg, fitted.grad_accum_steps, run.layout)
   train_cfg = run.train
 
   # From here a signal only sets a flag that the loop reads after each step (cli.StopSignals).
@@ -571,15 +589,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
     raise checkpoint.CheckpointError(f'nothing to evaluate: {workdir} has no checkpoint and '
                                      'train.init_from is scratch (set it to a workdir or hf:PATH)')
   run = setup(config)
-  params = jax.device_put(_initial_params(run, jax.random.key(0)), sharding.replicated(run.mesh))
+  params = jax.device_put(_initial_params(run, jax.random.key(0)), param_shardings(run))
   n_micro = run.optim.grad_accum_steps
   if n_micro == memory.AUTO:
     first_batch = _device_batch(run, next(iter(_eval_batches(run))))
     n_micro = memory.fit_step(
-        lambda k, _: make_eval_step(run.cfg, k).lower(params, _abstract(first_batch)).compile(),
-        grad_accum_steps=memory.AUTO, remat=run.cfg.remat, batch_size=run.train.batch_size,
-        n_devices=run.mesh.size).grad_accum_steps
-  loss = evaluate_loss(run, make_eval_step(run.cfg, n_micro), params)
+        lambda k, _: make_eval_step(run.cfg, k, run.layout).lower(params, _abstract(
+            first_batch)).compile(), grad_accum_steps=memory.AUTO, remat=run.cfg.remat,
+        batch_size=run.train.batch_size, n_devices=run.mesh.size).grad_accum_steps
+  loss = evaluate_loss(run, make_eval_step(run.cfg, n_micro, run.layout), params)
   return {
       'val_loss': loss, 'perplexity': perplexity(loss),
       'bits_per_byte': bits_per_byte(loss, run.bytes_per_token)

@@ -4,11 +4,14 @@ the whole session, this process and every entry point the tests run in a subproc
 modules import the constants (`from conftest import TINY`); pytest puts this directory on
 sys.path."""
 
+import os
+import shutil
 import socket
 
 import jax
 import numpy as np
 import pytest
+from pathlib import Path
 
 from gptjax.config import ModelConfig
 
@@ -110,6 +113,23 @@ HF_CASES = {  # name: (model_type, config overrides)
                                              'partial_rotary_factor': 0.5}}),
     'olmo2': ('olmo2', {**HF_LLAMA, 'rms_norm_eps': 1e-6}),
 }
+
+
+def once_per_session(tmp_path_factory, name: str, make) -> Path:
+  """A directory that make(directory) fills once per test session, however many xdist workers
+  need it: the first to get here runs it, the others wait on a lock and reuse it (xdist's own
+  recipe; a module-scoped fixture would run once per worker that runs one of its tests)."""
+  from filelock import FileLock
+  base = tmp_path_factory.getbasetemp()
+  root = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base  # the session's own
+  directory = root / name
+  with FileLock(str(root / f'{name}.lock')):
+    if not (directory / '.done').exists():
+      shutil.rmtree(directory, ignore_errors=True)
+      directory.mkdir()
+      make(directory)
+      (directory / '.done').touch()
+  return directory
 
 
 def assert_user_error(result, *fragments):

@@ -453,8 +453,6 @@ CORPUS = "must be 'stdlib', 'shakespeare', a local path or 'hf:NAME[:CONFIG]'"
     ('data', 'max_bytes', 0, 'must be None or a positive integer'),
     ('data', 'seed', -1, 'must be an integer >= 0'),
     ('data', 'seed', True, 'must be an integer >= 0'),
-    ('sharding', 'fsdp', 1, 'must be True or False'),
-    ('sharding', 'fsdp', 'yes', 'must be True or False'),
     ('optim', 'lr', '3e-4', 'must be > 0'),
     ('optim', 'warmup_steps', 1.5, 'must be an integer >= 0'),
 ])
@@ -488,3 +486,27 @@ def test_sections_are_frozen_and_hashable(name):
   with pytest.raises(dataclasses.FrozenInstanceError):
     setattr(section(), field, None)
   assert hash(section()) == hash(section())
+
+
+@pytest.mark.parametrize('sharding, message', [
+    ({'mesh': {'data': 0}}, 'sharding.mesh.data=0 must be a positive number of devices, or -1'),
+    ({'mesh': {'tensor': 2.0}}, 'sharding.mesh.tensor=2.0 must be a positive number of devices'),
+    ({'mesh': {'data': -1, 'fsdp': -1}}, 'sharding.mesh: data and fsdp are both -1'),
+    ({'mesh': {'tensr': 2}}, "unknown sharding.mesh axis 'tensr'; did you mean 'tensor'?"),
+    ({'rules': {'head': 'tensor'}}, "unknown sharding.rules axis 'head'; did you mean 'heads'?"),
+    ({'rules': {'mlp': 'model'}}, "sharding.rules.mlp='model' must name distinct mesh axes"),
+    ({'rules': {'batch': 'data,data'}}, "sharding.rules.batch='data,data' must name distinct"),
+    ({'rules': {'batch': ('data',)}}, r"sharding.rules.batch=\('data',\) must name distinct"),
+    ({'fsdp': True}, 'sharding.fsdp is now a mesh axis: sharding.mesh.fsdp=-1'),
+])
+def test_sharding_config_errors_name_the_field(sharding, message):
+  with pytest.raises(ValueError, match=message):
+    config_lib.ShardingConfig.from_config(sharding)
+
+
+def test_sharding_rules_parse_to_mesh_axes_with_defaults_for_the_rest():
+  rules = config_lib.ShardingConfig.from_config({'rules': {'mlp': 'tensor, expert', 'heads': ''}})
+  axes = rules.rule_axes()
+  assert axes['mlp'] == ('tensor', 'expert') and axes['heads'] == ()
+  assert axes['batch'] == ('data', 'fsdp', 'expert') and axes['embed'] == ('fsdp',)
+  assert set(axes) == set(config_lib.AXIS_NAMES)

@@ -101,7 +101,7 @@ def test_when_no_micro_batch_fits_remat_is_advised():
 
 def test_when_nothing_fits_the_other_levers_are_named():
   compile_step, _ = activations_step(per_row=100, batch_size=64)
-  with pytest.raises(memory.DoesNotFit, match='shorten train.seq_len.*sharding.fsdp=True'):
+  with pytest.raises(memory.DoesNotFit, match='shorten train.seq_len.*sharding.mesh.fsdp=-1'):
     fit(compile_step, free_gib=8, grad_accum_steps=4)
 
 

@@ -18,12 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
-from jax.sharding import AbstractMesh, PartitionSpec as P
 
-from gptjax import data, sharding
+from gptjax import data, parallel
 from gptjax.logs import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,52 +64,7 @@ def get_config():
 """
 
 # ---------------------------------------------------------------------------------------------
-# Unit tests of the sharding rules (no devices needed: an AbstractMesh has only a shape)
-
-
-@pytest.mark.parametrize(
-    'shape, spec',
-    [
-        ((320, 32), P('data', None)),  # the larger dimension
-        ((32, 128), P(None, 'data')),
-        ((12, 16, 20), P(None, 'data', None)),  # the largest one that 8 divides
-        ((16, 16), P('data', None)),  # ties: the first
-        ((8,), P('data')),
-        ((257, 33), P()),  # nothing divides: replicated
-        ((4,), P()),  # smaller than the device count
-        ((), P()),
-    ])
-def test_fsdp_spec_shards_largest_divisible_dimension(shape, spec):
-  assert sharding._fsdp_spec(shape, 8) == spec
-
-
-def _abstract_state():
-  return {
-      'params': {
-          'wte': jax.ShapeDtypeStruct((320, 32), np.float32), 'bias': jax.ShapeDtypeStruct(
-              (3,), np.float32)
-      }, 'step': jax.ShapeDtypeStruct((), np.int32)
-  }
-
-
-def test_state_shardings_fsdp():
-  shardings = sharding.state_shardings(_abstract_state(), AbstractMesh((8,), ('data',)), fsdp=True)
-  specs = jax.tree.map(lambda s: s.spec, shardings)
-  assert specs == {'params': {'wte': P('data', None), 'bias': P()}, 'step': P()}
-
-
-@pytest.mark.parametrize('n_devices, fsdp', [(8, False), (1, True)])
-def test_state_shardings_replicated_without_fsdp_or_on_one_device(n_devices, fsdp):
-  shardings = sharding.state_shardings(_abstract_state(), AbstractMesh((n_devices,), ('data',)),
-                                       fsdp=fsdp)
-  assert all(s.spec == P() for s in jax.tree.leaves(shardings))
-
-
-def test_check_batch_divides_names_the_field():
-  mesh = AbstractMesh((8,), ('data',))
-  sharding.check_batch_divides(16, mesh)
-  with pytest.raises(ValueError, match=r'train\.batch_size=12 .*8 devices'):
-    sharding.check_batch_divides(12, mesh)
+# Arguments (the sharding rules themselves: tests/test_parallel.py)
 
 
 @pytest.mark.parametrize('num_processes, process_id, message', [
@@ -121,7 +74,7 @@ def test_check_batch_divides_names_the_field():
 ])
 def test_initialize_distributed_checks_its_arguments(num_processes, process_id, message):
   with pytest.raises(ValueError, match=message):
-    sharding.initialize_distributed('127.0.0.1:1', num_processes, process_id)
+    parallel.initialize_distributed('127.0.0.1:1', num_processes, process_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,26 +159,25 @@ def reference(config_file, tmp_path_factory):
   return metrics
 
 
+# data x fsdp x tensor = 2 x 2 x 2 on 8 devices: every kind of split at once, through train.py.
+HYBRID_FLAGS = ('--config.sharding.mesh.data=2', '--config.sharding.mesh.fsdp=2',
+                '--config.sharding.mesh.tensor=2')
+
+
 @pytest.fixture(scope='module')
-def fsdp_workdir(config_file, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('fsdp') / 'run'
-  _train(config_file, workdir, '--config.sharding.fsdp=True', n_devices=N_DEVICES)
+def hybrid_workdir(config_file, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('hybrid') / 'run'
+  _train(config_file, workdir, *HYBRID_FLAGS, n_devices=N_DEVICES)
   return workdir
 
 
 # ---------------------------------------------------------------------------------------------
-# Many devices
+# Many devices (every mesh of the matrix, in one process: tests/test_parallel.py)
 
 
 @pytest.mark.slow
-def test_data_parallel_matches_single_device(config_file, reference, tmp_path):
-  metrics = _train(config_file, tmp_path / 'run', n_devices=N_DEVICES)
-  assert_same_metrics(metrics, reference, range(1, STEPS + 1))
-
-
-@pytest.mark.slow
-def test_fsdp_matches_single_device(fsdp_workdir, reference):
-  assert_same_metrics(_metrics(fsdp_workdir), reference, range(1, STEPS + 1))
+def test_hybrid_mesh_matches_single_device(hybrid_workdir, reference):
+  assert_same_metrics(_metrics(hybrid_workdir), reference, range(1, STEPS + 1))
 
 
 @pytest.mark.slow
@@ -239,12 +191,14 @@ def test_indivisible_batch_is_a_one_line_error(config_file, tmp_path):
   assert 'Traceback' not in result.stderr
 
 
-# Restores the FSDP run's checkpoint onto the shardings the trainer builds for 8 devices and
-# reports, per state leaf, its shape, its PartitionSpec and the shape of one device's shard.
+# Restores the hybrid run's checkpoint onto the shardings the trainer builds for 8 devices from
+# the config saved with it, and reports, per state leaf, its shape, its PartitionSpec and the
+# shape of one device's shard.
 PROBE = """
 import contextlib, json, sys
 import jax, ml_collections
 from gptjax import checkpoint, trainer
+from gptjax.model import param_paths
 from gptjax.optim import make_optimizer
 
 workdir = sys.argv[1]
@@ -253,43 +207,42 @@ run = trainer.setup(config)
 abstract, _ = trainer.abstract_state(run, make_optimizer(config.optim, config.train.steps))
 with contextlib.closing(checkpoint.manager(workdir)) as mngr:
   state = checkpoint.restore(mngr, mngr.latest_step(), abstract)
-leaves = {jax.tree_util.keystr(path):
-          [list(x.shape), list(x.sharding.spec) + [None] * (x.ndim - len(x.sharding.spec)),
-           list(x.addressable_shards[0].data.shape)]
-          for path, x in jax.tree_util.tree_leaves_with_path(state)}
+leaves = {path: [list(x.shape), [list(a) if isinstance(a, tuple) else a for a in x.sharding.spec]
+                 + [None] * (x.ndim - len(x.sharding.spec)),
+                 list(x.addressable_shards[0].data.shape)]
+          for path, x in param_paths(state).items()}
 print(json.dumps({'devices': jax.device_count(), 'leaves': leaves}))
 """
 
 
 @pytest.mark.slow
-def test_fsdp_shards_params_and_optimizer_state(fsdp_workdir):
-  result = _run([sys.executable, '-c', PROBE, str(fsdp_workdir)], N_DEVICES,
-                cwd=fsdp_workdir.parent)
+def test_hybrid_mesh_shards_params_and_optimizer_state_by_name(hybrid_workdir):
+  """Each weight is split by what its axes are, not by their sizes: the MLP's output projection
+  [128, 32] over fsdp on its 32 (embed) axis, not its larger one; heads over tensor."""
+  result = _run([sys.executable, '-c', PROBE, str(hybrid_workdir)], N_DEVICES,
+                cwd=hybrid_workdir.parent)
   probe = json.loads(result.stdout.strip().splitlines()[-1])
   assert probe['devices'] == N_DEVICES
   leaves = probe['leaves']
-  # The embedding (320 x 32), attention and MLP kernels, in params and in both Adam moments.
-  big = [path for path, (shape, _, _) in leaves.items() if np.prod(shape) >= 1024]
-  assert sum("['params']" in p for p in big) >= 9 and sum("['opt_state']" in p for p in big) >= 18
-  for path in big:
-    assert 'data' in leaves[path][1], (path, leaves[path])
-  for path, (shape, spec, shard_shape) in leaves.items():
-    divisible = [d for d in range(len(shape)) if shape[d] % N_DEVICES == 0]
-    if divisible:  # split along the largest such dimension (the first of equals)
-      dim = max(divisible, key=lambda d: (shape[d], -d))
-      assert spec == ['data' if d == dim else None for d in range(len(shape))], (path, shape, spec)
-      assert shard_shape == [n // N_DEVICES if d == dim else n
-                             for d, n in enumerate(shape)], (path, shape, shard_shape)
-    else:
-      assert spec == [None] * len(shape) and shard_shape == shape, (path, shape, spec)
-  assert leaves["['step']"][2] == []  # the step counter is replicated
+  expected = {
+      'wte/embedding': ([257, 32], [None, 'fsdp'], [257, 16]),  # 257 rows: not over tensor
+      'blocks_0/attn/query/kernel': ([32, 2, 16], ['fsdp', 'tensor', None], [16, 1, 16]),
+      'blocks_0/attn/out/kernel': ([2, 16, 32], ['tensor', None, 'fsdp'], [1, 16, 16]),
+      'blocks_1/mlp/fc/kernel': ([32, 128], ['fsdp', 'tensor'], [16, 64]),
+      'blocks_1/mlp/proj/kernel': ([128, 32], ['tensor', 'fsdp'], [64, 16]),
+      'blocks_1/mlp/fc/bias': ([128], ['tensor'], [64]),
+  }
+  for name, want in expected.items():
+    for prefix in ('params/', 'opt_state/1/0/mu/', 'opt_state/1/0/nu/'):
+      assert tuple(leaves[prefix + name]) == want, (prefix + name, leaves[prefix + name])
+  assert leaves['step'][2] == []  # the step counter is replicated
 
 
 @pytest.mark.slow
-def test_fsdp_checkpoint_resumes_on_one_device(config_file, fsdp_workdir, reference, tmp_path):
-  """Written on 8 devices with FSDP, resumed on 1: the next steps are the straight run's."""
+def test_hybrid_checkpoint_resumes_on_one_device(config_file, hybrid_workdir, reference, tmp_path):
+  """Written on a 2 x 2 x 2 mesh, resumed on 1 device: the next steps are the straight run's."""
   workdir = tmp_path / 'run'
-  shutil.copytree(fsdp_workdir, workdir)
+  shutil.copytree(hybrid_workdir, workdir)
   metrics = _train(config_file, workdir, f'--config.train.steps={STEPS + 2}', n_devices=1)
   assert_same_metrics(metrics, reference, range(STEPS + 1, STEPS + 3))
 
@@ -323,7 +276,7 @@ def _processes(config_file, workdir, n_processes: int, *overrides):
                                f'--num_processes={n_processes}', f'--process_id={i}')
       with open(_log_path(workdir, i), 'w') as log:  # the child keeps its own descriptor
         procs.append(
-            subprocess.Popen(command, env=_env(1), cwd=workdir.parent, stdout=log,
+            subprocess.Popen(command, env=_env(DEVICES_PER_PROCESS), cwd=workdir.parent, stdout=log,
                              stderr=subprocess.STDOUT))
     yield procs
   finally:
@@ -357,8 +310,11 @@ def _processes_report(workdir, codes) -> str:
 
 STOP_TIMEOUT_S = 90  # from the signal to both exits: at most log_every steps and one save
 LOG_EVERY = 2  # the two-process run's: its stop flags are exchanged at log steps only
-TWO_PROCESS_FLAGS = ('--config.sharding.fsdp=True', f'--config.train.log_every={LOG_EVERY}',
-                     '--config.train.ckpt_every=100000')
+# Hybrid sharded data parallelism across the processes' 2 devices each: data (outermost) spans
+# the processes, fsdp the devices within one.
+DEVICES_PER_PROCESS = 2
+TWO_PROCESS_MESH = ('--config.sharding.mesh.data=2', '--config.sharding.mesh.fsdp=2')
+LOOP_FLAGS = (f'--config.train.log_every={LOG_EVERY}', '--config.train.ckpt_every=100000')
 
 
 def _wait_for_evaluated_step(procs, workdir, step: int):
@@ -397,13 +353,13 @@ def _stopped_lines(output: str) -> list[str]:
 
 @pytest.fixture(scope='module')
 def two_processes(config_file, tmp_path_factory):
-  """One run of two processes of one device each, with FSDP, so that parameters, gradients and
-  checkpoint are split across processes: every collective goes through gloo, and each process
-  writes its own shards of the checkpoint. Once step STEPS is evaluated, SIGTERM reaches process
+  """One run of two processes of two devices each on a data x fsdp mesh: the gradients are
+  reduced across the processes (through gloo), the parameters gathered within each, and each
+  process writes its part of the checkpoint. Once step STEPS is evaluated, SIGTERM reaches process
   0 only, as on a preempted host. Both tests below read this one run (starting the two processes
   takes about half a minute on 2 cores): (workdir, exit codes)."""
   workdir = tmp_path_factory.mktemp('two_processes') / 'run'
-  with _processes(config_file, workdir, 2, *TWO_PROCESS_FLAGS,
+  with _processes(config_file, workdir, 2, *TWO_PROCESS_MESH, *LOOP_FLAGS,
                   '--config.train.steps=100000') as procs:
     _wait_for_evaluated_step(procs, workdir, STEPS)
     procs[0].send_signal(signal.SIGTERM)
@@ -424,7 +380,7 @@ def resumed(config_file, two_processes):
     pytest.fail(f'the two-process run stopped at step {step}, too late to compare 2 resumed '
                 f'steps with the {REFERENCE_STEPS}-step reference: raise REFERENCE_STEPS')
   workdir = Path(shutil.copytree(stopped, stopped.parent / 'resumed'))
-  _train(config_file, workdir, *TWO_PROCESS_FLAGS, f'--config.train.steps={step + 2}')
+  _train(config_file, workdir, *LOOP_FLAGS, f'--config.train.steps={step + 2}')
   return workdir, step
 
 

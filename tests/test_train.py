@@ -706,8 +706,9 @@ def test_invalid_value_names_the_field_before_anything_runs(cli_env, data_dir, t
         ({'train__seq_len': 0
           }, 'train.seq_len=0 must be None (model.block_size) or a positive integer'),
         ({'data__max_bytes': -1}, 'data.max_bytes=-1 must be None or a positive integer'),
-        ({'sharding__fsdp': None}, 'sharding.fsdp=None must be True or False'),
-    ], ids=['train.init_from', 'train.seq_len', 'data.max_bytes', 'sharding.fsdp'])
+        ({'sharding__mesh__tensor': 3}, 'sharding.mesh data=-1 x tensor=3: the fixed axes take 3 '
+         'devices, which does not divide the 1 there are'),
+    ], ids=['train.init_from', 'train.seq_len', 'data.max_bytes', 'sharding.mesh'])
 def test_setup_checks_every_section(data_dir, change, message):
   with pytest.raises(ValueError) as e:
     trainer.setup(make_config(data_dir, **change))

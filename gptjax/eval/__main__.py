@@ -43,6 +43,9 @@ flags.DEFINE_integer('batch_size', 16, 'Rows per forward pass.')
 flags.DEFINE_integer('max_length', None, 'Longest input in tokens (default: block_size).')
 flags.DEFINE_integer('max_gen_toks', 256, 'Tokens generated per request where a task sets none.')
 flags.DEFINE_integer('seed', 0, 'Seed of few-shot sampling and of sampled generation.')
+flags.DEFINE_string(
+    'mesh', None, 'With several devices: the mesh to run on, e.g. tensor=4 (default: the '
+    "training run's config.sharding.mesh where it fits the devices, else data parallel).")
 flags.DEFINE_string('output_dir', None, 'Where the results JSON goes (default: <workdir>/evals, '
                     'or runs/evals).')
 flags.DEFINE_bool('log_samples', False, "Also write every example's requests and responses.")
@@ -126,6 +129,7 @@ def main(argv):
   load_tasks(task_manager, names)
   model = loading.load_named_or_newest('python -m gptjax.eval', cli.RUNS_DIR, FLAGS.workdir,
                                        FLAGS.step, FLAGS.hf, cli.config_flag())
+  model = loading.on_devices(model, FLAGS.mesh)
   print(model.description, file=sys.stderr)
   lm = GptjaxLM(loaded=model, batch_size=FLAGS.batch_size, max_length=FLAGS.max_length,
                 max_gen_toks=FLAGS.max_gen_toks, seed=FLAGS.seed)

@@ -81,16 +81,17 @@ class GptjaxLM(TemplateLM):
   batch_size: rows per forward (log-likelihoods) or per decode loop (generation).
   max_length: the longest input read (default: the model's block_size). max_gen_toks: tokens
   generated per request when its task does not say. progress: show progress bars (off for the
-  training loop's evals, whose bars would cut through the trainer's). device / max_batch_size:
-  taken for lm-eval's sake and unused (JAX places the model on its default device).
+  training loop's evals, whose bars would cut through the trainer's). mesh: with several
+  devices, the mesh to run on ('tensor=4'; see loading.on_devices). device / max_batch_size:
+  taken for lm-eval's sake and unused (JAX places the model on its devices).
   """
   def __init__(self, workdir=None, step=None, hf=None, config=None, *,
                loaded: loading.LoadedModel | None = None, batch_size=DEFAULT_BATCH_SIZE,
-               max_length=None, max_gen_toks=DEFAULT_MAX_GEN_TOKS, seed=0, progress=True,
+               max_length=None, max_gen_toks=DEFAULT_MAX_GEN_TOKS, seed=0, progress=True, mesh=None,
                device=None, max_batch_size=None):
     super().__init__()
     if loaded is None:
-      loaded = load(workdir, step, hf, config)
+      loaded = loading.on_devices(load(workdir, step, hf, config), mesh)
     self.loaded = loaded
     self.cfg, self.params, self.tokenizer = loaded.cfg, loaded.params, loaded.tokenizer
     if str(batch_size).startswith('auto'):
@@ -105,7 +106,8 @@ class GptjaxLM(TemplateLM):
       raise ValueError(f'the {self.tokenizer.name} tokenizer has no end-of-text token, which '
                        'lm-eval conditions empty contexts on')
     self.scorer = Scorer(self.cfg, self.params, valid_vocab_size=self.tokenizer.n_vocab,
-                         batch_size=self.batch_size, max_length=self._max_length)
+                         batch_size=self.batch_size, max_length=self._max_length,
+                         layout=loaded.layout)
 
   # -- what lm-eval asks of a model
 
@@ -225,7 +227,7 @@ class GptjaxLM(TemplateLM):
       new_tokens = sampling.generate(self.cfg, self.params, rows, max_new_tokens=max_new_tokens,
                                      eot_token=self.eot_token_id, seed=self.seed,
                                      valid_vocab_size=self.tokenizer.n_vocab, stop=stopped,
-                                     **sample)
+                                     layout=self.loaded.layout, **sample)
       for i, tokens in zip(batch, new_tokens):
         texts[i] = postprocess_generated_text(self.tok_decode(tokens), until, None)
       progress.update(len(batch))

@@ -23,8 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gptjax import parallel
 from gptjax.config import ModelConfig
 from gptjax.model import GPT, init_cache
+from gptjax.parallel import Layout
 from gptjax.sampling import mask_vocab
 
 Pair = tuple[Sequence[int], Sequence[int]]  # (context tokens, continuation tokens)
@@ -98,20 +100,21 @@ def _logprobs(logits, targets, valid_vocab_size):
 
 
 @functools.lru_cache(maxsize=16)
-def _token_logprobs_fn(cfg: ModelConfig):
+def _token_logprobs_fn(cfg: ModelConfig, layout: Layout | None):
   def token_logprobs(params, inputs, positions, targets, valid_vocab_size):
     """inputs [B, T]; positions, targets [B, K] -> log p(target | inputs up to its position)
     [B, K] float32, and whether the target is the most likely token there [B, K]. Only the
     scored positions go through the LM head (and its log-sum-exp): for a multiple-choice
     ending, a fraction of the sequence."""
-    logits = GPT(scoring_config(cfg)).apply({'params': params}, inputs, logits_at=positions)
+    with parallel.activations(layout):
+      logits = GPT(scoring_config(cfg)).apply({'params': params}, inputs, logits_at=positions)
     return _logprobs(logits, targets, valid_vocab_size)
 
   return jax.jit(token_logprobs)
 
 
 @functools.lru_cache(maxsize=16)
-def _shared_context_logprobs_fn(cfg: ModelConfig):
+def _shared_context_logprobs_fn(cfg: ModelConfig, layout: Layout | None):
   def shared_context_logprobs(params, contexts, first_valid, owners, endings, targets,
                               valid_vocab_size):
     """Several continuations of one context, the context run once: contexts [G, P] left-padded
@@ -119,18 +122,25 @@ def _shared_context_logprobs_fn(cfg: ModelConfig):
     but the last, right-padded, and targets [R, E + 1] all of them -> log p and is-argmax of
     each target [R, E + 1]. The contexts go into a KV cache, which each ending row then reads
     as its own: a question's four endings cost one context, not four."""
-    model = GPT(scoring_config(cfg))
-    g, p = contexts.shape
-    cache = init_cache(cfg, g, p + endings.shape[1], first_valid)
-    last, cache = model.apply({'params': params}, contexts, cache=cache, logits_at=jnp.full(
-        (g, 1), p - 1))  # predicts each first token
-    cache = cache.replace(layers=jax.tree.map(lambda a: a[owners], cache.layers),
-                          first_valid=cache.first_valid[owners])
-    rest, _ = model.apply({'params': params}, endings, cache=cache)
-    logits = jnp.concatenate([last[owners], rest], axis=1)  # [R, E + 1, V]
-    return _logprobs(logits, targets, valid_vocab_size)
+    with parallel.activations(layout):
+      return _shared_context_logprobs(cfg, params, contexts, first_valid, owners, endings, targets,
+                                      valid_vocab_size)
 
   return jax.jit(shared_context_logprobs)
+
+
+def _shared_context_logprobs(cfg, params, contexts, first_valid, owners, endings, targets,
+                             valid_vocab_size):
+  model = GPT(scoring_config(cfg))
+  g, p = contexts.shape
+  cache = init_cache(cfg, g, p + endings.shape[1], first_valid)
+  last, cache = model.apply({'params': params}, contexts, cache=cache, logits_at=jnp.full(
+      (g, 1), p - 1))  # predicts each first token
+  cache = cache.replace(layers=jax.tree.map(lambda a: a[owners], cache.layers),
+                        first_valid=cache.first_valid[owners])
+  rest, _ = model.apply({'params': params}, endings, cache=cache)
+  logits = jnp.concatenate([last[owners], rest], axis=1)  # [R, E + 1, V]
+  return _logprobs(logits, targets, valid_vocab_size)
 
 
 class Scorer:
@@ -138,14 +148,16 @@ class Scorer:
 
   valid_vocab_size: the tokenizer's vocabulary; ids past it (a padded embedding's rows) are no
   text, so they take no probability mass. max_length: the longest input the model reads
-  (default: block_size); a longer pair keeps its last max_length + 1 tokens.
+  (default: block_size); a longer pair keeps its last max_length + 1 tokens. layout: where the
+  params are placed (loading.on_devices), whose rules place the activations too.
   """
   def __init__(self, cfg: ModelConfig, params, *, valid_vocab_size: int, batch_size: int = 16,
-               max_length: int | None = None):
+               max_length: int | None = None, layout: Layout | None = None):
     if batch_size < 1:
       raise ValueError(f'batch_size={batch_size} must be >= 1')
     self.cfg = cfg
     self.params = params
+    self.layout = layout
     self.valid_vocab_size = np.int32(valid_vocab_size)
     self.batch_size = batch_size
     self.max_length = cfg.block_size if max_length is None else max_length
@@ -241,9 +253,10 @@ class Scorer:
         ending_inputs[row, :len(ending) - 1] = ending[:-1]
         targets[row, :len(ending)] = ending
         row += 1
-    logprobs, greedy = _shared_context_logprobs_fn(self.cfg)(self.params, context_tokens,
-                                                             first_valid, owners, ending_inputs,
-                                                             targets, self.valid_vocab_size)
+    logprobs, greedy = _shared_context_logprobs_fn(self.cfg,
+                                                   self.layout)(self.params, context_tokens,
+                                                                first_valid, owners, ending_inputs,
+                                                                targets, self.valid_vocab_size)
     return np.asarray(logprobs), np.asarray(greedy)
 
   def _row(self, context: Sequence[int], continuation: Sequence[int]) -> tuple[list[int], int]:
@@ -272,6 +285,6 @@ class Scorer:
       # The last n inputs predict the continuation: positions len - 1 - n .. len - 2.
       positions[row, :n] = np.arange(len(tokens) - 1 - n, len(tokens) - 1)
       targets[row, :n] = tokens[-n:]
-    logprobs, greedy = _token_logprobs_fn(self.cfg)(self.params, inputs, positions, targets,
-                                                    self.valid_vocab_size)
+    logprobs, greedy = _token_logprobs_fn(self.cfg, self.layout)(self.params, inputs, positions,
+                                                                 targets, self.valid_vocab_size)
     return np.asarray(logprobs), np.asarray(greedy)

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gptjax import parallel
 from gptjax.config import ModelConfig
 from gptjax.layers.dense import dense, residual_std
 from gptjax.layers.norms import make_qk_norm
@@ -309,6 +310,9 @@ class Attention(nn.Module):
     how = Logits(attention_scale(cfg), cfg.attn_logit_softcap)
     if cache is not None:
       y, cache = attend_to_cache(q, k, v, cache, cache_index, first_valid, window, how, bias_of)
+      # [B, K, S, D]: a tensor-parallel decoder keeps each device's kv heads' slots.
+      cache = LayerCache(*(parallel.constrain(c, ('batch', 'kv_heads', 'sequence', 'head_dim'))
+                           for c in cache))
     else:
       if bias_of is not None:
         how = how._replace(bias=bias_of(jnp.arange(t), jnp.arange(t)))

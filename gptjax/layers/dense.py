@@ -3,8 +3,10 @@
 Kernels keep their semantic axes apart instead of flattening them: a query projection is
 [C, H, D], not [C, H*D], and the attention output [H, D, C]. A tensor-parallel mesh can then
 split heads (or the MLP's hidden width) without cutting through one head's dimensions. Each
-kernel axis carries a logical name from AXIS_NAMES (flax's logical partitioning metadata), so a
-rules table can later map names to mesh axes; `gptjax.model.param_axes` reads them back.
+kernel axis carries a logical name from AXIS_NAMES (flax's logical partitioning metadata), which
+config.sharding.rules maps onto the mesh (`gptjax.model.param_axes` reads them back), and so does
+the output: [batch, sequence, *the output axes' names], constrained to the same rules when a
+sharded step is traced (gptjax.parallel.constrain).
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gptjax.config import ModelConfig
+from gptjax import parallel
+from gptjax.config import AXIS_NAMES, ModelConfig
 from gptjax.parametrization import hidden_init_std
 
-# The vocabulary of logical axis names; None marks an axis no rule will ever shard.
-AXIS_NAMES = ('batch', 'sequence', 'embed', 'heads', 'kv_heads', 'head_dim', 'mlp', 'vocab',
-              'expert', 'layers')
+__all__ = ['AXIS_NAMES', 'Dense', 'Embed', 'dense', 'normal_init', 'residual_std']
 
 
 def residual_std(cfg: ModelConfig) -> float:
@@ -66,6 +67,8 @@ class Dense(nn.Module):
           'bias', nn.with_logical_partitioning(nn.initializers.zeros, self.axes[self.n_contract:]),
           self.features, self.param_dtype)
       y = y + bias.astype(self.dtype)
+    if y.ndim == 2 + len(self.features):  # [B, T, *features]: a layer's activations
+      y = parallel.constrain(y, ('batch', 'sequence', *self.axes[self.n_contract:]))
     return y
 
 
@@ -79,3 +82,15 @@ def dense(cfg: ModelConfig, name: str, features: int | tuple[int, ...], axes: tu
                std=hidden_init_std(cfg) if std is None else std,
                use_bias=cfg.use_bias if use_bias is None else use_bias, dtype=cfg.compute_dtype,
                param_dtype=cfg.params_dtype, name=name)
+
+
+class Embed(nn.Embed):
+  """nn.Embed whose table is gathered along its width before the lookup, as FSDP gathers every
+  weight where it is used: XLA cannot turn a row gather from a table split along its width into
+  batch-split rows without first replicating the table everywhere (it warns of an 'involuntary
+  full rematerialization'). row_axis: the logical name of the table's rows ('vocab', or None)."""
+  row_axis: str | None = None
+
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    table = parallel.constrain(self.embedding, (self.row_axis, None))
+    return jnp.take(table.astype(self.dtype), inputs, axis=0)

@@ -13,14 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from gptjax.config import ModelConfig
-from gptjax.layers.dense import normal_init
+from gptjax.layers.dense import Embed, normal_init
 
 
 def learned_table(cfg: ModelConfig) -> nn.Module:
   """GPT-2's wpe: one learned vector per position, up to block_size (so no further)."""
-  return nn.Embed(cfg.block_size, cfg.d_model,
-                  embedding_init=normal_init(cfg.init_std, (None, 'embed')),
-                  dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype, name='wpe')
+  return Embed(cfg.block_size, cfg.d_model,
+               embedding_init=normal_init(cfg.init_std, (None, 'embed')), dtype=cfg.compute_dtype,
+               param_dtype=cfg.params_dtype, name='wpe')
 
 
 # ---------------------------------------------------------------------------------------------
