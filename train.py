@@ -8,7 +8,7 @@ Without --workdir a run goes to runs/<config file stem>, plus its variant string
 gptjax.cli.default_workdir), and the first line printed says where. Rerunning the same command
 resumes from the workdir's latest checkpoint. Ctrl-C (or SIGTERM) saves a checkpoint first.
 Multi-host: start one process per host with --coordinator_address, --num_processes and
---process_id.
+--process_id (or --coordinator_address=auto under SLURM, mpirun or on a TPU pod).
 """
 
 import sys
@@ -28,7 +28,9 @@ flags.DEFINE_enum(
     'mode', 'train', ['train', 'eval'],
     'train, or eval: report loss, perplexity and bits-per-byte on the val split '
     'without taking a step.')
-flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (multi-host runs).')
+flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0 (multi-host runs); auto: detected '
+    'from the cluster (SLURM, mpirun, TPU pods), with no --num_processes/--process_id.')
 flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-host runs).')
 flags.DEFINE_integer('process_id', None, 'Index of this process (multi-host runs).')
 FLAGS = flags.FLAGS

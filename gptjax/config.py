@@ -43,6 +43,11 @@ POSITIONS = ('learned', 'rope', 'none', 'alibi')
 # 'llama3' (Llama 3.1's frequency-dependent scaling), 'yarn' (Peng et al.).
 ROPE_SCALINGS = ('none', 'linear', 'llama3', 'yarn')
 ATTENTION_IMPLS = ('xla', 'cudnn', 'explicit', 'blocked', 'auto')
+# model.remat: what a block keeps for its backward pass (gptjax.model.REMAT_POLICIES): 'none'
+# keeps everything (no recomputation), 'full' only the block's input, the others also the
+# matmul outputs (dots_*, jax.checkpoint_policies) or the named attention tensors.
+REMAT_POLICIES = ('none', 'full', 'dots_saveable', 'dots_with_no_batch_dims_saveable',
+                  'save_attention_out', 'save_qkv_attention_out')
 DTYPES = ('float32', 'bfloat16', 'float16')
 PARAMETRIZATIONS = ('sp', 'mup')  # gptjax.parametrization: how init, logits and lr scale with width
 SCHEDULES = ('cosine', 'linear', 'constant', 'wsd')
@@ -298,9 +303,13 @@ class ModelConfig(_Section):
   # μP's output multiplier α (the `mup` package's output_mult): logits x α / m, a constant to tune
   # at the base width like the learning rate (mup only; 1.0 keeps μP identical to SP at the base).
   mup_output_multiplier: float = 1.0
-  remat: bool = False  # recompute each block in the backward pass: less memory, ~1/3 more compute
+  # Recompute each block in the backward pass, saving only what the policy names (REMAT_POLICIES):
+  # less memory for more compute ('full': ~1/3 more). True / False: 'full' / 'none'.
+  remat: str | bool = 'none'
 
   def __post_init__(self):
+    if isinstance(self.remat, bool):  # the first release's on/off, still accepted
+      object.__setattr__(self, 'remat', 'full' if self.remat else 'none')
     self._resolve_defaults()
     for name in ('vocab_size', 'vocab_pad_multiple', 'block_size', 'n_layers', 'd_model', 'n_heads',
                  'n_kv_heads', 'head_dim', 'd_ff'):
@@ -308,8 +317,8 @@ class ModelConfig(_Section):
     for name, allowed in (('mlp', MLPS), ('norm', NORMS), ('qk_norm', QK_NORMS),
                           ('norm_position', NORM_POSITIONS), ('position', POSITIONS),
                           ('rope_scaling', ROPE_SCALINGS), ('attention_impl', ATTENTION_IMPLS),
-                          ('dtype', DTYPES), ('param_dtype', DTYPES), ('parametrization',
-                                                                       PARAMETRIZATIONS)):
+                          ('dtype', DTYPES), ('param_dtype', DTYPES),
+                          ('parametrization', PARAMETRIZATIONS), ('remat', REMAT_POLICIES)):
       _choice(name, getattr(self, name), allowed)
     for name in ('norm_eps', 'rope_theta', 'init_std', 'rope_scaling_factor',
                  'rope_low_freq_factor', 'rope_high_freq_factor', 'rope_beta_fast',
@@ -324,8 +333,8 @@ class ModelConfig(_Section):
         _positive_int(name, getattr(self, name))
     for name in ('embd_dropout', 'attn_dropout', 'resid_dropout'):
       _probability(name, getattr(self, name))
-    for name in ('tie_embeddings', 'use_bias', 'qkv_bias', 'remat', 'scale_embeddings',
-                 'norm_affine', 'parallel_block'):
+    for name in ('tie_embeddings', 'use_bias', 'qkv_bias', 'scale_embeddings', 'norm_affine',
+                 'parallel_block'):
       if not isinstance(getattr(self, name), bool):
         raise ValueError(f'{name}={getattr(self, name)!r} must be True or False')
     self._check_heads()

@@ -80,6 +80,20 @@ def kv_cache_bytes(cfg: ModelConfig, batch_size: int = 1, max_len: int = 1) -> i
           * cfg.compute_dtype.itemsize)
 
 
+def remat_policy(name: str):
+  """model.remat's name -> the jax.checkpoint policy of what a block saves for its backward
+  pass ('full': None, nothing but its input). The attention names are set in layers/attention."""
+  policies = jax.checkpoint_policies
+  return {
+      'full': None,
+      'dots_saveable': policies.dots_saveable,
+      'dots_with_no_batch_dims_saveable': policies.dots_with_no_batch_dims_saveable,
+      'save_attention_out': policies.save_only_these_names('attention_out'),
+      'save_qkv_attention_out': policies.save_only_these_names('query', 'key', 'value',
+                                                               'attention_out'),
+  }[name]
+
+
 class Block(nn.Module):
   """Attention and MLP sublayers, each with a residual connection, its norms placed as
   cfg.norm_position says (see gptjax.config.NORM_POSITIONS), one after the other or side by side
@@ -177,7 +191,7 @@ class GPT(nn.Module):
     x = self.embd_dropout(x, deterministic=not train)
     x = parallel.constrain(x, ('batch', 'sequence', 'embed'))
 
-    block_class = nn.remat(Block) if cfg.remat else Block
+    block_class = Block if cfg.remat == 'none' else nn.remat(Block, policy=remat_policy(cfg.remat))
     new_layers = []
     for i in range(cfg.n_layers):
       block = block_class(cfg, train, need_weights, i, name=f'blocks_{i}')

@@ -35,13 +35,25 @@ DEVICE_ORDER = ('data', 'fsdp', 'expert', 'tensor')
 
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
                            process_id: int | None) -> None:
-  """Joins a multi-process run; a no-op for a single process.
+  """Joins a multi-process run; a no-op for a single process. coordinator_address 'auto': JAX's
+  cluster auto-detection (a SLURM job step, mpirun, a TPU pod) supplies all three.
 
   Must run before anything touches a JAX backend (even `jax.devices()`). On CPU the processes
   talk through gloo collectives (JAX's default CPU collectives once jax.distributed is up), so a
   multi-process run can be tested on one machine; on GPU/TPU JAX picks the native transport.
   """
   if not coordinator_address:
+    return
+  if coordinator_address == 'auto':
+    if num_processes is not None or process_id is not None:
+      raise ValueError('coordinator_address=auto finds num_processes and process_id itself: '
+                       'drop them, or give the coordinator as HOST:PORT')
+    try:  # SLURM, Open MPI, TPU pods, Kubernetes (JAX's cluster detection) say who is who
+      jax.distributed.initialize()
+    except ValueError as e:
+      raise ValueError(
+          f'coordinator_address=auto: no cluster detected ({e}); on a cluster '
+          'JAX does not detect, give HOST:PORT, num_processes and process_id') from None
     return
   if num_processes is None or process_id is None:
     raise ValueError(f'coordinator_address={coordinator_address} needs num_processes and '

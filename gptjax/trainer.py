@@ -202,7 +202,8 @@ def make_train_step(run: Run, optimizer: optax.GradientTransformation, state_sha
                     grad_accum_steps: int | None = None, remat: bool | None = None):
   """The jitted step; grad_accum_steps and remat default to the config's (the memory fit
   compiles the alternatives with others)."""
-  cfg = run.cfg if remat is None else run.cfg.replace(remat=remat)
+  # remat on/off from the memory fit; 'on' keeps the config's own policy where it has one.
+  cfg = run.cfg if remat in (None, run.cfg.remat != 'none') else run.cfg.replace(remat=remat)
   n_micro = run.optim.grad_accum_steps if grad_accum_steps is None else grad_accum_steps
   schedule = learning_rate_schedule(run.optim, run.train.steps)
   dropout_key = jax.random.key(run.config.seed)
@@ -252,7 +253,7 @@ def compile_train_step(run: Run, optimizer: optax.GradientTransformation, abstra
     return step.lower(abstract, batch).compile()
 
   return memory.fit_step(compile_step, grad_accum_steps=run.optim.grad_accum_steps,
-                         remat=run.cfg.remat, batch_size=run.train.batch_size,
+                         remat=run.cfg.remat != 'none', batch_size=run.train.batch_size,
                          n_devices=run.mesh.size, say=_say)
 
 
@@ -469,8 +470,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
       start = int(state['step'])
     else:
       saved = checkpoint.load_config(workdir, start)
-      checkpoint.check_same_model(saved['model'], config_dict['model'],
-                                  f'the checkpoint in {workdir}')
+      # Read through ModelConfig, so that a value the first release spelled otherwise (remat=False
+      # for 'none') is the same value.
+      checkpoint.check_same_model(
+          ModelConfig.from_config(saved['model']).to_dict(), config_dict['model'],
+          f'the checkpoint in {workdir}')
       state = checkpoint.restore(mngr, start, abstract)
       logging.info('resumed from step %d of %s', start, workdir)
     if stop.signal_name:  # it came before the handlers could defer it, and was lost
@@ -595,7 +599,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
     first_batch = _device_batch(run, next(iter(_eval_batches(run))))
     n_micro = memory.fit_step(
         lambda k, _: make_eval_step(run.cfg, k, run.layout).lower(params, _abstract(
-            first_batch)).compile(), grad_accum_steps=memory.AUTO, remat=run.cfg.remat,
+            first_batch)).compile(), grad_accum_steps=memory.AUTO, remat=run.cfg.remat != 'none',
         batch_size=run.train.batch_size, n_devices=run.mesh.size).grad_accum_steps
   loss = evaluate_loss(run, make_eval_step(run.cfg, n_micro, run.layout), params)
   return {

@@ -24,7 +24,7 @@ CHOICE_FIELDS = {
     'param_dtype': config_lib.DTYPES,
 }
 DROPOUT_FIELDS = ('embd_dropout', 'attn_dropout', 'resid_dropout')
-BOOL_FIELDS = ('tie_embeddings', 'use_bias', 'qkv_bias', 'remat', 'scale_embeddings', 'norm_affine',
+BOOL_FIELDS = ('tie_embeddings', 'use_bias', 'qkv_bias', 'scale_embeddings', 'norm_affine',
                'parallel_block')
 
 
@@ -44,7 +44,7 @@ def test_defaults_are_gpt2_small():
   assert (cfg.n_kv_heads, cfg.d_ff, cfg.head_dim) == (12, 3072, 64)
   assert (cfg.mlp, cfg.norm, cfg.norm_position, cfg.position) == ('gelu', 'layernorm', 'pre',
                                                                   'learned')
-  assert cfg.tie_embeddings and cfg.use_bias and cfg.qkv_bias and not cfg.remat
+  assert cfg.tie_embeddings and cfg.use_bias and cfg.qkv_bias and cfg.remat == 'none'
   assert cfg.padded_vocab_size == 50257
 
 
@@ -185,10 +185,11 @@ def test_flags_must_be_bool(field, value):
     ModelConfig(**{field: value})
 
 
-def test_remat_none_is_not_a_bool():
-  # qkv_bias=None means "follow use_bias"; no other flag has such a meaning.
-  with pytest.raises(ValueError, match=r'^remat='):
-    ModelConfig(remat=None)
+def test_remat_is_a_policy_name_or_the_first_releases_bool():
+  # qkv_bias=None means "follow use_bias"; remat has no such meaning.
+  for value in (None, 1, 'yes'):
+    with pytest.raises(ValueError, match=r'^remat=.* is not one of'):
+      ModelConfig(remat=value)
 
 
 def test_from_config_unknown_field_suggests_the_close_one():

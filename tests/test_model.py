@@ -7,13 +7,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from gptjax import config as config_lib
-from gptjax.config import GATED_MLPS
+from gptjax.config import GATED_MLPS, ModelConfig
 from gptjax.model import (GPT, KVCache, abstract_params, forward_with_intermediates, init_cache,
-                          init_params, max_attention_logits)
-from conftest import VARIANTS
+                          init_params, max_attention_logits, param_paths)
+from conftest import TINY, VARIANTS
 from reference import np_attention, np_block, np_embed, np_forward, np_norm
 
 pytestmark = pytest.mark.usefixtures('fast_compiles')  # compiling is nearly all their time
@@ -118,7 +119,9 @@ def test_variant_matrix_covers_every_value(tiny_config):
   assert covered('rope_local_theta') > {None} and covered('attention_scale_dim') > {None}
   assert covered('attn_logit_softcap') > {None} and covered('final_logit_softcap') > {None}
   assert covered('attention_window') == {None, 3, 5}
-  assert covered('tie_embeddings') == covered('use_bias') == covered('remat') == {True, False}
+  assert covered('tie_embeddings') == covered('use_bias') == {True, False}
+  # Two policies here; every one is checked against no remat in test_every_remat_policy_...
+  assert covered('remat') == {'none', 'save_qkv_attention_out', 'dots_saveable'}
   assert covered('vocab_pad_multiple') == {1, 64}
   assert covered('parametrization') == {'sp', 'mup'}
   assert len(set(configs)) == len(configs)
@@ -552,3 +555,33 @@ def test_logits_at_gives_those_positions_logits(tiny_config, randomize):
   np.testing.assert_array_equal(picked, jnp.take_along_axis(full, at[..., None], axis=1))
   cached, _ = GPT(cfg).apply({'params': params}, tokens, cache=init_cache(cfg, 2, 8), logits_at=at)
   np.testing.assert_allclose(cached, picked, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('policy', [p for p in config_lib.REMAT_POLICIES if p != 'none'])
+def test_every_remat_policy_gives_the_gradients_of_no_remat(policy):
+  """Recomputation changes what is stored, never what is computed: the loss and every gradient
+  equal the un-rematerialised model's (to float32 rounding: XLA may fuse the recomputed ops
+  differently)."""
+  cfg = ModelConfig(**TINY, position='rope', n_kv_heads=2, mlp='swiglu')
+  params = init_params(cfg, jax.random.key(0))
+  tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, cfg.vocab_size)
+
+  def loss_and_grads(cfg):
+    def loss(params):
+      logits = GPT(cfg).apply({'params': params}, tokens[:, :-1])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  want_loss, want = loss_and_grads(cfg)
+  got_loss, got = loss_and_grads(cfg.replace(remat=policy))
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
+  for path, g in param_paths(got).items():
+    np.testing.assert_allclose(g, param_paths(want)[path], rtol=1e-5, atol=1e-7, err_msg=path)
+
+
+def test_remat_accepts_the_first_releases_booleans_and_names_its_policies():
+  assert ModelConfig(remat=True).remat == 'full' and ModelConfig(remat=False).remat == 'none'
+  with pytest.raises(ValueError,
+                     match="remat='dots' is not one of 'none', 'full', 'dots_saveable'"):
+    ModelConfig(remat='dots')

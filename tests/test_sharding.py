@@ -77,6 +77,15 @@ def test_initialize_distributed_checks_its_arguments(num_processes, process_id, 
     parallel.initialize_distributed('127.0.0.1:1', num_processes, process_id)
 
 
+def test_auto_coordinator_takes_nothing_else_and_says_when_no_cluster_is_found(monkeypatch):
+  with pytest.raises(ValueError, match='auto finds num_processes and process_id itself'):
+    parallel.initialize_distributed('auto', 2, 0)
+  for name in ('SLURM_JOB_ID', 'OMPI_COMM_WORLD_SIZE', 'TPU_WORKER_HOSTNAMES'):
+    monkeypatch.delenv(name, raising=False)
+  with pytest.raises(ValueError, match='coordinator_address=auto: no cluster detected'):
+    parallel.initialize_distributed('auto', None, None)
+
+
 # ---------------------------------------------------------------------------------------------
 # Subprocess helpers
 

@@ -76,7 +76,7 @@ def test_a_grid_plans_labelled_runs_told_apart_by_their_fields():
 @pytest.mark.parametrize('grids, zips, seeds, message', [
     (['model.nrom=rmsnorm'], [], None, "unknown grid key 'model.nrom'; did you mean 'model.norm'?"),
     (['model.n_layers=two'], [], None, 'model.n_layers takes a number (int)'),
-    (['model.remat=yes'], [], None, 'model.remat takes true or false'),
+    (['model.use_bias=yes'], [], None, 'model.use_bias takes true or false'),
     (['model.norm=rmsnorm,batchnorm'
       ], [], None, "grid point model.norm=batchnorm: norm='batchnorm'"),
     (['model.n_kv_heads=1,3'], [], None, 'grid point model.n_kv_heads=3: '),

@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from gptjax import parallel
 from gptjax.config import ModelConfig
@@ -319,6 +320,7 @@ class Attention(nn.Module):
       if self.need_weights:
         self.sow('intermediates', 'max_logit', max_visible_logit(q, k, window, how))
       y = self._kernel()(q, k, v, window, self._probs_hook(), how)
+    y = checkpoint_name(y, 'attention_out')  # [B, T, H, D], for model.remat's named policies
     out = dense(cfg, 'out', cfg.d_model, ('heads', 'head_dim', 'embed'), std=residual_std(cfg),
                 n_contract=2)
     return out(y), cache
@@ -336,7 +338,7 @@ class Attention(nn.Module):
     rotate = POSITIONS[cfg.position].rotate
     if rotate is not None:
       q, k = rotate(q, positions, cfg, self.layer), rotate(k, positions, cfg, self.layer)
-    return q, k, v
+    return checkpoint_name(q, 'query'), checkpoint_name(k, 'key'), checkpoint_name(v, 'value')
 
   def _dropout(self) -> bool:
     return self.train and self.cfg.attn_dropout > 0
