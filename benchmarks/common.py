@@ -16,7 +16,13 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from gptjax.config import load_config_file
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gptjax import parallel, trainer
+from gptjax.config import ModelConfig, load_config_file
+from gptjax.optim import make_optimizer
 from gptjax.tables import markdown_table
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
@@ -90,3 +96,28 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence], title: str = '
   """The benchmark's Markdown table (what README shows), under its title line if it has one."""
   table = markdown_table(header, rows)
   return f'{title}\n\n{table}' if title else table
+
+
+def make_run(config) -> trainer.Run:
+  """trainer.Run without a corpus: the benchmark feeds its own batch."""
+  cfg = ModelConfig.from_config(config.model)
+  empty = np.zeros((0,), np.uint16)
+  return trainer.Run(cfg, config, trainer.make_layout(config), cfg.block_size, empty, empty, 1.0)
+
+
+def compile_seconds(config) -> float:
+  """Seconds from nothing to a compiled train step of `config` (trace, lower, XLA compile),
+  without allocating the state: what a run waits before its first step."""
+  run = make_run(config)
+  optimizer = make_optimizer(config.optim, config.train.steps, run.cfg)
+  start = time.perf_counter()
+  abstract, shardings = trainer.abstract_state(run, optimizer)
+  step_fn = trainer.make_train_step(run, optimizer, shardings)
+  batch_sharding = parallel.batch_sharding(run.layout)
+  shape = (config.train.batch_size, run.seq_len)
+  batch = {
+      name: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding)
+      for name in ('inputs', 'targets')
+  }
+  step_fn.lower(abstract, batch).compile()
+  return time.perf_counter() - start

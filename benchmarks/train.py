@@ -25,12 +25,11 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    format_table, load_config, machine, transformers_gpt2)
+    compile_seconds, format_table, load_config, machine, make_run, transformers_gpt2)
 from machine import matmul_peak  # noqa: E402
 from nanogpt_peer import NanoGPTTrainer  # noqa: E402
 from shapes import SHAPES, Shape  # noqa: E402
@@ -63,13 +62,6 @@ def train_config(model: dict, batch_size: int, steps: int):
   config.train.batch_size = batch_size
   config.train.steps = steps
   return config
-
-
-def make_run(config) -> trainer.Run:
-  """trainer.Run without a corpus: the benchmark feeds its own batch."""
-  cfg = ModelConfig.from_config(config.model)
-  empty = np.zeros((0,), np.uint16)
-  return trainer.Run(cfg, config, trainer.make_layout(config), cfg.block_size, empty, empty, 1.0)
 
 
 def random_batch(cfg: ModelConfig, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -154,24 +146,6 @@ def interleaved_medians(impls: dict, steps: int, repeats: int) -> dict[str, floa
       impl.steps(steps)
       timings[name].append((time.perf_counter() - start) / steps)
   return {name: statistics.median(times) for name, times in timings.items()}
-
-
-def compile_seconds(config) -> float:
-  """Seconds from nothing to a compiled train step of `config` (trace, lower, XLA compile),
-  without allocating the state: what a run waits before its first step."""
-  run = make_run(config)
-  optimizer = make_optimizer(config.optim, config.train.steps, run.cfg)
-  start = time.perf_counter()
-  abstract, shardings = trainer.abstract_state(run, optimizer)
-  step_fn = trainer.make_train_step(run, optimizer, shardings)
-  batch_sharding = parallel.batch_sharding(run.layout)
-  shape = (config.train.batch_size, run.seq_len)
-  batch = {
-      name: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding)
-      for name in ('inputs', 'targets')
-  }
-  step_fn.lower(abstract, batch).compile()
-  return time.perf_counter() - start
 
 
 def shape_rows(shape: Shape, args, peak: float) -> tuple[list[tuple], str]:

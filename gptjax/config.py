@@ -306,6 +306,10 @@ class ModelConfig(_Section):
   # Recompute each block in the backward pass, saving only what the policy names (REMAT_POLICIES):
   # less memory for more compute ('full': ~1/3 more). True / False: 'full' / 'none'.
   remat: str | bool = 'none'
+  # The blocks as one nn.scan over parameters stacked on a leading 'layers' axis: compile time
+  # that does not grow with depth. Needs every layer alike (one attention window for all).
+  # Checkpoints and Hugging Face import/export convert between the two layouts.
+  scan_layers: bool = False
 
   def __post_init__(self):
     if isinstance(self.remat, bool):  # the first release's on/off, still accepted
@@ -333,14 +337,18 @@ class ModelConfig(_Section):
         _positive_int(name, getattr(self, name))
     for name in ('embd_dropout', 'attn_dropout', 'resid_dropout'):
       _probability(name, getattr(self, name))
-    for name in ('tie_embeddings', 'use_bias', 'qkv_bias', 'scale_embeddings', 'norm_affine',
-                 'parallel_block'):
+    for name in ('tie_embeddings', 'use_bias', 'qkv_bias', 'scale_embeddings', 'scan_layers',
+                 'norm_affine', 'parallel_block'):
       if not isinstance(getattr(self, name), bool):
         raise ValueError(f'{name}={getattr(self, name)!r} must be True or False')
     self._check_heads()
     self._check_positions()
     self._check_combinations()
     object.__setattr__(self, 'layer_windows', self._parse_window_pattern())
+    if self.scan_layers and len(set(self.layer_windows)) > 1:
+      raise ValueError(f'scan_layers=True runs one block for every layer, but window_pattern='
+                       f'{self.window_pattern!r} gives the layers different windows; use '
+                       'scan_layers=False')
 
   def _check_heads(self):
     if 'head_dim' in self._defaulted and self.d_model % self.n_heads:

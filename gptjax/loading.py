@@ -23,7 +23,7 @@ import jax
 from gptjax import checkpoint, parallel
 from gptjax.config import DEFAULT_MESH, ModelConfig, ShardingConfig
 from gptjax.flops import count_params
-from gptjax.model import abstract_params, init_params, place_params
+from gptjax.model import abstract_params, init_params, place_params, unrolled
 from gptjax.tokenizer import HFTokenizer, Tokenizer, get_tokenizer
 
 
@@ -182,6 +182,7 @@ def latest_checkpoint(runs_dir) -> tuple[Path, int] | None:
 
 
 def _loaded(cfg: ModelConfig, params, tokenizer: Tokenizer, source: str) -> LoadedModel:
+  cfg, params = unrolled(cfg, params)  # decoding and the analysis tools run each layer apart
   if tokenizer.n_vocab > cfg.vocab_size:
     raise ValueError(f'{source} has vocab_size={cfg.vocab_size}, smaller than the '
                      f"{tokenizer.name} tokenizer's {tokenizer.n_vocab} tokens")

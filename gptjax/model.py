@@ -191,13 +191,30 @@ class GPT(nn.Module):
     x = self.embd_dropout(x, deterministic=not train)
     x = parallel.constrain(x, ('batch', 'sequence', 'embed'))
 
-    block_class = Block if cfg.remat == 'none' else nn.remat(Block, policy=remat_policy(cfg.remat))
-    new_layers = []
-    for i in range(cfg.n_layers):
-      block = block_class(cfg, train, need_weights, i, name=f'blocks_{i}')
-      layer_cache = None if cache is None else cache.layers[i]
-      x, layer_cache = block(x, positions, first_valid, layer_cache, index)
-      new_layers.append(layer_cache)
+    block_class = Block if cfg.remat == 'none' else nn.remat(Block, policy=remat_policy(cfg.remat),
+                                                             prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      # One Block traced once and run n_layers times over parameters stacked on a leading
+      # 'layers' axis: the compiled program does not grow with depth. (Dropout draws other
+      # masks than the unrolled model's, from one key split per layer.)
+      blocks = nn.scan(block_class, variable_axes={'params': 0, 'intermediates': 0},
+                       split_rngs={'params': True, 'dropout': True},
+                       in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast), length=cfg.n_layers,
+                       metadata_params={nn.PARTITION_NAME: 'layers'})
+      stacked = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *cache.layers)
+      x, stacked = blocks(cfg, train, need_weights, 0, name='blocks')(x, positions, first_valid,
+                                                                      stacked, index)
+      new_layers = [
+          None if stacked is None else jax.tree.map(lambda a: a[i], stacked)
+          for i in range(cfg.n_layers)
+      ]
+    else:
+      new_layers = []
+      for i in range(cfg.n_layers):
+        block = block_class(cfg, train, need_weights, i, name=f'blocks_{i}')
+        layer_cache = None if cache is None else cache.layers[i]
+        x, layer_cache = block(x, positions, first_valid, layer_cache, index)
+        new_layers.append(layer_cache)
 
     if logits_at is not None:
       x = jnp.take_along_axis(x, logits_at[..., None], axis=1)  # [B, K, C]
@@ -251,7 +268,11 @@ class GPT(nn.Module):
 
 def init_params(cfg: ModelConfig, rng: jax.Array) -> dict:
   """Freshly initialised parameters (GPT-2 scheme: N(0, 0.02), residual projections scaled;
-  hidden matrices scaled down with width under μP, see gptjax.parametrization)."""
+  hidden matrices scaled down with width under μP, see gptjax.parametrization). A scanned model
+  gets the unrolled model's weights, stacked: the layout never changes what a seed draws."""
+  if cfg.scan_layers:
+    unrolled_params = init_params(cfg.replace(scan_layers=False), rng)
+    return with_layers_layout(unrolled_params, cfg.n_layers, scanned=True)
   return nn.meta.unbox(jax.jit(_boxed_init, static_argnums=0)(cfg, rng))
 
 
@@ -278,6 +299,33 @@ def param_axes(cfg: ModelConfig) -> dict[str, tuple[str | None, ...]]:
   return {path: tuple(spec) for path, spec in param_paths(specs).items()}
 
 
+def with_layers_layout(tree: Any, n_layers: int, scanned: bool) -> Any:
+  """A params tree, or any tree holding params-shaped dicts (Adam's moments in an optimizer
+  state), in the scanned layout ('blocks': every block's leaves stacked on a leading axis) or
+  the unrolled one ('blocks_0' ... 'blocks_{n-1}'), whichever it is in now."""
+  if isinstance(tree, dict):
+    tree = {k: with_layers_layout(v, n_layers, scanned) for k, v in tree.items()}
+    if scanned and 'blocks_0' in tree:
+      layers = [tree.pop(f'blocks_{i}') for i in range(n_layers)]
+      tree['blocks'] = jax.tree.map(lambda *a: jnp.stack(a), *layers)
+    elif not scanned and 'blocks' in tree:
+      stacked = tree.pop('blocks')
+      tree.update({f'blocks_{i}': jax.tree.map(lambda a: a[i], stacked) for i in range(n_layers)})
+    return tree
+  if isinstance(tree, (tuple, list)):
+    items = [with_layers_layout(v, n_layers, scanned) for v in tree]
+    return type(tree)(*items) if hasattr(tree, '_fields') else type(tree)(items)
+  return tree
+
+
+def unrolled(cfg: ModelConfig, params: dict) -> tuple[ModelConfig, dict]:
+  """(cfg, params) with the blocks unrolled: how decoding and the analysis tools run a
+  scanned model (a per-layer cache and per-layer intermediates)."""
+  if not cfg.scan_layers:
+    return cfg, params
+  return cfg.replace(scan_layers=False), with_layers_layout(params, cfg.n_layers, scanned=False)
+
+
 def place_params(cfg: ModelConfig, params: dict, layout: parallel.Layout) -> dict:
   """params placed on layout's mesh by their logical axes (config.sharding.rules)."""
   return jax.device_put(params, parallel.state_shardings(params, layout, param_axes(cfg)))
@@ -300,6 +348,7 @@ def param_paths(params: Any) -> dict[str, Any]:
 def max_attention_logits(cfg: ModelConfig, params: dict, tokens: jax.Array) -> jax.Array:
   """[n_layers]: each layer's largest attention logit (q.k scaled, before any soft-cap) over
   the visible pairs of tokens [B, T]: the quantity whose growth QK-norm and soft-capping curb."""
+  cfg, params = unrolled(cfg, params)
   _, state = GPT(cfg).apply({'params': params}, tokens, need_weights=True,
                             mutable=['intermediates'])
   inter = state['intermediates']
@@ -312,6 +361,7 @@ def forward_with_intermediates(cfg: ModelConfig, params: dict, tokens: jax.Array
   Returns (logits [B, T, V], block_outputs [L, B, T, C], attention_weights [L, B, H, T, T]).
   block_outputs[i] is the residual stream after block i (before the final norm).
   """
+  cfg, params = unrolled(cfg, params)
   logits, state = GPT(cfg).apply({'params': params}, tokens, need_weights=True,
                                  mutable=['intermediates'])
   inter = state['intermediates']

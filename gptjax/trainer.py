@@ -28,7 +28,8 @@ from gptjax import checkpoint, cli, data, flops, memory, parallel, tables, workd
 from gptjax.config import DataConfig, ModelConfig, OptimConfig, ShardingConfig, TrainConfig
 from gptjax.eval.inloop import InLoopEvals, check_evals
 from gptjax.logs import MetricWriter
-from gptjax.model import GPT, abstract_params, init_params, max_attention_logits, param_axes
+from gptjax.model import (GPT, abstract_params, init_params, max_attention_logits, param_axes,
+                          with_layers_layout)
 from gptjax.xla_flags import cpu_compiler_options
 from gptjax.tokenizer import get_tokenizer, get_tokenizer_class
 from gptjax.optim import (accumulate_gradients, learning_rate_schedule, make_optimizer,
@@ -36,8 +37,9 @@ from gptjax.optim import (accumulate_gradients, learning_rate_schedule, make_opt
 
 # Fields that only change how a model runs, not what it is: a fine-tuning config may set them.
 # (vocab_pad_multiple pads only the head's matmul; the parameters are the same.)
+# (scan_layers stores the same parameters stacked; checkpoints convert between the layouts.)
 RUNTIME_FIELDS = ('embd_dropout', 'attn_dropout', 'resid_dropout', 'dtype', 'param_dtype',
-                  'attention_impl', 'remat', 'vocab_pad_multiple')
+                  'attention_impl', 'remat', 'vocab_pad_multiple', 'scan_layers')
 
 
 class TrainingDiverged(RuntimeError):
@@ -316,11 +318,26 @@ def _initial_params(run: Run, rng, shardings=None):
   if init_from.startswith('hf:'):
     params = _load_hf(init_from[3:])[1]
     _load_hf.cache_clear()  # the run owns the params from here; do not keep a second copy
-    return params
-  shardings = shardings or param_shardings(run)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          abstract_params(run.cfg), shardings)
-  return checkpoint.restore_params(init_from, abstract, run.train.init_step)[0]
+    return with_layers_layout(params, run.cfg.n_layers, run.cfg.scan_layers)
+
+  def restore(r: Run):
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            abstract_params(r.cfg), param_shardings(r))
+    return checkpoint.restore_params(init_from, abstract, run.train.init_step)[0]
+
+  source = source_model_config(init_from, run.train.init_step)
+  return _in_run_layout(run, source.scan_layers, restore, shardings or param_shardings(run))
+
+
+def _in_run_layout(run: Run, saved_scan_layers: bool, restore, shardings):
+  """restore(r) reads a checkpoint onto the shapes and shardings Run r expects. One written in
+  the other layers layout (model.scan_layers) is read in its own and converted, onto
+  `shardings` (the run's)."""
+  if saved_scan_layers == run.cfg.scan_layers:
+    return restore(run)
+  theirs = dataclasses.replace(run, cfg=run.cfg.replace(scan_layers=saved_scan_layers))
+  converted = with_layers_layout(restore(theirs), run.cfg.n_layers, run.cfg.scan_layers)
+  return jax.device_put(converted, shardings)
 
 
 def initial_state(run: Run, optimizer, state_sharding, abstract=None):
@@ -330,7 +347,12 @@ def initial_state(run: Run, optimizer, state_sharding, abstract=None):
     return {'params': params, 'opt_state': optimizer.init(params), 'step': jnp.zeros((), jnp.int32)}
 
   if run.train.init_state == 'full':
-    return checkpoint.restore_state(run.train.init_from, abstract, run.train.init_step)
+    source = source_model_config(run.train.init_from, run.train.init_step)
+    return _in_run_layout(
+        run, source.scan_layers,
+        lambda r: checkpoint.restore_state(run.train.init_from,
+                                           abstract_state(r, optimizer)[0], run.train.init_step),
+        state_sharding)
   rng = jax.random.key(run.config.seed)
   if run.train.init_from == 'scratch':
     # Initialised inside one jit with the target shardings, so under FSDP no device ever holds
@@ -471,11 +493,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
     else:
       saved = checkpoint.load_config(workdir, start)
       # Read through ModelConfig, so that a value the first release spelled otherwise (remat=False
-      # for 'none') is the same value.
+      # for 'none') is the same value; the layers layout is converted on reading.
+      saved_cfg = ModelConfig.from_config(saved['model'])
       checkpoint.check_same_model(
-          ModelConfig.from_config(saved['model']).to_dict(), config_dict['model'],
+          saved_cfg.replace(scan_layers=run.cfg.scan_layers).to_dict(), config_dict['model'],
           f'the checkpoint in {workdir}')
-      state = checkpoint.restore(mngr, start, abstract)
+      state = _in_run_layout(
+          run, saved_cfg.scan_layers, lambda r: checkpoint.restore(mngr, start,
+                                                                   abstract_state(r, optimizer)[0]),
+          state_sharding)
       logging.info('resumed from step %d of %s', start, workdir)
     if stop.signal_name:  # it came before the handlers could defer it, and was lost
       raise TrainingInterrupted(

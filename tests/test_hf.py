@@ -372,3 +372,17 @@ def test_importing_gptjax_hf_needs_neither_torch_nor_transformers():
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert out.stdout.strip() == '[]'
+
+
+def test_a_scanned_model_exports_layer_by_layer(tmp_path):
+  """Imported, stacked into the scanned layout (as a fine-tuning run with model.scan_layers
+  does) and exported again: the same Hugging Face model, logits and all."""
+  from gptjax.model import with_layers_layout
+  model = hf_model('llama')
+  cfg, params = hf.from_hf(model)
+  scanned = cfg.replace(scan_layers=True)
+  stacked = with_layers_layout(params, cfg.n_layers, scanned=True)
+  np.testing.assert_allclose(our_logits(scanned, stacked), hf_logits(model), rtol=0, atol=TOL)
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(
+      hf.to_hf(scanned, stacked, tmp_path / 'export')).eval()
+  np.testing.assert_allclose(hf_logits(reloaded), hf_logits(model), rtol=0, atol=TOL)

@@ -13,7 +13,7 @@ import pytest
 from gptjax import config as config_lib
 from gptjax.config import GATED_MLPS, ModelConfig
 from gptjax.model import (GPT, KVCache, abstract_params, forward_with_intermediates, init_cache,
-                          init_params, max_attention_logits, param_paths)
+                          init_params, max_attention_logits, param_paths, with_layers_layout)
 from conftest import TINY, VARIANTS
 from reference import np_attention, np_block, np_embed, np_forward, np_norm
 
@@ -585,3 +585,66 @@ def test_remat_accepts_the_first_releases_booleans_and_names_its_policies():
   with pytest.raises(ValueError,
                      match="remat='dots' is not one of 'none', 'full', 'dots_saveable'"):
     ModelConfig(remat='dots')
+
+
+@pytest.mark.parametrize(
+    'variant', ['gpt2', 'llama', 'parallel_partial_rotary_yarn', 'post_nobias_remat_relu2'])
+def test_scanned_layers_equal_the_unrolled_model(tiny_config, variant):
+  """One nn.scan over stacked parameters computes what the unrolled blocks do: logits, loss,
+  gradients (stacked the same way) and cached decoding. (Equal to float32 rounding: XLA fuses a
+  loop body differently from straight-line code.)"""
+  cfg = tiny_config(**VARIANTS[variant], n_layers=3)
+  scanned_cfg = cfg.replace(scan_layers=True)
+  params = init_params(cfg, jax.random.key(0))
+  stacked = with_layers_layout(params, cfg.n_layers, scanned=True)
+  # The same seed draws the same weights in either layout.
+  assert all(
+      jax.tree.leaves(
+          jax.tree.map(np.array_equal, init_params(scanned_cfg, jax.random.key(0)), stacked)))
+  tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, cfg.vocab_size)
+
+  def loss_and_grads(cfg, params):
+    def loss(params):
+      logits = GPT(cfg).apply({'params': params}, tokens[:, :-1])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  want_loss, want_grads = loss_and_grads(cfg, params)
+  got_loss, got_grads = loss_and_grads(scanned_cfg, stacked)
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
+  want_stacked = param_paths(with_layers_layout(want_grads, cfg.n_layers, scanned=True))
+  for path, g in param_paths(got_grads).items():
+    np.testing.assert_allclose(g, want_stacked[path], rtol=1e-5, atol=1e-7, err_msg=path)
+
+  # Prefill then one decode step, through the per-layer cache.
+  def decode(cfg, params):
+    cache = init_cache(cfg, 2, 12)
+    logits, cache = GPT(cfg).apply({'params': params}, tokens[:, :6], cache=cache)
+    step, _ = GPT(cfg).apply({'params': params}, tokens[:, 6:7], cache=cache)
+    return np.concatenate([logits, step], axis=1)
+
+  np.testing.assert_allclose(decode(scanned_cfg, stacked), decode(cfg, params), rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_layers_layout_converts_params_and_optimizer_state_both_ways(tiny_config):
+  cfg = tiny_config(n_layers=3)
+  params = init_params(cfg, jax.random.key(0))
+  state = {'params': params, 'opt_state': optax.adamw(1e-3).init(params)}
+  stacked = with_layers_layout(state, cfg.n_layers, scanned=True)
+  assert stacked['params']['blocks']['attn']['query']['kernel'].shape[0] == 3
+  assert stacked['opt_state'][0].mu['blocks']['mlp']['fc']['kernel'].shape[0] == 3
+  np.testing.assert_array_equal(stacked['params']['blocks']['mlp']['fc']['kernel'][1],
+                                params['blocks_1']['mlp']['fc']['kernel'])
+  back = with_layers_layout(stacked, cfg.n_layers, scanned=False)
+  assert jax.tree.structure(back) == jax.tree.structure(state)
+  assert all(jax.tree.leaves(jax.tree.map(np.array_equal, back, state)))
+  assert with_layers_layout(state, cfg.n_layers, scanned=False) is not None  # already unrolled
+
+
+def test_scan_layers_needs_every_layer_alike():
+  with pytest.raises(
+      ValueError, match="scan_layers=True runs one block for every layer, but "
+      "window_pattern='local,global'"):
+    ModelConfig(scan_layers=True, attention_window=4, window_pattern='local,global')

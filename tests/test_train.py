@@ -952,3 +952,33 @@ def test_a_wsd_cooldown_branched_from_a_longer_run_is_the_short_run_exactly(data
     trainer.check_config(
         make_config(data_dir, train__steps=8, train__init_from=str(long_run), train__init_step=5,
                     train__init_state='full', **wsd))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('first, then', [(False, True), (True, False)],
+                         ids=['unrolled_then_scanned', 'scanned_then_unrolled'])
+def test_a_checkpoint_continues_in_the_other_layers_layout(data_dir, tmp_path, first, then):
+  """Two steps with model.scan_layers=first, two more resumed with scan_layers=then: the steps
+  are the straight run's (without dropout, whose masks the layouts draw differently; to float32
+  rounding, as the two layouts' programs differ). The checkpoint of a scanned run holds the
+  stacked layout, and sampling reads it layer by layer."""
+  from gptjax import loading
+
+  def config(steps, scan):
+    return make_config(data_dir, train__steps=steps, train__ckpt_every=2, train__eval_every=2,
+                       model__resid_dropout=0.0, model__scan_layers=scan)
+
+  straight = tmp_path / 'straight'
+  trainer.train_and_evaluate(config(4, False), straight)
+  workdir = tmp_path / 'run'
+  trainer.train_and_evaluate(config(2, first), workdir)
+  trainer.train_and_evaluate(config(4, then), workdir)
+  got, want = losses(workdir), losses(straight)
+  assert sorted(got) == [1, 2, 3, 4]
+  for step in (1, 2, 3, 4):
+    assert got[step] == pytest.approx(want[step], rel=1e-5), step
+  scanned_step = 2 if first else 4
+  saved = checkpoint.load_config(workdir, scanned_step)['model']
+  assert saved['scan_layers'] and 'blocks' in saved_params(workdir, scanned_step)[0]
+  loaded = loading.load_workdir(workdir, scanned_step)
+  assert not loaded.cfg.scan_layers and 'blocks_1' in loaded.params

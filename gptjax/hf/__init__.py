@@ -31,7 +31,7 @@ from flax import traverse_util
 from gptjax.config import ModelConfig
 from gptjax.hf import gemma2, gpt2, llama, neox
 from gptjax.hf.families import HEAD, Family, Weight
-from gptjax.model import abstract_params, param_paths
+from gptjax.model import abstract_params, param_paths, unrolled
 
 # In order of preference on export: the first family that reproduces a config is written.
 FAMILIES: dict[str,
@@ -243,7 +243,8 @@ def to_hf(cfg: ModelConfig, params: Mapping, out_dir: str | os.PathLike) -> str:
   """Writes config.json + model.safetensors that AutoModelForCausalLM.from_pretrained loads.
 
   Raises ValueError listing the fields that keep the closest supported HF families from
-  reproducing cfg exactly."""
+  reproducing cfg exactly. A scanned model (scan_layers) is written layer by layer."""
+  cfg, params = unrolled(cfg, params)
   model_type = _export_target(cfg)
   _check_params(cfg, params)
   family = FAMILIES[model_type]
