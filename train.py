@@ -25,9 +25,12 @@ flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints and logs (default: '
     'runs/<config file stem>[_<variant>]).')
 flags.DEFINE_enum(
-    'mode', 'train', ['train', 'eval'],
-    'train, or eval: report loss, perplexity and bits-per-byte on the val split '
-    'without taking a step.')
+    'mode', 'train', ['train', 'eval', 'plan'],
+    'train; eval: report loss, perplexity and bits-per-byte on the val split without taking a '
+    'step; plan: compile the step and report its memory and FLOPs per device (nothing runs).')
+flags.DEFINE_float(
+    'device_memory_gb', None, 'With --mode=plan: the memory of one device to plan for, in GiB '
+    "(default: what this machine's device has free).")
 flags.DEFINE_string(
     'coordinator_address', None, 'host:port of process 0 (multi-host runs); auto: detected '
     'from the cluster (SLURM, mpirun, TPU pods), with no --num_processes/--process_id.')
@@ -44,6 +47,12 @@ def main(argv):
   if config is None:
     sys.exit('error: --config is required, e.g. --config=configs/small.py')
   workdir = FLAGS.workdir
+  if FLAGS.device_memory_gb is not None and FLAGS.mode != 'plan':
+    raise ValueError('--device_memory_gb is for --mode=plan')
+  if FLAGS.mode == 'plan':
+    from gptjax import plan
+    print(plan.plan(config, FLAGS.device_memory_gb, say=lambda line: print(line, flush=True)))
+    return
   if workdir is None:
     workdir = cli.default_workdir(config_flags.get_config_filename(FLAGS['config']))
     print(f'workdir: {workdir} (the default for this config; --workdir=DIR picks another)',
