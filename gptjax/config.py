@@ -578,6 +578,9 @@ class TrainConfig(_Section):
   # At each evaluation, also log max_attn_logit: the largest attention logit (before soft-caps)
   # on the first validation batch, what QK-norm and soft-capping keep from growing.
   log_attention_logits: bool = False
+  # Batches a background thread gathers and puts on the devices ahead of the step that trains on
+  # them (each still a function of its step number); 0: made in the loop, between steps.
+  prefetch: int = 2
 
   def __post_init__(self):
     counts = ('steps', 'batch_size', 'log_every', 'eval_every', 'eval_batches', 'ckpt_every',
@@ -595,6 +598,7 @@ class TrainConfig(_Section):
         ('z_loss', is_number(self.z_loss) and self.z_loss >= 0, 'must be a number >= 0'),
         ('log_attention_logits', isinstance(self.log_attention_logits,
                                             bool), 'must be True or False'),
+        ('prefetch', is_int(self.prefetch) and self.prefetch >= 0, 'must be an integer >= 0'),
     ])
     from_workdir = self.init_from not in ('scratch', '') and not self.init_from.startswith('hf:')
     self._require([

@@ -32,6 +32,7 @@ from gptjax.model import (GPT, abstract_params, init_params, max_attention_logit
                           with_layers_layout)
 from gptjax.xla_flags import cpu_compiler_options
 from gptjax.tokenizer import get_tokenizer, get_tokenizer_class
+from gptjax.prefetch import Prefetcher
 from gptjax.optim import (accumulate_gradients, learning_rate_schedule, make_optimizer,
                           optimizer_metrics)
 
@@ -297,6 +298,17 @@ def _device_batch(run: Run, batch) -> dict:
   return parallel.global_batch({'inputs': inputs, 'targets': targets}, run.layout)
 
 
+@contextlib.contextmanager
+def _batches(run: Run, steps: range):
+  """(step, its batch on the devices) for each step: made train.prefetch steps ahead on a
+  background thread, or in the loop when that is 0."""
+  if not run.train.prefetch:
+    yield ((step, _train_batch(run, step)) for step in steps)
+    return
+  with Prefetcher(functools.partial(_train_batch, run), steps, run.train.prefetch) as batches:
+    yield batches
+
+
 def _train_batch(run: Run, step: int) -> dict:
   batch = data.get_batch(run.train_tokens, seed=run.data.seed, step=step,
                          batch_size=run.train.batch_size // jax.process_count(),
@@ -523,9 +535,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
     last = {}
     meter = _Throughput(tokens_per_step)
     # A context manager, so that an error message is not printed onto the bar's line.
-    with writer.progress(total=train_cfg.steps, initial=start) as progress:
-      for step in range(start, train_cfg.steps):
-        state, metrics = train_step(state, _train_batch(run, step))
+    with writer.progress(total=train_cfg.steps, initial=start) as progress, \
+         _batches(run, range(start, train_cfg.steps)) as batches:
+      for step, batch in batches:
+        state, metrics = train_step(state, batch)
         done = step + 1
         pending.append((done, metrics))
         if step == start:  # this step compiled the program: keep that out of tokens/s

@@ -305,15 +305,23 @@ def test_rerunning_a_finished_run_takes_no_step(finished, tmp_path):
 
 
 def interrupt_before_step(monkeypatch, step: int):
-  """Sends this process SIGINT while step `step` (0-based) loads its batch, as Ctrl-C would."""
-  load_batch = trainer._train_batch
+  """Sends this process SIGINT as step `step` (0-based) takes its batch, as Ctrl-C would. (In the
+  loop's thread: the batches themselves are made ahead, on the prefetch thread.)"""
+  batches = trainer._batches
 
-  def batch_then_signal(run, s):
-    if s == step:
-      signal.raise_signal(signal.SIGINT)
-    return load_batch(run, s)
+  @contextlib.contextmanager
+  def batches_then_signal(run, steps):
+    with batches(run, steps) as made:
 
-  monkeypatch.setattr(trainer, '_train_batch', batch_then_signal)
+      def signalled():
+        for s, batch in made:
+          if s == step:
+            signal.raise_signal(signal.SIGINT)
+          yield s, batch
+
+      yield signalled()
+
+  monkeypatch.setattr(trainer, '_batches', batches_then_signal)
 
 
 @pytest.mark.slow
@@ -982,3 +990,13 @@ def test_a_checkpoint_continues_in_the_other_layers_layout(data_dir, tmp_path, f
   assert saved['scan_layers'] and 'blocks' in saved_params(workdir, scanned_step)[0]
   loaded = loading.load_workdir(workdir, scanned_step)
   assert not loaded.cfg.scan_layers and 'blocks_1' in loaded.params
+
+
+@pytest.mark.slow
+def test_prefetched_batches_train_exactly_as_batches_made_in_the_loop(finished, data_dir, tmp_path):
+  """The background thread only makes each step's batch earlier: the run is bit for bit the
+  reference run (train.prefetch=2, the default) with every batch made in the loop."""
+  workdir = tmp_path / 'in_loop'
+  trainer.train_and_evaluate(make_config(data_dir, train__prefetch=0), workdir)
+  assert losses(workdir) == losses(finished['workdir'])
+  assert losses(workdir, 'val_loss') == losses(finished['workdir'], 'val_loss')
