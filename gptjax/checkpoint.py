@@ -4,7 +4,7 @@ The config travels with every checkpoint so that a workdir alone is enough to re
 (sample.py, evaluation, fine-tuning) and so that restoring into a different model fails with the
 name of the field that differs instead of a shape trace. Orbax writes each step into a temporary
 directory and renames it when complete, so a save killed half-way leaves the previous checkpoint
-as the latest one.
+as the latest one; the trainer's saves are asynchronous (written while training goes on).
 """
 
 from __future__ import annotations
@@ -80,8 +80,13 @@ SAVE_OVERHEAD = 1.1
 SAVE_SLACK_BYTES = 1 << 20
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state, config_dict: dict[str, Any]) -> None:
-  """Saves and waits, so the checkpoint is complete on disk when this returns.
+def save(mngr: ocp.CheckpointManager, step: int, state, config_dict: dict[str, Any],
+         wait: bool = True) -> None:
+  """Saves a checkpoint; with wait=False only until the arrays are copied off the devices, while
+  a background thread writes them (orbax's async checkpointing: training goes on meanwhile). The
+  next save, `finish` and `writing`'s exit wait for it. Either way a step's checkpoint becomes
+  the latest only once complete: orbax writes into a temporary directory and renames it on
+  commit, so a process killed mid-save leaves the previous checkpoint as the latest.
 
   A disk without room for it is refused before orbax starts writing (a full disk half-way
   through a save prints pages of orbax's thread errors); the earlier checkpoints stay as they
@@ -90,13 +95,42 @@ def save(mngr: ocp.CheckpointManager, step: int, state, config_dict: dict[str, A
   needed = SAVE_OVERHEAD * _bytes_written_here(state) + SAVE_SLACK_BYTES
   free = shutil.disk_usage(directory).free
   if free < needed:
+    finish(mngr)  # the save under way may be the one that resumes
     raise _no_space(directory, step, f'it needs about {_mib(needed)}, {_mib(free)} is free')
-  try:
+  with _disk_full_said(directory, step):
     mngr.save(
         step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                       config=ocp.args.JsonSave(config_dict)), force=True)
+    if wait:
+      mngr.wait_until_finished()
+
+
+def finish(mngr: ocp.CheckpointManager) -> None:
+  """Waits until the checkpoint being written in the background (if any) is committed."""
+  with _disk_full_said(Path(mngr.directory), None):
     mngr.wait_until_finished()
-  except Exception as e:  # the disk filled during the save (another writer): say so plainly
+
+
+@contextlib.contextmanager
+def writing(workdir, keep: int = 3):
+  """A checkpoint manager that, however the block ends (its end, an error, Ctrl-C), waits for
+  the checkpoint being written to commit before it closes."""
+  mngr = manager(workdir, keep)
+  try:
+    yield mngr
+  finally:
+    try:
+      finish(mngr)
+    finally:
+      mngr.close()
+
+
+@contextlib.contextmanager
+def _disk_full_said(directory: Path, step: int | None):
+  """A disk that filled during a save (another writer) as one CheckpointError."""
+  try:
+    yield
+  except Exception as e:
     if 'No space left on device' not in str(e):
       raise
     raise _no_space(directory, step, 'the disk filled up while it was written') from None
@@ -112,10 +146,11 @@ def _mib(n: float) -> str:
   return f'{n / (1 << 20):,.1f} MiB'
 
 
-def _no_space(directory: Path, step: int, detail: str) -> CheckpointError:
+def _no_space(directory: Path, step: int | None, detail: str) -> CheckpointError:
   latest = latest_step(directory.parent)
   resume = 'starts again (no checkpoint yet)' if latest is None else f'resumes from step {latest}'
-  return CheckpointError(f'no room on the disk for the checkpoint of step {step} in '
+  which = 'the checkpoint' if step is None else f'the checkpoint of step {step}'
+  return CheckpointError(f'no room on the disk for {which} in '
                          f'{directory}: {detail}; free some space (or lower '
                          f'train.keep_checkpoints) and rerun the same command, which {resume}')
 

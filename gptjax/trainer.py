@@ -495,7 +495,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
   train_cfg = run.train
 
   # From here a signal only sets a flag that the loop reads after each step (cli.StopSignals).
-  with contextlib.closing(checkpoint.manager(workdir, train_cfg.keep_checkpoints)) as mngr, \
+  with checkpoint.writing(workdir, train_cfg.keep_checkpoints) as mngr, \
        MetricWriter(workdir, enabled=jax.process_index() == 0) as writer, \
        stop.deferring():
     start = mngr.latest_step()
@@ -570,7 +570,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
         if done % train_cfg.ckpt_every == 0 or done == train_cfg.steps or stop_reason:
           _check_finite(pending)  # a NaN state must never become the latest checkpoint
           pending.clear()
-          checkpoint.save(mngr, done, state, config_dict)
+          # Written in the background; the manager's exit waits for it (Ctrl-C, SIGTERM, the end).
+          checkpoint.save(mngr, done, state, config_dict, wait=False)
           meter.restart()
         if stop_reason:
           reason, signal_name = stop_reason

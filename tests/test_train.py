@@ -1000,3 +1000,37 @@ def test_prefetched_batches_train_exactly_as_batches_made_in_the_loop(finished, 
   trainer.train_and_evaluate(make_config(data_dir, train__prefetch=0), workdir)
   assert losses(workdir) == losses(finished['workdir'])
   assert losses(workdir, 'val_loss') == losses(finished['workdir'], 'val_loss')
+
+
+KILLED_MID_SAVE = """
+import os, signal, sys
+import jax.numpy as jnp
+from gptjax import checkpoint
+
+mngr = checkpoint.manager(sys.argv[1])
+# 256 MiB: writing it takes far longer than the kill below.
+checkpoint.save(mngr, 1, {'w': jnp.full((64, 2**20), 1.0)}, {'model': {}})
+checkpoint.save(mngr, 2, {'w': jnp.full((64, 2**20), 2.0)}, {'model': {}}, wait=False)
+os.kill(os.getpid(), signal.SIGKILL)  # kill -9 while step 2 is written in the background
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_during_an_async_save_keeps_the_previous_checkpoint(tmp_path):
+  """The trainer's saves return once the arrays are off the devices and are written while
+  training goes on. A process killed then leaves step 2 uncommitted: step 1 stays the latest,
+  whole, and the next run saves its step 2 in the unfinished one's place."""
+  workdir = tmp_path / 'run'
+  result = subprocess.run(
+      [sys.executable, '-c', KILLED_MID_SAVE, str(workdir)],
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, capture_output=True, text=True, timeout=300)
+  assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+  assert checkpoint.latest_step(workdir) == 1
+  restored = checkpoint.restore_state(workdir, {'w': jax.ShapeDtypeStruct((64, 2**20), np.float32)})
+  assert float(restored['w'].min()) == float(restored['w'].max()) == 1.0
+  # The resumed run saves step 2 over the unfinished one.
+  with contextlib.closing(checkpoint.manager(workdir)) as mngr:
+    assert mngr.all_steps() == [1]
+    checkpoint.save(mngr, 2, {'w': jnp.full((4,), 3.0)}, {'model': {}})
+  assert checkpoint.latest_step(workdir) == 2
+  assert sorted(p.name for p in (workdir / checkpoint.CHECKPOINT_DIR).iterdir()) == ['1', '2']
