@@ -126,17 +126,34 @@ def parse_flags(argv: list[str]) -> list[str]:
     raise ValueError(f'{flag_error(e)} (--helpshort lists the flags)') from None
   except KeyError as e:  # an override through a section the config does not have
     raise ValueError(_override_error(argv, e)) from None
-  except (SyntaxError, AttributeError, ImportError) as e:  # config_flags executing a config file
+  except AttributeError as e:  # an override of a field the config does not have, or a bad file
+    if _overridden(argv, one_line(e).split()[0].strip('\'"') if one_line(e) else ''):
+      raise ValueError(_override_error(argv, e)) from None
+    raise ValueError(_config_file_error(argv, e)) from None
+  except Exception as e:  # config_flags executing a config file that raised (a NameError, say)
     raise ValueError(_config_file_error(argv, e)) from None
 
 
-def _override_error(argv: list[str], error: KeyError) -> str:
-  """--config.modle.n_layers=2: ml_collections raises KeyError("'modle'\nDid you mean...")."""
+# Fields of the first release that moved: an override of the old name says where to.
+MOVED = {'sharding.fsdp': 'sharding.mesh.fsdp=-1 (with sharding.mesh.data=1) shards the state'}
+
+
+def _overridden(argv: list[str], key: str) -> bool:
+  """Whether `key` is a dotted part of a --config.A.B=V override on the command line."""
+  return any(key in a.partition('=')[0].split('.')[1:] for a in argv if a.startswith('--config.'))
+
+
+def _override_error(argv: list[str], error: KeyError | AttributeError) -> str:
+  """--config.modle.n_layers=2: ml_collections raises KeyError("'modle'\nDid you mean..."); an
+  unknown last part (--config.optim.lrr=1) an AttributeError."""
   message = one_line(error)
   key = message.split()[0].strip('\'"') if message else ''
   given = [a for a in argv if a.startswith('--') and '.' in a.partition('=')[0]]
   flag = next((a for a in given if key in a.partition('=')[0].split('.')), ' '.join(given))
   hint = message[len(key) + 2:].strip() or 'check the spelling of each dotted part'
+  moved = MOVED.get(flag.partition('=')[0].removeprefix('--config.'))
+  if moved:
+    hint = f'it is now {moved}'
   return f'{flag}: the config has no section or field {key!r}; {hint}'
 
 

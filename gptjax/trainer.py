@@ -498,23 +498,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
   with checkpoint.writing(workdir, train_cfg.keep_checkpoints) as mngr, \
        MetricWriter(workdir, enabled=jax.process_index() == 0) as writer, \
        stop.deferring():
-    start = mngr.latest_step()
-    if start is None:
-      state = initial_state(run, optimizer, state_sharding, abstract)
-      start = int(state['step'])
-    else:
-      saved = checkpoint.load_config(workdir, start)
-      # Read through ModelConfig, so that a value the first release spelled otherwise (remat=False
-      # for 'none') is the same value; the layers layout is converted on reading.
-      saved_cfg = ModelConfig.from_config(saved['model'])
-      checkpoint.check_same_model(
-          saved_cfg.replace(scan_layers=run.cfg.scan_layers).to_dict(), config_dict['model'],
-          f'the checkpoint in {workdir}')
-      state = _in_run_layout(
-          run, saved_cfg.scan_layers, lambda r: checkpoint.restore(mngr, start,
-                                                                   abstract_state(r, optimizer)[0]),
-          state_sharding)
-      logging.info('resumed from step %d of %s', start, workdir)
+    state, start = _starting_state(run, mngr, workdir, optimizer, abstract, state_sharding,
+                                   config_dict['model'])
     if stop.signal_name:  # it came before the handlers could defer it, and was lost
       raise TrainingInterrupted(
           f'{stop.signal_name} before step {start + 1}: nothing new to '
@@ -522,18 +507,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
     if start >= train_cfg.steps:
       return {'step': start, 'val_loss': evaluate_loss(run, eval_step, state['params'])}
 
-    tokens_per_step = train_cfg.batch_size * run.seq_len
-    flops_per_token = flops.flops_per_token(run.cfg, run.seq_len)
-    peak, peak_source = flops.device_peak_flops()
-    writer.info(f'{flops.count_params(state["params"]):,} params, {flops_per_token:.3g} '
-                f'FLOPs/token, peak {peak:.3g} FLOP/s ({peak_source}), {jax.device_count()} '
-                f'devices, steps {start}..{train_cfg.steps}')
-    writer.info(
-        _step_cost(run, fitted, flops_per_token * tokens_per_step / peak, train_cfg.steps - start))
-
+    mfu_per_token_per_sec = _announce(writer, run, fitted, state['params'], start)
     pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet checked on the host
     last = {}
-    meter = _Throughput(tokens_per_step)
+    meter = _Throughput(train_cfg.batch_size * run.seq_len)
     # A context manager, so that an error message is not printed onto the bar's line.
     with writer.progress(total=train_cfg.steps, initial=start) as progress, \
          _batches(run, range(start, train_cfg.steps)) as batches:
@@ -550,14 +527,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
         if log_now:
           _check_finite(pending)
           pending.clear()
-          last = {k: float(v) for k, v in metrics.items()}
-          tokens_per_sec = meter.tokens_per_sec()
-          last.update(step=done, tokens=done * tokens_per_step)
-          if tokens_per_sec is not None:
-            last.update(tokens_per_sec=tokens_per_sec, mfu=flops_per_token * tokens_per_sec / peak)
-            progress.set_postfix(loss=f'{last["loss"]:.3f}', tok_s=f'{tokens_per_sec:,.0f}')
-          writer.write(done, last)
-          meter.restart()
+          last = _log_train_metrics(writer, progress, meter, metrics, done, mfu_per_token_per_sec)
         if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
           evaluated = _validation_metrics(run, eval_step, state['params'])
           last.update(evaluated)
@@ -582,6 +552,56 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
               f'{reason} at step {done}: checkpoint saved in {workdir}; '
               'rerun the same command to resume', signal_name)
     last.update(_log_evals(writer, evals.finished(wait=True)))
+  return last
+
+
+def _starting_state(run: Run, mngr, workdir: Path, optimizer, abstract, state_sharding,
+                    model: dict):
+  """(state, its step): the workdir's latest checkpoint, restored onto the run's shardings and
+  layers layout; else the fresh or fine-tuned initial state."""
+  start = mngr.latest_step()
+  if start is None:
+    state = initial_state(run, optimizer, state_sharding, abstract)
+    return state, int(state['step'])
+  # Read through ModelConfig, so that a value the first release spelled otherwise (remat=False
+  # for 'none') is the same value; the layers layout is converted on reading.
+  saved = ModelConfig.from_config(checkpoint.load_config(workdir, start)['model'])
+  checkpoint.check_same_model(
+      saved.replace(scan_layers=run.cfg.scan_layers).to_dict(), model,
+      f'the checkpoint in {workdir}')
+  state = _in_run_layout(run, saved.scan_layers,
+                         lambda r: checkpoint.restore(mngr, start,
+                                                      abstract_state(r, optimizer)[0]),
+                         state_sharding)
+  logging.info('resumed from step %d of %s', start, workdir)
+  return state, start
+
+
+def _announce(writer: MetricWriter, run: Run, fitted: memory.Fitted, params, start: int) -> float:
+  """Writes what the run is about to do and what a step costs -> the MFU of one token per
+  second (the model's FLOPs per token over the devices' peak)."""
+  tokens_per_step = run.train.batch_size * run.seq_len
+  flops_per_token = flops.flops_per_token(run.cfg, run.seq_len)
+  peak, peak_source = flops.device_peak_flops()
+  writer.info(f'{flops.count_params(params):,} params, {flops_per_token:.3g} FLOPs/token, peak '
+              f'{peak:.3g} FLOP/s ({peak_source}), {jax.device_count()} devices, steps '
+              f'{start}..{run.train.steps}')
+  writer.info(
+      _step_cost(run, fitted, flops_per_token * tokens_per_step / peak, run.train.steps - start))
+  return flops_per_token / peak
+
+
+def _log_train_metrics(writer: MetricWriter, progress, meter: _Throughput, metrics, done: int,
+                       mfu_per_token_per_sec: float) -> dict[str, float]:
+  """Writes a log step's training metrics, with tokens/s and MFU since the meter's restart."""
+  last = {k: float(v) for k, v in metrics.items()}
+  last.update(step=done, tokens=done * meter.tokens_per_step)
+  tokens_per_sec = meter.tokens_per_sec()
+  if tokens_per_sec is not None:
+    last.update(tokens_per_sec=tokens_per_sec, mfu=mfu_per_token_per_sec * tokens_per_sec)
+    progress.set_postfix(loss=f'{last["loss"]:.3f}', tok_s=f'{tokens_per_sec:,.0f}')
+  writer.write(done, last)
+  meter.restart()
   return last
 
 

@@ -204,6 +204,7 @@ def test_a_config_file_that_does_not_run_or_a_missing_section_is_one_line(script
   (tmp_path / 'syntax.py').write_text('def get_config(:\n')
   (tmp_path / 'empty.py').write_text('x = 1\n')
   (tmp_path / 'directory.py').mkdir()
+  (tmp_path / 'raises.py').write_text('def get_config():\n  return undefined\n')
   cases = [
       ([f'--config={tmp_path / "syntax.py"}'],
        ['syntax.py: cannot load it: syntax error at line 1']),
@@ -214,8 +215,15 @@ def test_a_config_file_that_does_not_run_or_a_missing_section_is_one_line(script
           "--config.modle.n_layers=2: the config has no section or field 'modle'",
           'Did you mean "model"'
       ]),
-      (['--config=configs/tiny.py', '--config.sharding.mesh.data=2'],
-       ["--config.sharding.mesh.data=2: the config has no section or field 'mesh'"]),
+      ([f'--config={tmp_path / "raises.py"}'],
+       ["raises.py: cannot load it: NameError: name 'undefined' is not defined"]),
+      (['--config=configs/tiny.py', '--config.optim.lrr=1'],
+       ["--config.optim.lrr=1: the config has no section or field 'lrr'", 'Did you mean "lr"']),
+      (['--config=configs/tiny.py', '--config.sharding.mesh.dta=2'],
+       ["--config.sharding.mesh.dta=2: the config has no section or field 'dta'"]),
+      # The first release's FSDP switch: the message says where it went.
+      (['--config=configs/tiny.py', '--config.sharding.fsdp=True'],
+       ["no section or field 'fsdp'; it is now sharding.mesh.fsdp=-1"]),
   ]
   for args, fragments in cases:
     assert_user_error(run(script, *args, f'--workdir={tmp_path / "run"}'), *fragments)
