@@ -242,3 +242,28 @@ def test_sample_py_runs_tensor_parallel_on_several_devices(tmp_path):
   assert bad.stderr.strip().splitlines()[-1] == (
       'error: sharding.mesh data=-1 x tensor=3: the fixed axes take 3 devices, which does not '
       'divide the 8 there are')
+
+
+@pytest.mark.parametrize(
+    'text, sizes',
+    [
+        ('tensor=4', {'data': -1, 'fsdp': 1, 'tensor': 4, 'expert': 1}),
+        ('data=2, fsdp=-1', {'data': 2, 'fsdp': -1, 'tensor': 1, 'expert': 1}),
+        ('tensor=-1', {'data': 1, 'fsdp': 1, 'tensor': -1, 'expert': 1
+                       }),  # the rest: to tensor only
+    ])
+def test_mesh_flag_parses_to_the_configs_sizes(text, sizes):
+  from gptjax.loading import parse_mesh
+  assert parse_mesh(text) == sizes
+
+
+@pytest.mark.parametrize('text, message', [
+    ('tensor', r"--mesh=tensor: 'tensor' is not AXIS=SIZE"),
+    ('tensr=2', "--mesh=tensr=2: unknown sharding.mesh axis 'tensr'; did you mean 'tensor'"),
+    ('tensor=0', '--mesh=tensor=0: sharding.mesh.tensor=0 must be a positive number'),
+    ('data=-1,tensor=-1', 'data and tensor are both -1'),
+])
+def test_a_bad_mesh_flag_names_what_is_wrong(text, message):
+  from gptjax.loading import parse_mesh
+  with pytest.raises(ValueError, match=message):
+    parse_mesh(text)
