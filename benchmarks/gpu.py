@@ -40,6 +40,7 @@ from gptjax.optim import make_optimizer  # noqa: E402
 from gptjax.tables import markdown_table  # noqa: E402
 
 STEPS, REPEATS = 10, 3
+TINY_STEPS, TINY_REPEATS = 2, 1  # the tiny shape only checks that every row runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +81,7 @@ def tiny_config(row: Row):
   return config
 
 
-def measure(config) -> dict:
+def measure(config, steps: int = STEPS, repeats: int = REPEATS) -> dict:
   """Compile time, median step time, tokens/s, MFU and peak memory of one config's step."""
   run = make_run(config)
   optimizer = make_optimizer(run.optim, run.train.steps, run.cfg)
@@ -98,12 +99,12 @@ def measure(config) -> dict:
   state, metrics = compiled(state, batch)  # warm-up
   jax.block_until_ready(metrics)
   times = []
-  for _ in range(REPEATS):
+  for _ in range(repeats):
     start = time.perf_counter()
-    for _ in range(STEPS):
+    for _ in range(steps):
       state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
-    times.append((time.perf_counter() - start) / STEPS)
+    times.append((time.perf_counter() - start) / steps)
   step_s = statistics.median(times)
   tokens_per_s = shape[0] * shape[1] / step_s
   peak, peak_source = flops.device_peak_flops()
@@ -168,7 +169,10 @@ def main():
       skipped.append(row.label())
       continue
     try:
-      result = measure((tiny_config if args.tiny else gpt124m_config)(row))
+      if args.tiny:
+        result = measure(tiny_config(row), TINY_STEPS, TINY_REPEATS)
+      else:
+        result = measure(gpt124m_config(row))
       result['row'] = row.label()
     except Exception as e:  # noqa: BLE001 - a failed row is reported, and the next one runs
       traceback.print_exc()

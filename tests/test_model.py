@@ -557,7 +557,10 @@ def test_logits_at_gives_those_positions_logits(tiny_config, randomize):
   np.testing.assert_allclose(cached, picked, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('policy', [p for p in config_lib.REMAT_POLICIES if p != 'none'])
+@pytest.mark.parametrize('policy', [
+    pytest.param(p, marks=[] if p in ('full', 'save_qkv_attention_out') else pytest.mark.slow)
+    for p in config_lib.REMAT_POLICIES if p != 'none'
+])
 def test_every_remat_policy_gives_the_gradients_of_no_remat(policy):
   """Recomputation changes what is stored, never what is computed: the loss and every gradient
   equal the un-rematerialised model's (to float32 rounding: XLA may fuse the recomputed ops
@@ -587,8 +590,11 @@ def test_remat_accepts_the_first_releases_booleans_and_names_its_policies():
     ModelConfig(remat='dots')
 
 
-@pytest.mark.parametrize(
-    'variant', ['gpt2', 'llama', 'parallel_partial_rotary_yarn', 'post_nobias_remat_relu2'])
+@pytest.mark.parametrize('variant', [
+    'gpt2', 'llama',
+    pytest.param('parallel_partial_rotary_yarn', marks=pytest.mark.slow),
+    pytest.param('post_nobias_remat_relu2', marks=pytest.mark.slow)
+])
 def test_scanned_layers_equal_the_unrolled_model(tiny_config, variant):
   """One nn.scan over stacked parameters computes what the unrolled blocks do: logits, loss,
   gradients (stacked the same way) and cached decoding. (Equal to float32 rounding: XLA fuses a

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import assert_user_error
 from gptjax import data, parallel
 from gptjax.logs import read_metrics
 
@@ -77,13 +78,20 @@ def test_initialize_distributed_checks_its_arguments(num_processes, process_id, 
     parallel.initialize_distributed('127.0.0.1:1', num_processes, process_id)
 
 
-def test_auto_coordinator_takes_nothing_else_and_says_when_no_cluster_is_found(monkeypatch):
+def test_auto_coordinator_takes_no_process_numbers():
   with pytest.raises(ValueError, match='auto finds num_processes and process_id itself'):
     parallel.initialize_distributed('auto', 2, 0)
-  for name in ('SLURM_JOB_ID', 'OMPI_COMM_WORLD_SIZE', 'TPU_WORKER_HOSTNAMES'):
-    monkeypatch.delenv(name, raising=False)
-  with pytest.raises(ValueError, match='coordinator_address=auto: no cluster detected'):
-    parallel.initialize_distributed('auto', None, None)
+
+
+@pytest.mark.slow
+def test_auto_coordinator_outside_a_cluster_is_a_one_line_error(tmp_path, config_file):
+  """--coordinator_address=auto where JAX detects no cluster (no SLURM, mpirun or TPU pod)."""
+  env = {k: v for k, v in _env(1).items() if not k.startswith(('SLURM_', 'OMPI_', 'TPU_'))}
+  result = subprocess.run(
+      _train_command(config_file, tmp_path / 'run', '--coordinator_address=auto'), env=env,
+      cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_S)
+  assert_user_error(result, 'coordinator_address=auto: no cluster detected')
+  assert not (tmp_path / 'run').exists()
 
 
 # ---------------------------------------------------------------------------------------------
