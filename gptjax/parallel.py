@@ -114,9 +114,10 @@ class Layout:
   def spec(self, names: Sequence[str | None], shape: Sequence[int] | None = None) -> P:
     """The PartitionSpec of an array whose axes have these logical names.
 
-    A mesh axis is used once per array (the first name whose rule has it, as in flax's rules),
-    axes of size 1 are left out, and where `shape` is given a dimension keeps only the leading
-    mesh axes of its rule that divide it evenly.
+    A mesh axis splits one dimension of an array at most (the first whose rule names it: the
+    activations' batch takes fsdp, so their embed axis stays whole), axes of size 1 are left
+    out, and where `shape` is given a dimension keeps only the leading mesh axes of its rule
+    that divide it evenly.
     """
     rules, used, parts = dict(self.rules), set(), []
     for dim, name in enumerate(names):
