@@ -49,15 +49,19 @@ def test_planned_temporaries_are_what_the_step_takes_from_the_host(tmp_path):
   """The plan's activations and temporaries (XLA's memory analysis) against the peak resident
   memory a fresh CPU process gains while it runs that step for the first time, state and batch
   already allocated. The first step also pays one-time costs (thread pools, the runtime's
-  buffers: 30-70 MiB measured); later steps reuse memory the resident set already counts, so
-  they show nothing. Measured for this config: 259 MiB planned, 292-331 MiB taken."""
+  buffers: 30-80 MiB measured). A second step shows its temporaries again only where the
+  allocator returned the first one's pages (often: it then matched within 0.1%); where it kept
+  them, the resident set already counts them and the step shows nothing. Measured for this
+  config: 259.3 MiB planned; first steps took 292-337 MiB, second steps 259.4 MiB or ~2 MiB."""
   command = [sys.executable, str(REPO / 'tests' / 'plan_probe.py'), str(config_file(tmp_path))]
   result = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-4000:]
   probe = json.loads(result.stdout.strip().splitlines()[-1])
   assert probe['temporaries'] > 200 * 2**20
-  first_step, planned = probe['growth'][0], probe['temporaries']
-  assert 0.95 * planned <= first_step <= 1.1 * planned + 64 * 2**20, probe
+  (first_step, second_step), planned = probe['growth'], probe['temporaries']
+  assert 0.95 * planned <= first_step <= 1.05 * planned + 128 * 2**20, probe
+  if second_step > planned / 2:  # the allocator gave the first step's memory back: all new pages
+    assert second_step == pytest.approx(planned, rel=0.05), probe
 
 
 @pytest.mark.slow
