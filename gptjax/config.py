@@ -707,6 +707,14 @@ class ShardingConfig(_Section):
                        'sharding.mesh.data=1) shards the state over every device')
     return super().from_config(config)
 
+  @classmethod
+  def from_saved(cls, saved: Mapping[str, Any] | None) -> 'ShardingConfig':
+    """The section saved with a checkpoint; the first release's {'fsdp': bool} is its mesh."""
+    saved = dict(saved or {})
+    if 'fsdp' in saved:
+      saved = {'mesh': {'data': 1, 'fsdp': -1} if saved.pop('fsdp') else dict(DEFAULT_MESH)}
+    return cls.from_config(saved)
+
   def __hash__(self):  # sections are hashable (cache keys); dicts are not
     return hash((tuple(self.mesh.items()), tuple(self.rules.items())))
 

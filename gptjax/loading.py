@@ -150,7 +150,7 @@ def on_devices(loaded: LoadedModel, mesh: str | None = None) -> LoadedModel:
   the functions given the returned layout). One device: unchanged."""
   if jax.device_count() == 1 and mesh is None:
     return loaded
-  saved = ShardingConfig.from_config(loaded.sharding or {})
+  saved = ShardingConfig.from_saved(loaded.sharding)
   if mesh is not None:
     sizes = parse_mesh(mesh)
   else:

@@ -511,3 +511,10 @@ def test_sharding_rules_parse_to_mesh_axes_with_defaults_for_the_rest():
   assert axes['mlp'] == ('tensor', 'expert') and axes['heads'] == ()
   assert axes['batch'] == ('data', 'fsdp', 'expert') and axes['embed'] == ('fsdp',)
   assert set(axes) == set(config_lib.AXIS_NAMES)
+
+
+def test_a_checkpoints_saved_sharding_of_the_first_release_reads_as_its_mesh():
+  fsdp = config_lib.ShardingConfig.from_saved({'fsdp': True})
+  assert fsdp.mesh == {'data': 1, 'fsdp': -1} and fsdp.rule_axes()['embed'] == ('fsdp',)
+  assert config_lib.ShardingConfig.from_saved({'fsdp': False}).mesh == config_lib.DEFAULT_MESH
+  assert config_lib.ShardingConfig.from_saved(None) == config_lib.ShardingConfig()
