@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from gptjax import parallel, trainer
+from gptjax import plan, trainer
 from gptjax.config import ModelConfig, load_config_file
 from gptjax.optim import make_optimizer
 from gptjax.tables import markdown_table
@@ -54,7 +53,6 @@ def cpu_name() -> str:
 
 def machine() -> str:
   """One line: the CPU (and accelerator, if JAX sees one) and the library versions."""
-  import jax
   parts = [f'{cpu_name()}, {os.cpu_count()} cores']
   device = jax.devices()[0]
   if device.platform != 'cpu':
@@ -76,6 +74,24 @@ def load_config(name: str):
 def torch_threads() -> int:
   """Threads for the PyTorch peer: every core, as XLA uses every core."""
   return os.cpu_count() or 1
+
+
+def lm_eval_parts():
+  """(lm-eval's get_model, its TaskManager, gptjax's GptjaxLM) for the eval benchmarks, with
+  datasets offline (their tasks are local files; set before lm-eval imports datasets), torch on
+  torch_threads() and lm-eval's notes kept off the tables."""
+  os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
+  import logging
+
+  import torch
+  from lm_eval.api.registry import get_model
+  from lm_eval.tasks import TaskManager
+
+  from gptjax.eval.harness import GptjaxLM
+
+  torch.set_num_threads(torch_threads())
+  logging.getLogger('lm_eval').setLevel(logging.ERROR)
+  return get_model, TaskManager, GptjaxLM
 
 
 def transformers_gpt2(cfg, params):
@@ -113,11 +129,5 @@ def compile_seconds(config) -> float:
   start = time.perf_counter()
   abstract, shardings = trainer.abstract_state(run, optimizer)
   step_fn = trainer.make_train_step(run, optimizer, shardings)
-  batch_sharding = parallel.batch_sharding(run.layout)
-  shape = (config.train.batch_size, run.seq_len)
-  batch = {
-      name: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding)
-      for name in ('inputs', 'targets')
-  }
-  step_fn.lower(abstract, batch).compile()
+  step_fn.lower(abstract, plan.abstract_batch(run)).compile()
   return time.perf_counter() - start

@@ -14,7 +14,6 @@ largest difference between their per-request log-likelihoods.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import format_table, machine, torch_threads  # noqa: E402
+from common import format_table, lm_eval_parts, machine  # noqa: E402
 from eval_speed import evaluate_results, loglikelihoods, write_tasks  # noqa: E402
 
 from gptjax.tokenizer import gpt2_for_transformers  # noqa: E402
@@ -47,15 +46,7 @@ def main():
   parser.add_argument('--questions', type=int, default=200, help='multiple-choice questions')
   parser.add_argument('--documents', type=int, default=10, help='rolling-loglikelihood documents')
   args = parser.parse_args()
-  os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
-  import torch
-  from lm_eval.api.registry import get_model
-  from lm_eval.tasks import TaskManager
-
-  from gptjax.eval.harness import GptjaxLM
-
-  torch.set_num_threads(torch_threads())
-  logging.getLogger('lm_eval').setLevel(logging.ERROR)
+  get_model, TaskManager, GptjaxLM = lm_eval_parts()
   with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
     gpt2_shaped(tmp / 'model')

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import format_table, load_config, machine, torch_threads  # noqa: E402
+from common import format_table, lm_eval_parts, load_config, machine  # noqa: E402
 
 from gptjax import data, hf, loading  # noqa: E402
 from gptjax.config import ModelConfig  # noqa: E402
@@ -104,17 +104,7 @@ def main():
   parser.add_argument('--questions', type=int, default=60, help='multiple-choice questions')
   parser.add_argument('--documents', type=int, default=4, help='rolling-loglikelihood documents')
   args = parser.parse_args()
-  os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
-  import logging
-
-  import torch
-  from lm_eval.api.registry import get_model
-  from lm_eval.tasks import TaskManager
-
-  from gptjax.eval.harness import GptjaxLM
-
-  torch.set_num_threads(torch_threads())
-  logging.getLogger('lm_eval').setLevel(logging.ERROR)
+  get_model, TaskManager, GptjaxLM = lm_eval_parts()
   cfg = ModelConfig.from_config(load_config('gpt124m').model).replace(dtype='float32')
   params = init_params(cfg, jax.random.key(0))
   model = loading.LoadedModel(cfg, params, get_tokenizer('gpt2'), 'GPT-2 124M, random weights')

@@ -112,10 +112,10 @@ class _Compiler:
     return self.done[k, remat]
 
 
-def _fewest_that_fit(compiler: _Compiler, choices: list[int], remat: bool,
-                     budget: float) -> Fitted | None:
+def fewest_that_fit(compiler: Callable[[int, Any], Any], choices: list[int], remat, budget: float):
   """The first of `choices` whose step fits in `budget`, by bisection: the memory a step needs
-  falls as its micro-batches shrink."""
+  falls as its micro-batches shrink. compiler(grad_accum_steps, remat) -> an object with
+  `.needed` bytes (a Fitted here, gptjax.plan's StepCost), or None when none fits."""
   lo, hi, best = 0, len(choices) - 1, None
   while lo <= hi:
     mid = (lo + hi) // 2
@@ -153,7 +153,7 @@ def fit_step(compile_step: Callable[[int, bool], Any], *, grad_accum_steps: int 
     if first.needed > HEADROOM * free_now:
       say(f'optim.grad_accum_steps=auto: {_gib(first.needed)} without accumulation, '
           f'{_gib(free_now)} of {what} free; compiling to find the fewest micro-batches that fit')
-    fitted = _fewest_that_fit(compiler, choices, remat, HEADROOM * free_now)
+    fitted = fewest_that_fit(compiler, choices, remat, HEADROOM * free_now)
     if fitted is not None:
       return fitted
     first = compiler(choices[-1], remat)  # the smallest micro-batch, which the message names
@@ -177,7 +177,7 @@ def _advice(compiler: _Compiler, choices: list[int], first: Fitted, batch_size: 
   if not first.remat:
     options.append((True, choices))
   for remat, ks in options:
-    fitted = _fewest_that_fit(compiler, ks, remat, budget)
+    fitted = fewest_that_fit(compiler, ks, remat, budget)
     if fitted is None:
       continue
     if auto:  # auto finds the micro-batches by itself once remat is on

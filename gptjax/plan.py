@@ -111,19 +111,10 @@ def formula_flops_per_device(run: trainer.Run) -> float:
 
 
 def largest_micro_batch(planner: Planner, remat: str, budget: float) -> StepCost | None:
-  """The fewest micro-batches whose step fits in `budget` bytes (bisection: memory falls as the
-  micro-batches shrink), or None."""
+  """The fewest micro-batches whose step fits in `budget` bytes, or None."""
   run = planner.run
   choices = memory.grad_accum_choices(run.train.batch_size, run.layout.batch_shards)
-  lo, hi, best = 0, len(choices) - 1, None
-  while lo <= hi:
-    mid = (lo + hi) // 2
-    cost = planner.cost(choices[mid], remat)
-    if cost.needed <= budget:
-      best, hi = cost, mid - 1
-    else:
-      lo = mid + 1
-  return best
+  return memory.fewest_that_fit(planner.cost, choices, remat, budget)
 
 
 def plan(config: ml_collections.ConfigDict, device_memory_gb: float | None = None,

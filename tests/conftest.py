@@ -115,6 +115,22 @@ HF_CASES = {  # name: (model_type, config overrides)
     'olmo2': ('olmo2', {**HF_LLAMA, 'rms_norm_eps': 1e-6}),
 }
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def subprocess_env(n_devices: int | None = None) -> dict:
+  """The environment of an entry point or probe run in a subprocess: JAX on the CPU, this
+  repository importable and, where given, n_devices host devices (XLA's other flags kept)."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get('PYTHONPATH')])]))
+  if n_devices is not None:
+    flags = [
+        f for f in env.get('XLA_FLAGS', '').split()
+        if not f.startswith('--xla_force_host_platform_device_count')
+    ]
+    env['XLA_FLAGS'] = ' '.join([*flags, f'--xla_force_host_platform_device_count={n_devices}'])
+  return env
+
 
 def once_per_session(tmp_path_factory, name: str, make) -> Path:
   """A directory that make(directory) fills once per test session, however many xdist workers

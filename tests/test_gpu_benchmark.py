@@ -1,23 +1,22 @@
 """benchmarks/gpu.py at its tiny shape on CPU, so that the script a lent GPU runs never rots."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import subprocess_env
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_gpu_benchmark(tmp_path, *args):
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get('PYTHONPATH')])]))
   result = subprocess.run(
       [sys.executable,
-       str(REPO / 'benchmarks' / 'gpu.py'), '--tiny', f'--out={tmp_path}', *args], env=env,
-      capture_output=True, text=True, timeout=300)
+       str(REPO / 'benchmarks' / 'gpu.py'), '--tiny', f'--out={tmp_path}', *args],
+      env=subprocess_env(), capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-4000:]
   return result, json.loads((tmp_path / 'gpu.json').read_text())
 

@@ -5,7 +5,6 @@ tests/parallel_probe.py once, in a subprocess with 8 CPU devices, and checks wha
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 from jax.sharding import AbstractMesh, PartitionSpec as P
 
-from conftest import once_per_session
+from conftest import once_per_session, subprocess_env
 from gptjax import parallel
 from gptjax.config import ShardingConfig
 from gptjax.model import abstract_params, param_axes, param_paths
@@ -124,21 +123,13 @@ def test_state_shardings_place_adam_moments_as_their_params():
 # The mesh matrix on 8 CPU devices (tests/parallel_probe.py)
 
 
-def _env(n_devices: int) -> dict:
-  """A subprocess's environment: n_devices CPU devices, the repository importable."""
-  flags = [f for f in os.environ.get('XLA_FLAGS', '').split() if 'device_count' not in f]
-  return dict(
-      os.environ, JAX_PLATFORMS='cpu',
-      XLA_FLAGS=' '.join([*flags, f'--xla_force_host_platform_device_count={n_devices}']),
-      PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get('PYTHONPATH')])]))
-
-
 @pytest.fixture(scope='module')
 def probe(tmp_path_factory):
   """(directory, results.json) of one run of tests/parallel_probe.py for the whole session."""
   def run_probe(out):
     command = [sys.executable, str(REPO / 'tests' / 'parallel_probe.py'), str(out / 'data'), out]
-    result = subprocess.run(command, env=_env(8), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, env=subprocess_env(8), capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-6000:]
     assert 'rematerialization' not in result.stderr, result.stderr[-6000:]  # XLA's inefficiency
 
@@ -230,14 +221,15 @@ def test_sample_py_runs_tensor_parallel_on_several_devices(tmp_path):
       str(REPO / 'sample.py'), '--config',
       str(REPO / 'configs' / 'tiny.py'), '--prompt=Hello, I am', '--max_new_tokens=12', '--seed=3'
   ]
-  one = subprocess.run(args, env=_env(1), cwd=tmp_path, capture_output=True, text=True, timeout=300)
-  many = subprocess.run([*args, '--mesh=tensor=4'], env=_env(8), cwd=tmp_path, capture_output=True,
-                        text=True, timeout=300)
+  one = subprocess.run(args, env=subprocess_env(1), cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)
+  many = subprocess.run([*args, '--mesh=tensor=4'], env=subprocess_env(8), cwd=tmp_path,
+                        capture_output=True, text=True, timeout=300)
   assert one.returncode == 0 and many.returncode == 0, (one.stderr[-3000:], many.stderr[-3000:])
   assert many.stdout == one.stdout and one.stdout.startswith('Hello, I am')
   assert 'on 8 devices (data 2, tensor 4)' in many.stderr, many.stderr[-3000:]
-  bad = subprocess.run([*args, '--mesh=tensor=3'], env=_env(8), cwd=tmp_path, capture_output=True,
-                       text=True, timeout=300)
+  bad = subprocess.run([*args, '--mesh=tensor=3'], env=subprocess_env(8), cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
   assert bad.returncode == 1 and 'Traceback' not in bad.stderr
   assert bad.stderr.strip().splitlines()[-1] == (
       'error: sharding.mesh data=-1 x tensor=3: the fixed axes take 3 devices, which does not '

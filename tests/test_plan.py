@@ -1,7 +1,6 @@
 """python train.py --mode=plan: the step's memory and FLOPs per device, before any step runs."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_user_error
+from conftest import assert_user_error, subprocess_env
 from gptjax import memory, plan
 from gptjax.config import load_config_file
 from gptjax.tables import format_bytes
@@ -38,12 +37,6 @@ def config_file(tmp_path, n_layers=4, batch_size=8, width=256) -> Path:
   return path
 
 
-def env() -> dict:
-  return dict(
-      os.environ, JAX_PLATFORMS='cpu',
-      PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get('PYTHONPATH')])]))
-
-
 @pytest.mark.slow
 def test_planned_temporaries_are_what_the_step_takes_from_the_host(tmp_path):
   """The plan's activations and temporaries (XLA's memory analysis) against the peak resident
@@ -54,7 +47,8 @@ def test_planned_temporaries_are_what_the_step_takes_from_the_host(tmp_path):
   them, the resident set already counts them and the step shows nothing. Measured for this
   config: 259.3 MiB planned; first steps took 292-337 MiB, second steps 259.4 MiB or ~2 MiB."""
   command = [sys.executable, str(REPO / 'tests' / 'plan_probe.py'), str(config_file(tmp_path))]
-  result = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=300)
+  result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=300)
   assert result.returncode == 0, result.stderr[-4000:]
   probe = json.loads(result.stdout.strip().splitlines()[-1])
   assert probe['temporaries'] > 200 * 2**20
@@ -73,7 +67,7 @@ def test_plan_command_reports_the_fit_and_the_largest_micro_batch_that_fits(tmp_
   result = subprocess.run([
       sys.executable,
       str(REPO / 'train.py'), f'--config={path}', '--mode=plan', '--device_memory_gb=0.25'
-  ], env=env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+  ], env=subprocess_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-4000:]
   out = result.stdout
   assert 'does NOT fit a 0.25 GiB device' in out, out
@@ -101,5 +95,5 @@ def test_device_memory_without_plan_mode_is_a_one_line_error(tmp_path):
   result = subprocess.run([
       sys.executable,
       str(REPO / 'train.py'), f'--config={config_file(tmp_path)}', '--device_memory_gb=8'
-  ], env=env(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+  ], env=subprocess_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
   assert_user_error(result, '--device_memory_gb is for --mode=plan')

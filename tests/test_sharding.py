@@ -8,7 +8,6 @@ keeps every run to a few seconds.
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_user_error
+from conftest import assert_user_error, subprocess_env
 from gptjax import data, parallel
 from gptjax.logs import read_metrics
 
@@ -86,7 +85,10 @@ def test_auto_coordinator_takes_no_process_numbers():
 @pytest.mark.slow
 def test_auto_coordinator_outside_a_cluster_is_a_one_line_error(tmp_path, config_file):
   """--coordinator_address=auto where JAX detects no cluster (no SLURM, mpirun or TPU pod)."""
-  env = {k: v for k, v in _env(1).items() if not k.startswith(('SLURM_', 'OMPI_', 'TPU_'))}
+  env = {
+      k: v
+      for k, v in subprocess_env(1).items() if not k.startswith(('SLURM_', 'OMPI_', 'TPU_'))
+  }
   result = subprocess.run(
       _train_command(config_file, tmp_path / 'run', '--coordinator_address=auto'), env=env,
       cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_S)
@@ -113,18 +115,6 @@ def config_file(tmp_path_factory):
   return path
 
 
-def _env(n_devices: int) -> dict:
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get('PYTHONPATH')])]))
-  flags = [
-      f for f in env.get('XLA_FLAGS', '').split()
-      if not f.startswith('--xla_force_host_platform_device_count')
-  ]
-  flags.append(f'--xla_force_host_platform_device_count={n_devices}')
-  env['XLA_FLAGS'] = ' '.join(flags)
-  return env
-
-
 def _train_command(config_file, workdir, *overrides) -> list[str]:
   return [
       sys.executable,
@@ -133,8 +123,8 @@ def _train_command(config_file, workdir, *overrides) -> list[str]:
 
 
 def _run(command, n_devices: int = 1, cwd=None) -> subprocess.CompletedProcess:
-  result = subprocess.run(command, env=_env(n_devices), cwd=cwd, capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
+  result = subprocess.run(command, env=subprocess_env(n_devices), cwd=cwd, capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
   assert result.returncode == 0, (f'{" ".join(command)} exited {result.returncode}\n'
                                   f'stdout:\n{result.stdout[-3000:]}\n'
                                   f'stderr:\n{result.stderr[-6000:]}')
@@ -200,7 +190,7 @@ def test_hybrid_mesh_matches_single_device(hybrid_workdir, reference):
 @pytest.mark.slow
 def test_indivisible_batch_is_a_one_line_error(config_file, tmp_path):
   command = _train_command(config_file, tmp_path / 'run', '--config.train.batch_size=12')
-  result = subprocess.run(command, env=_env(N_DEVICES), cwd=tmp_path, capture_output=True,
+  result = subprocess.run(command, env=subprocess_env(N_DEVICES), cwd=tmp_path, capture_output=True,
                           text=True, timeout=TIMEOUT_S)
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == (
@@ -293,8 +283,8 @@ def _processes(config_file, workdir, n_processes: int, *overrides):
                                f'--num_processes={n_processes}', f'--process_id={i}')
       with open(_log_path(workdir, i), 'w') as log:  # the child keeps its own descriptor
         procs.append(
-            subprocess.Popen(command, env=_env(DEVICES_PER_PROCESS), cwd=workdir.parent, stdout=log,
-                             stderr=subprocess.STDOUT))
+            subprocess.Popen(command, env=subprocess_env(DEVICES_PER_PROCESS), cwd=workdir.parent,
+                             stdout=log, stderr=subprocess.STDOUT))
     yield procs
   finally:
     for proc in procs:
