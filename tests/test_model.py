@@ -558,7 +558,7 @@ def test_logits_at_gives_those_positions_logits(tiny_config, randomize):
 
 
 @pytest.mark.parametrize('policy', [
-    pytest.param(p, marks=[] if p in ('full', 'save_qkv_attention_out') else pytest.mark.slow)
+    pytest.param(p, marks=[] if p == 'full' else pytest.mark.slow)
     for p in config_lib.REMAT_POLICIES if p != 'none'
 ])
 def test_every_remat_policy_gives_the_gradients_of_no_remat(policy):
@@ -591,7 +591,8 @@ def test_remat_accepts_the_first_releases_booleans_and_names_its_policies():
 
 
 @pytest.mark.parametrize('variant', [
-    'gpt2', 'llama',
+    'gpt2',
+    pytest.param('llama', marks=pytest.mark.slow),
     pytest.param('parallel_partial_rotary_yarn', marks=pytest.mark.slow),
     pytest.param('post_nobias_remat_relu2', marks=pytest.mark.slow)
 ])
