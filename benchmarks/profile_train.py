@@ -71,9 +71,8 @@ def hlo_summaries(hlo_text: str) -> dict[str, str]:
 
 def trace_events(directory: str) -> list[tuple[str, float]]:
   """(name, seconds) of every XLA operation event in a jax.profiler trace directory."""
-  from jax._src.lib import _profile_data
   files = glob.glob(os.path.join(directory, '**', '*.xplane.pb'), recursive=True)
-  data = _profile_data.ProfileData.from_file(files[0])
+  data = jax.profiler.ProfileData.from_file(files[0])
   events = []
   for plane in data.planes:
     if not plane.name.startswith('/host:CPU'):

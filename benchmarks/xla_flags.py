@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import sys
 from unittest import mock
@@ -75,9 +76,10 @@ def variant_trainers(shape: Shape) -> dict:
       lowered = ours.step_fn.lower(ours.state, ours.batch)
     ours.step_fn = lowered.compile(compiler_options=options)
     trainers[label] = ours
-  peer = NanoGPTTrainer(ours.run.cfg, jax.device_get(ours.state['params']), ours.run.config.optim)
-  peer.set_batch(random_batch(ours.run.cfg, shape.batch_size))
-  trainers[PEER] = peer
+  if importlib.util.find_spec('torch') is not None:  # a Python with no torch: no peer column
+    peer = NanoGPTTrainer(ours.run.cfg, jax.device_get(ours.state['params']), ours.run.config.optim)
+    peer.set_batch(random_batch(ours.run.cfg, shape.batch_size))
+    trainers[PEER] = peer
   return trainers
 
 
@@ -92,7 +94,8 @@ def shape_rows(shape: Shape, repeats: int, steps: int) -> list[tuple]:
   base = seconds[VARIANTS[0][0]]
   tokens = shape.batch_size * shape.model['block_size']
   return [(shape.what, label, f'{tokens / s:,.0f}', f'{1000 * s:,.0f}', f'{base / s:.2f}x',
-           f'{seconds[PEER] / s:.2f}x') for label, s in seconds.items()]
+           f'{seconds[PEER] / s:.2f}x' if PEER in seconds else 'n/a')
+          for label, s in seconds.items()]
 
 
 def main():

@@ -248,7 +248,8 @@ def _restore_params(path: Path, abstract_params):
 
 def _restore(path: Path, abstract, partial: bool):
   """A leaf without a sharding is restored onto this process's first device."""
-  default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  # make_single_device_sharding: the SingleDeviceSharding class is deprecated from jax 0.12.1.
+  default = jax.sharding.make_single_device_sharding(jax.local_devices()[0])
   item = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None) or
                                      default), abstract)

@@ -24,8 +24,9 @@ import jax
 YNN_FUSION = 'xla_cpu_experimental_ynn_fusion_type'
 CPU_OPTIONS = {YNN_FUSION: 'LIBRARY_FUSION_TYPE_DOT'}
 
-# The jaxlib versions whose XLA has these options (pyproject's range).
-JAXLIB_VERSIONS = ('0.10.',)
+# The jaxlib versions whose XLA has these options (pyproject's range; docs/versions.md): XLA
+# refuses an option it does not know, so a jaxlib outside the range compiles with its defaults.
+JAXLIB_VERSIONS = ('0.10.', '0.11.', '0.12.')
 
 
 def cpu_compiler_options(environ=os.environ) -> dict[str, str]:

@@ -4,6 +4,7 @@ the whole session, this process and every entry point the tests run in a subproc
 modules import the constants (`from conftest import TINY`); pytest puts this directory on
 sys.path."""
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -14,6 +15,26 @@ import pytest
 from pathlib import Path
 
 from gptjax.config import ModelConfig
+
+# What the tests use beyond gptjax's own dependencies (the test extra). A test that needs one
+# skips where it is missing (pytest.importorskip), but only where GPTJAX_TESTS_WITHOUT names it
+# (comma-separated; .ci/run's Python 3.12 environment has no torch): anywhere else a missing one
+# stops the session, so that an incomplete install never passes as skipped tests.
+TEST_EXTRAS = ('torch', 'transformers', 'tokenizers', 'datasets', 'lm_eval', 'accelerate')
+
+
+def pytest_sessionstart(session):
+  allowed = {name.strip() for name in os.environ.get('GPTJAX_TESTS_WITHOUT', '').split(',')}
+  missing = [name for name in TEST_EXTRAS if name not in allowed and not _installed(name)]
+  if missing:
+    raise pytest.UsageError(
+        f'{", ".join(missing)} not installed: pip install -e ".[test]", or run with '
+        f'GPTJAX_TESTS_WITHOUT={",".join(missing)} to skip the tests that need them')
+
+
+def _installed(module: str) -> bool:
+  return importlib.util.find_spec(module) is not None
+
 
 # Small enough that every compile takes about a second on a 2-core CPU; 61 is prime, so no
 # shape coincides with another by accident (vocab_pad_multiple=64 really pads).

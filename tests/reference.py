@@ -2,6 +2,7 @@
 never from gptjax: the references the layer and model tests compare against."""
 
 import numpy as np
+import pytest
 import scipy.special
 
 
@@ -41,7 +42,9 @@ def np_rope(x, positions, theta=None, inv_freq=None, factor=1.0):
 
 def hf_rope_table(cfg, theta, scaling):
   """(inv_freq, attention factor) of transformers' own rope init functions for a scaled
-  rotary: the reference for linear, llama3 and yarn."""
+  rotary: the reference for linear, llama3 and yarn. They compute in torch: without it
+  (GPTJAX_TESTS_WITHOUT=torch, tests/conftest.py) the tests that need them skip."""
+  pytest.importorskip('torch')
   import transformers
   from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
   rope = {

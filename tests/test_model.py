@@ -425,7 +425,9 @@ def loss_and_grads(cfg, params, rng):
 
 
 def rematerialised_blocks(cfg, params):
-  jaxpr = jax.make_jaxpr(lambda p: GPT(cfg).apply({'params': p}, TOKENS))(params).jaxpr
+  # .eqns of what make_jaxpr returns: a ClosedJaxpr to jax 0.10, a Jaxpr from 0.11 (whose .jaxpr
+  # is a legacy alias of itself).
+  jaxpr = jax.make_jaxpr(lambda p: GPT(cfg).apply({'params': p}, TOKENS))(params)
   return sum(eqn.primitive.name in ('checkpoint', 'remat2') for eqn in jaxpr.eqns)
 
 

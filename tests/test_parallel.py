@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from jax.sharding import AbstractMesh, PartitionSpec as P
+from jax.sharding import AbstractMesh, AxisType, PartitionSpec as P
 
 from conftest import once_per_session, subprocess_env
 from gptjax import parallel
@@ -25,7 +25,9 @@ ORDER = parallel.DEVICE_ORDER
 
 def layout(data=1, fsdp=1, tensor=1, expert=1, **rules) -> parallel.Layout:
   sizes = dict(data=data, fsdp=fsdp, tensor=tensor, expert=expert)
-  mesh = AbstractMesh(tuple(sizes[a] for a in ORDER), ORDER)
+  # Auto axes, as parallel.make_mesh's Mesh has (AbstractMesh defaults to Explicit from jax 0.11.1).
+  mesh = AbstractMesh(tuple(sizes[a] for a in ORDER), ORDER,
+                      axis_types=(AxisType.Auto,) * len(ORDER))
   return parallel.Layout.of(mesh, ShardingConfig.from_config({'rules': rules}))
 
 

@@ -21,7 +21,7 @@ def test_no_options_off_the_cpu_or_on_another_jaxlib(monkeypatch):
   with monkeypatch.context() as patch:
     patch.setattr(xla_flags.jax, 'default_backend', lambda: 'gpu')
     assert xla_flags.cpu_compiler_options({}) == {}
-  monkeypatch.setattr(xla_flags.importlib.metadata, 'version', lambda _: '0.11.0')
+  monkeypatch.setattr(xla_flags.importlib.metadata, 'version', lambda _: '0.13.0')
   assert xla_flags.cpu_compiler_options({}) == {}
 
 
