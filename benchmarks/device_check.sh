@@ -6,6 +6,7 @@
 #
 #   bash benchmarks/device_check.sh --wheels   # here, once: the wheels into .whl/ (git-ignored)
 #   bash benchmarks/device_check.sh            # there, with .whl carried: about 9 minutes
+#   bash benchmarks/device_check.sh --tiny     # anywhere: the same, gpu.py at its tiny shape
 #
 # There it runs, each writing under $OUT (default: ./device-out):
 # 1. benchmarks/compat.py on the CPU backend: train, resume bit for bit, sample, the Hugging Face
@@ -27,6 +28,8 @@ if [ "${1:-}" = "--wheels" ]; then
   exit
 fi
 
+gpu_args=(--budget_s=300)
+[ "${1:-}" = "--tiny" ] && gpu_args=(--tiny)
 OUT=${OUT:-device-out}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit
@@ -39,10 +42,12 @@ step() {  # step NAME COMMAND...: run it, keep its output in $OUT/NAME.log, reme
   echo "== $1: exit $rc"
   [ "$status" -ne 0 ] || status=$rc
 }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu-info.txt"
+if command -v nvidia-smi > /dev/null; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu-info.txt"
+fi
 step compat env JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=4 \
     timeout 300 python3 benchmarks/compat.py --out="$OUT"
 step tests env JAX_PLATFORMS=cpu GPTJAX_TESTS_WITHOUT=lm_eval,datasets \
     timeout 360 python3 -m pytest -m "not slow" -p no:cacheprovider -n 16
-step gpu timeout 420 python3 benchmarks/gpu.py --budget_s=300 --out="$OUT"
+step gpu timeout 420 python3 benchmarks/gpu.py "${gpu_args[@]}" --out="$OUT"
 exit "$status"
