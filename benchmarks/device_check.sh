@@ -12,7 +12,8 @@
 # 1. benchmarks/compat.py on the CPU backend: train, resume bit for bit, sample, the Hugging Face
 #    round trip against transformers' logits, scan, and a 4-device mesh (host devices);
 # 2. the fast test subset (-m "not slow") on the CPU backend, where the tolerances hold (float32
-#    matmuls on a GPU may run in TF32), without lm-eval and datasets, which the image lacks;
+#    matmuls on a GPU may run in TF32), without lm-eval and datasets, which the image lacks
+#    (GPTJAX_TESTS_WITHOUT=... names others);
 # 3. benchmarks/gpu.py on the GPU, within a 300 s budget.
 # Each step runs even if one before it failed; the exit status is the first failure's.
 set -uo pipefail
@@ -47,7 +48,7 @@ if command -v nvidia-smi > /dev/null; then
 fi
 step compat env JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=4 \
     timeout 300 python3 benchmarks/compat.py --out="$OUT"
-step tests env JAX_PLATFORMS=cpu GPTJAX_TESTS_WITHOUT=lm_eval,datasets \
-    timeout 360 python3 -m pytest -m "not slow" -p no:cacheprovider -n 16
+step tests env JAX_PLATFORMS=cpu GPTJAX_TESTS_WITHOUT="${GPTJAX_TESTS_WITHOUT:-lm_eval,datasets}" \
+    timeout 360 python3 -m pytest -m "not slow" -p no:cacheprovider -n auto
 step gpu timeout 420 python3 benchmarks/gpu.py "${gpu_args[@]}" --out="$OUT"
 exit "$status"
